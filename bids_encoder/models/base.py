@@ -1,0 +1,264 @@
+"""The encoding-model base class: numpy/pandas in, TensorFlow (float32) underneath, pandas out."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from ..transforms import Identity
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EncodingModel", "HRFEncodingModel"]
+
+
+def _as_frame(values, name, columns=None):
+    """A float32 DataFrame from a DataFrame, Series or array (1-D arrays become one column)."""
+    if isinstance(values, pd.Series):
+        values = values.to_frame()
+    if isinstance(values, pd.DataFrame):
+        frame = values.astype(np.float32)
+    else:
+        array = np.asarray(values, dtype=np.float32)
+        if array.ndim == 1:
+            array = array[:, np.newaxis]
+        if array.ndim != 2:
+            raise ValueError(f"{name} must be 2-dimensional (got an array of shape {array.shape})")
+        frame = pd.DataFrame(array, columns=columns)
+    if not np.all(np.isfinite(frame.to_numpy())):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return frame
+
+
+def run_lengths(index):
+    """Lengths of the runs in a time index, or None for a single run.
+
+    A :class:`pandas.MultiIndex` identifies runs by all its levels but the last (for example (run, time) or
+    (repeat, time)); each run must be contiguous.
+    """
+    if not isinstance(index, pd.MultiIndex) or index.nlevels < 2:
+        return None
+    keys = index.droplevel(-1)
+    change = np.ones(len(keys), dtype=bool)
+    change[1:] = np.asarray(keys[1:] != keys[:-1])
+    starts = np.flatnonzero(change)
+    if len(set(keys[starts])) != len(starts):
+        raise ValueError("The runs of a (run, time) paradigm index must each be contiguous")
+    return tuple(int(n) for n in np.diff(np.append(starts, len(keys))))
+
+
+class EncodingModel:
+    """Abstract base of all encoding models.
+
+    An encoding model predicts a (time × voxels) BOLD signal from a paradigm (time × features) and per-voxel
+    parameters (voxels × parameter labels), plus, for linear models, weights (features × voxels).
+
+    Parameters
+    ----------
+    paradigm : DataFrame or array, shape (time, features), optional
+        Stored for later calls. A (run, time) MultiIndex marks runs: the HRF never crosses from one run to the
+        next.
+    data : DataFrame or array, shape (time, voxels), optional
+    parameters : DataFrame or array, shape (voxels, parameters), optional
+    weights : DataFrame or array, shape (features, voxels), optional
+    omega : array, shape (voxels, voxels), optional
+        Noise covariance, kept for decoding and simulation.
+    verbosity : int
+        Logging level of this model's messages.
+    """
+
+    parameter_labels: list[str] = []
+    uses_weights = False
+
+    def __init__(self, paradigm=None, data=None, parameters=None, weights=None, omega=None, verbosity=logging.INFO):
+        self.verbosity = verbosity
+        self.paradigm = None if paradigm is None else self.get_paradigm(paradigm)
+        self.data = None if data is None else _as_frame(data, "data")
+        self.parameters = None if parameters is None else self._check_parameters(parameters)
+        self.weights = None if weights is None else self._check_weights(weights)
+        self.omega = None if omega is None else np.asarray(omega, dtype=np.float32)
+
+    # ------------------------------------------------------------------ labels and transforms
+    def get_parameter_labels(self):
+        """The ordered list of parameter labels."""
+        return list(self.parameter_labels)
+
+    @property
+    def transforms(self):
+        """Mapping parameter label → transform (Identity unless the model bounds the parameter)."""
+        return {label: Identity() for label in self.get_parameter_labels()}
+
+    def get_default_parameters(self, n_voxels, index=None):
+        """Default parameters, when a model has natural ones (linear models); None otherwise."""
+        return None
+
+    # ------------------------------------------------------------------ input cleaning
+    def get_paradigm(self, paradigm=None):
+        """The cleaned paradigm (time × features, float32), falling back to the stored one."""
+        if paradigm is None:
+            if self.paradigm is None:
+                raise ValueError(f"{type(self).__name__} needs a paradigm: pass one or give it to the constructor")
+            return self.paradigm
+        return _as_frame(paradigm, "paradigm")
+
+    def _check_parameters(self, parameters):
+        labels = self.get_parameter_labels()
+        if isinstance(parameters, pd.Series):
+            parameters = parameters.to_frame().T if set(parameters.index) >= set(labels) else parameters.to_frame()
+        if isinstance(parameters, pd.DataFrame):
+            missing = [label for label in labels if label not in parameters.columns]
+            if missing:
+                raise ValueError(f"parameters lack column(s) {missing}; {type(self).__name__} needs {labels}")
+            frame = parameters[labels].astype(np.float32)
+        else:
+            array = np.asarray(parameters, dtype=np.float32)
+            if array.ndim == 1:
+                array = array[np.newaxis, :]
+            if array.ndim != 2 or array.shape[1] != len(labels):
+                raise ValueError(f"parameters must have shape (voxels, {len(labels)}) for {labels}, got {array.shape}")
+            frame = pd.DataFrame(array, columns=labels)
+        frame.columns.name = "parameter"
+        if not np.all(np.isfinite(frame.to_numpy())):
+            raise ValueError("parameters contain NaN or infinite values")
+        return frame
+
+    def _check_weights(self, weights, paradigm=None):
+        weights = _as_frame(weights, "weights")
+        if paradigm is not None and weights.shape[0] != paradigm.shape[1]:
+            raise ValueError(
+                f"weights have {weights.shape[0]} rows but the paradigm has {paradigm.shape[1]} regressors"
+            )
+        return weights
+
+    def _resolve(self, paradigm, parameters, weights):
+        """Cleaned (paradigm, parameters, weights) with the stored values as fallbacks."""
+        paradigm = self.get_paradigm(paradigm)
+        weights = self.weights if weights is None else self._check_weights(weights)
+        if self.uses_weights:
+            if weights is None:
+                raise ValueError(f"{type(self).__name__} needs weights (regressors × voxels)")
+            weights = self._check_weights(weights, paradigm)
+        parameters = self.parameters if parameters is None else self._check_parameters(parameters)
+        if parameters is None and weights is not None:
+            parameters = self.get_default_parameters(weights.shape[1], index=weights.columns)
+        if parameters is None:
+            raise ValueError(f"{type(self).__name__} needs parameters (voxels × {self.get_parameter_labels()})")
+        if weights is not None and weights.shape[1] != parameters.shape[0]:
+            raise ValueError(f"weights have {weights.shape[1]} voxels but parameters have {parameters.shape[0]}")
+        return paradigm, parameters, weights
+
+    # ------------------------------------------------------------------ prediction
+    def _predict_neural(self, paradigm, parameters, weights):
+        """Neural response (time × voxels) without baseline, as a tensor."""
+        raise NotImplementedError
+
+    def _baseline(self, parameters):
+        labels = self.get_parameter_labels()
+        if "baseline" not in labels:
+            return 0.0
+        return parameters[:, labels.index("baseline")][tf.newaxis, :]
+
+    def _predict(self, paradigm, parameters, weights=None, segments=None):
+        """Prediction tensor (time × voxels) from tensors: paradigm (T, F), parameters (V, P), weights (F, V)."""
+        return self._predict_neural(paradigm, parameters, weights) + self._baseline(parameters)
+
+    def predict(self, paradigm=None, parameters=None, weights=None):
+        """Predicted BOLD signal.
+
+        Returns
+        -------
+        DataFrame, shape (time, voxels)
+            Indexed like the paradigm; columns are the parameters' index (or the weights' columns).
+        """
+        paradigm, parameters, weights = self._resolve(paradigm, parameters, weights)
+        prediction = self._predict(
+            tf.constant(paradigm.to_numpy()),
+            tf.constant(parameters.to_numpy()),
+            None if weights is None else tf.constant(weights.to_numpy()),
+            segments=run_lengths(paradigm.index),
+        )
+        columns = weights.columns if weights is not None else parameters.index
+        return pd.DataFrame(prediction.numpy(), index=paradigm.index, columns=columns)
+
+    def simulate(self, paradigm=None, parameters=None, weights=None, noise=1.0, dof=None, n_repeats=1,
+                 random_state=None):
+        """Predictions plus noise.
+
+        Parameters
+        ----------
+        noise : float or array, shape (voxels, voxels)
+            Standard deviation of iid Gaussian noise, or a noise covariance matrix.
+        dof : float, optional
+            Degrees of freedom of a (multivariate) Student-t noise instead of a Gaussian.
+        n_repeats : int
+            Repeat the paradigm; the result is indexed by (repeat, time).
+        random_state : int or numpy.random.Generator, optional
+        """
+        paradigm = self.get_paradigm(paradigm)
+        if n_repeats < 1:
+            raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
+        if n_repeats > 1:
+            repeated = pd.concat([paradigm] * n_repeats, ignore_index=True)
+            levels = [np.repeat(np.arange(n_repeats), len(paradigm))]
+            inner = paradigm.index
+            if isinstance(inner, pd.MultiIndex):
+                levels += [np.tile(inner.get_level_values(i), n_repeats) for i in range(inner.nlevels)]
+                names = ["repeat", *inner.names]
+            else:
+                levels.append(np.tile(np.asarray(inner), n_repeats))
+                names = ["repeat", inner.name or "time"]
+            repeated.index = pd.MultiIndex.from_arrays(levels, names=names)
+            paradigm = repeated
+        prediction = self.predict(paradigm, parameters, weights)
+        rng = np.random.default_rng(random_state)
+        n_time, n_voxels = prediction.shape
+        noise_array = np.asarray(noise, dtype=np.float64)
+        if noise_array.ndim == 0:
+            if noise_array < 0:
+                raise ValueError(f"noise must be non-negative, got {noise}")
+            draws = rng.standard_normal((n_time, n_voxels)) if dof is None else rng.standard_t(dof, (n_time, n_voxels))
+            eps = float(noise_array) * draws
+        else:
+            if noise_array.shape != (n_voxels, n_voxels):
+                raise ValueError(f"a noise covariance must be ({n_voxels}, {n_voxels}), got {noise_array.shape}")
+            eps = rng.multivariate_normal(np.zeros(n_voxels), noise_array, size=n_time, method="cholesky")
+            if dof is not None:
+                eps = eps / np.sqrt(rng.chisquare(dof, size=(n_time, 1)) / dof)
+        return prediction + eps.astype(np.float32)
+
+
+class HRFEncodingModel:
+    """Mixin: the neural prediction convolved with an HRF, the baseline added after convolution.
+
+    With ``hrf_model.unique_hrfs`` the parameters gain the HRF model's per-voxel labels (``hrf_delay``,
+    ``hrf_dispersion`` for :class:`~bids_encoder.hrf.SPMHRFModel`).
+    """
+
+    def _init_hrf(self, hrf_model):
+        if hrf_model is None:
+            raise ValueError(f"{type(self).__name__} needs an hrf_model (for example SPMHRFModel(tr=...))")
+        self.hrf_model = hrf_model
+
+    def get_parameter_labels(self):
+        return list(self.parameter_labels) + self.hrf_model.get_parameter_labels()
+
+    @property
+    def transforms(self):
+        transforms = super().transforms
+        transforms.update(self.hrf_model.transforms)
+        return transforms
+
+    def _hrf_parameters(self, parameters):
+        if not self.hrf_model.unique_hrfs:
+            return None
+        labels = self.get_parameter_labels()
+        columns = [labels.index(label) for label in self.hrf_model.get_parameter_labels()]
+        return tf.gather(parameters, columns, axis=1)
+
+    def _predict(self, paradigm, parameters, weights=None, segments=None):
+        neural = self._predict_neural(paradigm, parameters, weights)
+        bold = self.hrf_model.convolve(neural, self._hrf_parameters(parameters), segments=segments)
+        return bold + self._baseline(parameters)

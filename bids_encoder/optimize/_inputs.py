@@ -1,0 +1,47 @@
+"""Checks shared by the fitters: data and paradigm as aligned float32 frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..models.base import _as_frame
+
+
+def check_data_and_paradigm(model, data, paradigm):
+    """Return (data, paradigm) as float32 DataFrames of equal length, or raise ValueError."""
+    paradigm = model.get_paradigm(paradigm)
+    if data is None:
+        if model.data is None:
+            raise ValueError("No data: pass a (time × voxels) DataFrame or array")
+        data = model.data
+    data = _as_frame(data, "data")
+    if data.shape[0] != paradigm.shape[0]:
+        raise ValueError(
+            f"The paradigm has {paradigm.shape[0]} time points but the data have {data.shape[0]}"
+        )
+    if not isinstance(data.index, pd.MultiIndex) and isinstance(paradigm.index, pd.MultiIndex):
+        data.index = paradigm.index
+    return data, paradigm
+
+
+def confound_basis(confounds, n_time):
+    """Orthonormal basis (time × rank, float64) of the confounds' column space, or None."""
+    if confounds is None:
+        return None
+    values = np.asarray(confounds, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, np.newaxis]
+    if values.shape[0] != n_time:
+        raise ValueError(f"confounds have {values.shape[0]} rows but the data have {n_time} time points")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("confounds contain NaN or infinite values")
+    u, s, _ = np.linalg.svd(values, full_matrices=False)
+    rank = int(np.sum(s > s.max(initial=0.0) * max(values.shape) * np.finfo(float).eps)) if s.size else 0
+    return u[:, :rank]
+
+
+def meaningful_voxels(data):
+    """Boolean mask of voxels whose time series is not constant."""
+    values = data.to_numpy()
+    return np.ptp(values, axis=0) > 0

@@ -1,0 +1,167 @@
+"""One chunk of voxels set up for iterative fitting: variables, transforms, residuals, compiled loops."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+STEPS_PER_CALL = 25  # compiled steps between two checks of the early-stopping rule
+
+
+class FitProblem:
+    """Tensors and functions shared by the fitters for one chunk of (non-constant) voxels.
+
+    Parameters live in an unconstrained space: ``free`` (voxels × free parameters) is the trainable variable,
+    ``shared`` (1 × shared parameters) is broadcast to all voxels, fixed parameters are constants kept in
+    their natural values (so they stay exactly as given). The model sees ``transform.forward`` of them.
+    """
+
+    def __init__(self, model, paradigm, data, init, segments, weights=None, basis=None, fixed=(), shared=(),
+                 noise_model="ssq"):
+        self.model = model
+        self.labels = list(init.columns)
+        transforms = model.transforms
+        self.transforms = [transforms[label] for label in self.labels]
+        self.free_idx = [i for i, label in enumerate(self.labels) if label not in fixed and label not in shared]
+        self.shared_idx = [i for i, label in enumerate(self.labels) if label in shared]
+        self.fixed_idx = [i for i, label in enumerate(self.labels) if label in fixed]
+        self.segments = segments
+        self.noise_model = noise_model
+        self.paradigm = tf.constant(paradigm.to_numpy(), tf.float32)
+        self.weights = None if weights is None else tf.constant(weights, tf.float32)
+        y = data.to_numpy().astype(np.float64)
+        if basis is not None and basis.shape[1]:
+            y = y - basis @ (basis.T @ y)
+            self.basis = tf.constant(basis, tf.float32)
+        else:
+            self.basis = None
+        self.n_time, self.n_voxels = y.shape
+        self.y = tf.constant(y, tf.float32)
+        sst = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
+        self.sst = tf.constant(np.maximum(sst, np.finfo(np.float32).tiny), tf.float32)
+        natural = init.to_numpy().astype(np.float64)
+        unconstrained = np.stack([t.backward(natural[:, i]) for i, t in enumerate(self.transforms)], axis=1)
+        self.free = tf.Variable(unconstrained[:, self.free_idx].astype(np.float32), name="free_parameters")
+        self.shared = tf.Variable(
+            unconstrained[:, self.shared_idx].mean(axis=0, keepdims=True).astype(np.float32),
+            name="shared_parameters",
+        )
+        self.fixed_values = tf.constant(natural[:, self.fixed_idx].astype(np.float32))
+        self.variables = [v for v in (self.free, self.shared) if v.shape[1]]
+        if noise_model == "gaussian":
+            ssr = self.ssr(self.natural_parameters()).numpy()
+            self.log_sigma2 = tf.Variable(np.log(np.maximum(ssr / self.n_time, 1e-30)).astype(np.float32))
+            self.variables.append(self.log_sigma2)
+        else:
+            self.log_sigma2 = None
+
+    # ------------------------------------------------------------------ model evaluation
+    def natural_parameters(self, free=None, shared=None):
+        """(voxels × parameters) tensor in natural units."""
+        free = self.free if free is None else free
+        shared = self.shared if shared is None else shared
+        columns = [None] * len(self.labels)
+        for j, i in enumerate(self.free_idx):
+            columns[i] = self.transforms[i].forward(free[:, j])
+        for j, i in enumerate(self.shared_idx):
+            columns[i] = tf.fill([self.n_voxels], self.transforms[i].forward(shared[0, j]))
+        for j, i in enumerate(self.fixed_idx):
+            columns[i] = self.fixed_values[:, j]
+        return tf.stack(columns, axis=1)
+
+    def predict(self, parameters):
+        return self.model._predict(self.paradigm, parameters, self.weights, segments=self.segments)
+
+    def project(self, timeseries):
+        if self.basis is None:
+            return timeseries
+        return timeseries - tf.matmul(self.basis, tf.matmul(self.basis, timeseries, transpose_a=True))
+
+    def residuals(self, parameters):
+        return self.y - self.project(self.predict(parameters))
+
+    def ssr(self, parameters):
+        return tf.reduce_sum(tf.square(self.residuals(parameters)), axis=0)
+
+    def loss(self, ssr):
+        """Scalar objective: Σ SSR/SST (scale-free) or the Gaussian negative log-likelihood."""
+        if self.log_sigma2 is None:
+            return tf.reduce_sum(ssr / self.sst)
+        return tf.reduce_sum(0.5 * self.n_time * self.log_sigma2 + 0.5 * ssr * tf.exp(-self.log_sigma2))
+
+    def r2(self, ssr):
+        return 1.0 - ssr / self.sst
+
+    # ------------------------------------------------------------------ gradient descent
+    def run_gradient_descent(self, optimizer, max_n_iterations, min_n_iterations, r2_atol, lag,
+                             store_intermediate, progressbar, description="Adam", log_dir=False):
+        optimizer.build(self.variables)
+
+        @tf.function
+        def run_steps(n_steps):
+            trace = tf.TensorArray(tf.float32, size=n_steps)
+            snapshots = tf.TensorArray(tf.float32, size=n_steps if store_intermediate else 0)
+            for i in tf.range(n_steps):
+                with tf.GradientTape() as tape:
+                    parameters = self.natural_parameters()
+                    ssr = self.ssr(parameters)
+                    loss = self.loss(ssr)
+                gradients = tape.gradient(loss, self.variables)
+                optimizer.apply_gradients(zip(gradients, self.variables))
+                trace = trace.write(i, tf.reduce_mean(self.r2(ssr)))
+                if store_intermediate:
+                    snapshots = snapshots.write(i, parameters)
+            return trace.stack(), snapshots.stack() if store_intermediate else tf.zeros([0])
+
+        history, snapshots = [], []
+        converged = False
+        writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
+        with tqdm(total=max_n_iterations, desc=description, disable=not progressbar, leave=False) as bar:
+            while len(history) < max_n_iterations:
+                n_steps = min(STEPS_PER_CALL, max_n_iterations - len(history))
+                trace, snapshot = run_steps(tf.constant(n_steps))
+                first = len(history)
+                history.extend(trace.numpy().tolist())
+                if store_intermediate:
+                    snapshots.append(snapshot.numpy())
+                if writer is not None:
+                    with writer.as_default():
+                        for step in range(first, len(history)):
+                            tf.summary.scalar("mean_r2", history[step], step=step)
+                bar.update(n_steps)
+                bar.set_postfix(mean_r2=f"{history[-1]:.4f}")
+                if self._stalled(history, min_n_iterations, r2_atol, lag):
+                    converged = True
+                    break
+        if writer is not None:
+            writer.flush()
+        logger.info("%s: %d iterations, mean R² %.4f", description, len(history), history[-1])
+        outcome = self.outcome(history, converged)
+        if store_intermediate:
+            outcome["intermediate"] = np.concatenate(snapshots, axis=0)
+        return outcome
+
+    @staticmethod
+    def _stalled(history, min_n_iterations, r2_atol, lag):
+        """The early-stopping rule: past min_n_iterations, mean R² gained < r2_atol over the last lag steps."""
+        n = len(history)
+        return n >= max(min_n_iterations, lag + 1) and history[-1] - history[-1 - lag] < r2_atol
+
+    def outcome(self, history, converged):
+        parameters = self.natural_parameters()
+        prediction = self.predict(parameters)
+        ssr = tf.reduce_sum(tf.square(self.y - self.project(prediction)), axis=0)
+        return {
+            "parameters": parameters.numpy(),
+            "predictions": prediction.numpy(),
+            "r2": self.r2(ssr).numpy(),
+            "sigma2": None if self.log_sigma2 is None else np.exp(self.log_sigma2.numpy()),
+            "history": np.asarray(history, dtype=np.float32),
+            "n_iterations": len(history),
+            "converged": converged,
+        }

@@ -1,0 +1,228 @@
+"""Iterative (gradient-based) fitting of per-voxel encoding-model parameters."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from ..models.base import run_lengths
+from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
+from ._problem import FitProblem
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ParameterFitter"]
+
+NOISE_MODELS = ("ssq", "gaussian")
+
+
+class ParameterFitter:
+    """Fit per-voxel parameters of an encoding model to data.
+
+    Parameters
+    ----------
+    model : EncodingModel
+        Linear models use their stored ``weights`` (fixed while the parameters are fitted).
+    data : DataFrame, shape (time, voxels)
+    paradigm : DataFrame, shape (time, features)
+    memory_limit : int
+        Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
+    log_dir : str or False
+        Write TensorBoard scalars (loss, mean R²) there.
+    """
+
+    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False):
+        self.model = model
+        self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
+        self.memory_limit = int(memory_limit)
+        self.log_dir = log_dir
+        self.segments = run_lengths(self.paradigm.index)
+
+    # ------------------------------------------------------------------ helpers
+    def _weights(self):
+        if not self.model.uses_weights:
+            return None
+        if self.model.weights is None:
+            raise ValueError(
+                f"{type(self.model).__name__} needs weights to fit its parameters: "
+                "fit them first with WeightFitter and pass them to the model"
+            )
+        weights = self.model._check_weights(self.model.weights, self.paradigm)
+        return weights.reindex(columns=self.data.columns).to_numpy()
+
+    def _initial_parameters(self, init_pars):
+        labels = self.model.get_parameter_labels()
+        n_voxels = self.data.shape[1]
+        if init_pars is None:
+            init_pars = self.model.parameters
+        if init_pars is None and self.model.uses_weights:
+            init_pars = self.model.get_default_parameters(n_voxels, index=self.data.columns)
+            if "baseline" in labels:
+                init_pars["baseline"] = self.data.mean(axis=0).to_numpy()
+        if init_pars is None:
+            raise ValueError(
+                f"init_pars are needed for {type(self.model).__name__}: start from fit_grid's result"
+            )
+        if isinstance(init_pars, pd.DataFrame):
+            missing = [label for label in labels if label not in init_pars.columns]
+            if missing:
+                raise ValueError(f"init_pars lack column(s) {missing}")
+            init_pars = init_pars[labels]
+            if len(init_pars) == n_voxels and not init_pars.index.equals(self.data.columns):
+                if set(init_pars.index) == set(self.data.columns):
+                    init_pars = init_pars.reindex(self.data.columns)
+        array = np.asarray(init_pars, dtype=np.float32)
+        if array.ndim == 1 and array.shape[0] == len(labels):
+            array = np.tile(array, (n_voxels, 1))
+        if array.shape != (n_voxels, len(labels)):
+            raise ValueError(f"init_pars must have shape ({n_voxels}, {len(labels)}), got {array.shape}")
+        frame = pd.DataFrame(array, index=self.data.columns, columns=labels)
+        frame.columns.name = "parameter"
+        return frame
+
+    def _check_names(self, names, what):
+        labels = self.model.get_parameter_labels()
+        names = [] if names is None else ([names] if isinstance(names, str) else list(names))
+        unknown = [name for name in names if name not in labels]
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) in {what}: {unknown}; the model has {labels}")
+        return names
+
+    def _chunks(self, voxel_indices, n_parameters, extra_per_voxel=0):
+        n_time = self.data.shape[0]
+        taps = 1
+        hrf_model = getattr(self.model, "hrf_model", None)
+        if hrf_model is not None and hrf_model.unique_hrfs:
+            taps = len(hrf_model.get_kernel().numpy())
+        per_voxel = 4 * (n_time * (12 + 2 * taps) + 16 * n_parameters) + extra_per_voxel
+        size = max(1, self.memory_limit // per_voxel)
+        return [voxel_indices[i : i + size] for i in range(0, len(voxel_indices), size)] or [voxel_indices]
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        max_n_iterations=1000,
+        min_n_iterations=100,
+        init_pars=None,
+        confounds=None,
+        optimizer=None,
+        fixed_pars=None,
+        shared_pars=None,
+        noise_model="ssq",
+        store_intermediate_parameters=False,
+        r2_atol=1e-06,
+        lag=100,
+        learning_rate=0.01,
+        progressbar=True,
+        **kwargs,
+    ):
+        """Fit the parameters by gradient descent (Adam by default).
+
+        Parameters
+        ----------
+        max_n_iterations, min_n_iterations : int
+            Bounds on the number of steps.
+        init_pars : DataFrame (voxels × parameters), optional
+            Starting values (for example from ``fit_grid``); the stored parameters otherwise.
+        confounds : array or DataFrame, shape (time, k), optional
+            Nuisance regressors: their span is projected out of both the data and the predictions, so that
+            parameters explain only what the confounds cannot.
+        optimizer : keras optimizer, optional
+            Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None.
+        fixed_pars : list of str
+            Parameters kept exactly at their initial values.
+        shared_pars : list of str
+            Parameters tied across voxels (one value for all, initialised at the mean).
+        noise_model : {'ssq', 'gaussian'}
+            'ssq' minimises the residual sum of squares; 'gaussian' the Gaussian negative log-likelihood with
+            a free variance per voxel, stored in ``self.estimated_sigma2``.
+        store_intermediate_parameters : bool
+            Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
+        r2_atol, lag : float, int
+            After ``min_n_iterations``, stop once mean R² improved by less than ``r2_atol`` over ``lag`` steps.
+        learning_rate : float
+        progressbar : bool
+            Show step and mean R² with tqdm.
+
+        Returns
+        -------
+        DataFrame, shape (voxels × parameters)
+            NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set.
+        """
+        if noise_model not in NOISE_MODELS:
+            raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
+        if min_n_iterations < 0 or max_n_iterations < 1 or lag < 1:
+            raise ValueError("max_n_iterations and lag must be at least 1 and min_n_iterations non-negative")
+        fixed = self._check_names(fixed_pars, "fixed_pars")
+        shared = self._check_names(shared_pars, "shared_pars")
+        if set(fixed) & set(shared):
+            raise ValueError(f"Parameters cannot be both fixed and shared: {sorted(set(fixed) & set(shared))}")
+        if optimizer is not None and kwargs:
+            raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None")
+        init = self._initial_parameters(init_pars)
+        basis = confound_basis(confounds, self.data.shape[0])
+        weights = self._weights()
+        mask = meaningful_voxels(self.data)
+        voxels = np.flatnonzero(mask)
+        chunks = self._chunks(voxels, init.shape[1]) if not shared else [voxels]
+        if shared and len(self._chunks(voxels, init.shape[1])) > 1:
+            logger.warning("shared_pars need all voxels in one chunk: memory_limit is exceeded")
+
+        labels = self.model.get_parameter_labels()
+        result = pd.DataFrame(np.nan, index=self.data.columns, columns=labels, dtype=np.float32)
+        predictions = np.full(self.data.shape, np.nan, dtype=np.float32)
+        r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
+        sigma2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
+        self.history = []
+        intermediate = []
+        self.n_iterations = 0
+        self.converged = True
+        for number, chunk in enumerate(chunks):
+            if len(chunk) == 0:
+                continue
+            problem = FitProblem(
+                self.model, self.paradigm, self.data.iloc[:, chunk], init.iloc[chunk], self.segments,
+                weights=None if weights is None else weights[:, chunk], basis=basis,
+                fixed=fixed, shared=shared, noise_model=noise_model,
+            )
+            opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
+            if optimizer is not None and len(chunks) > 1:
+                opt = optimizer.__class__.from_config(optimizer.get_config())
+            outcome = problem.run_gradient_descent(
+                opt, max_n_iterations, min_n_iterations, r2_atol, lag,
+                store_intermediate_parameters, progressbar,
+                description=f"Adam {number + 1}/{len(chunks)}" if len(chunks) > 1 else "Adam",
+                log_dir=self.log_dir,
+            )
+            result.iloc[chunk] = outcome["parameters"]
+            predictions[:, chunk] = outcome["predictions"]
+            r2[chunk] = outcome["r2"]
+            if outcome["sigma2"] is not None:
+                sigma2[chunk] = outcome["sigma2"]
+            self.history.append(outcome["history"])
+            self.n_iterations = max(self.n_iterations, outcome["n_iterations"])
+            self.converged &= outcome["converged"]
+            if store_intermediate_parameters:
+                intermediate.append((chunk, outcome["intermediate"]))
+
+        self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
+        self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
+        self.estimated_sigma2 = (
+            pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None
+        )
+        if store_intermediate_parameters:
+            self.intermediate_parameters = self._stack_intermediate(intermediate, labels)
+        self.parameters = result
+        return result
+
+    def _stack_intermediate(self, intermediate, labels):
+        n_steps = max((values.shape[0] for _, values in intermediate), default=0)
+        stacked = np.full((n_steps, self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
+        for chunk, values in intermediate:
+            stacked[: values.shape[0], chunk] = values
+            stacked[values.shape[0] :, chunk] = values[-1]
+        index = pd.MultiIndex.from_product([range(n_steps), self.data.columns], names=["step", "voxel"])
+        return pd.DataFrame(stacked.reshape(-1, len(labels)), index=index, columns=labels)
