@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 import tensorflow as tf
-from scipy import interpolate, stats
+from scipy import stats
 
 from .transforms import Bounded
 
@@ -23,9 +23,9 @@ __all__ = ["spm_hrf", "HRFModel", "SPMHRFModel", "CustomHRFModel", "convolve"]
 def spm_hrf(t, a1=6.0, d1=1.0, a2=16.0, d2=1.0, c=1 / 6, highres_dt=0.1):
     """Canonical SPM double-gamma haemodynamic response at times ``t``.
 
-    The response ``gamma(t; a1/d1, d1) - c * gamma(t; a2/d2, d2)`` (shape, scale) is computed on a regular grid
-    of step ``highres_dt`` seconds, normalised to unit area on that grid, and brought to ``t`` by cubic
-    interpolation. Values before time 0 are 0.
+    The response ``gamma(t; a1/d1, d1) - c * gamma(t; a2/d2, d2)`` (shape, scale) is evaluated at ``t`` and
+    normalised to unit area, the area being computed on a regular grid of step ``highres_dt`` seconds over
+    [0, max(32 s, max(t))]. Values before time 0 are 0.
 
     Parameters
     ----------
@@ -38,22 +38,28 @@ def spm_hrf(t, a1=6.0, d1=1.0, a2=16.0, d2=1.0, c=1 / 6, highres_dt=0.1):
     c : float
         Ratio of the undershoot to the positive response.
     highres_dt : float
-        Step of the high-resolution grid, in seconds.
+        Step of the high-resolution grid used for the normalisation, in seconds.
 
     Returns
     -------
     numpy.ndarray
         The response at ``t`` (units: 1/s, unit area), same shape as ``t``.
+
+    Notes
+    -----
+    nilearn's ``spm_hrf(t_r, oversampling)`` is the same curve sampled on ``linspace(0, 32, rint(32 / dt))``
+    shifted by one step ``dt = t_r / oversampling`` and normalised to unit sum; the tests check the agreement.
     """
     t = np.asarray(t, dtype=float)
     if highres_dt <= 0:
         raise ValueError(f"highres_dt must be positive, got {highres_dt}")
+
+    def double_gamma(times):
+        return stats.gamma.pdf(times, a1 / d1, scale=d1) - c * stats.gamma.pdf(times, a2 / d2, scale=d2)
+
     t_max = max(float(np.max(t, initial=0.0)), 32.0)
-    grid = np.arange(0.0, t_max + 4 * highres_dt, highres_dt)
-    response = stats.gamma.pdf(grid, a1 / d1, scale=d1) - c * stats.gamma.pdf(grid, a2 / d2, scale=d2)
-    response /= response.sum() * highres_dt
-    values = interpolate.CubicSpline(grid, response)(np.clip(t, 0.0, None))
-    return np.where(t < 0, 0.0, values)
+    area = double_gamma(np.arange(0.0, t_max + highres_dt, highres_dt)).sum() * highres_dt
+    return np.where(t < 0, 0.0, double_gamma(np.clip(t, 0.0, None))) / area
 
 
 def _log_gamma_pdf(t, shape, scale):

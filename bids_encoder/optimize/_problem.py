@@ -112,7 +112,7 @@ class FitProblem:
                     ssr = self.ssr(parameters)
                     loss = self.loss(ssr)
                 gradients = tape.gradient(loss, self.variables)
-                optimizer.apply_gradients(zip(gradients, self.variables))
+                optimizer.apply_gradients(zip(gradients, self.variables, strict=True))
                 trace = trace.write(i, tf.reduce_mean(self.r2(ssr)))
                 if store_intermediate:
                     snapshots = snapshots.write(i, parameters)

@@ -137,14 +137,15 @@ class WeightFitter:
         residual sum of squares follows from the normal equations without forming predictions).
         """
         x = np.hstack([design, intercepts])
-        gram = x.T @ x + self._penalty(design.shape[1], intercepts.shape[1], alpha)
-        inverse = np.linalg.pinv(gram)
+        cross = x.T @ x
+        inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], intercepts.shape[1], alpha))
+        centre = intercepts.shape[1] > 0
         coefs, ssr, sst, mean = _shared_solve(
             tf.constant(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
-            tf.constant(gram.astype(np.float32)),
+            tf.constant(cross.astype(np.float32)), centre,
         )
         coefs = coefs.numpy().T
-        if intercepts.shape[1]:  # put the voxel means back into the intercepts
+        if centre:  # put the voxel means back into the intercepts
             coefs[design.shape[1] :] += mean.numpy()[np.newaxis, :]
         return coefs, ssr.numpy().astype(np.float64), sst.numpy().astype(np.float64)
 
@@ -196,12 +197,18 @@ class WeightFitter:
 
 
 @tf.function
-def _shared_solve(y_t, design, inverse, gram):
-    """Weights (voxels × columns), SSR, SST and mean of centred data for one shared design."""
+def _shared_solve(y_t, design, inverse, cross, centre):
+    """Weights (voxels × columns), SSR, SST and voxel means for one shared design.
+
+    With intercepts in the design (``centre``), the data are centred first: the intercepts absorb the mean,
+    and the residual sum of squares ``y'y - 2 b'X'y + b'X'X b`` then suffers no cancellation.
+    """
     mean = tf.reduce_mean(y_t, axis=1, keepdims=True)
     centred = y_t - mean
     sst = tf.reduce_sum(tf.square(centred), axis=1)
-    moments = tf.matmul(centred, design)  # Xᵀy for every voxel
+    target = centred if centre else y_t
+    moments = tf.matmul(target, design)  # X'y for every voxel
     coefs = tf.matmul(moments, inverse)
-    ssr = sst - 2.0 * tf.reduce_sum(coefs * moments, axis=1) + tf.reduce_sum(tf.matmul(coefs, gram) * coefs, axis=1)
+    total = sst if centre else tf.reduce_sum(tf.square(y_t), axis=1)
+    ssr = total - 2.0 * tf.reduce_sum(coefs * moments, axis=1) + tf.reduce_sum(tf.matmul(coefs, cross) * coefs, axis=1)
     return coefs, ssr, sst, mean[:, 0]
