@@ -11,6 +11,8 @@ import tensorflow as tf
 from ..models.base import run_lengths
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
 from ._problem import FitProblem
+from .grid import as_frame, grid_search, refine_baseline_and_amplitude
+from .levenberg_marquardt import run_levenberg_marquardt
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +132,10 @@ class ParameterFitter:
         confounds : array or DataFrame, shape (time, k), optional
             Nuisance regressors: their span is projected out of both the data and the predictions, so that
             parameters explain only what the confounds cannot.
-        optimizer : keras optimizer, optional
-            Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None.
+        optimizer : keras optimizer or 'lm', optional
+            Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None. ``'lm'`` runs the batched
+            Levenberg–Marquardt solver (second order, typically 10–50 iterations; ``learning_rate`` unused;
+            stops also once every voxel has converged; no ``shared_pars``).
         fixed_pars : list of str
             Parameters kept exactly at their initial values.
         shared_pars : list of str
@@ -162,12 +166,19 @@ class ParameterFitter:
             raise ValueError(f"Parameters cannot be both fixed and shared: {sorted(set(fixed) & set(shared))}")
         if optimizer is not None and kwargs:
             raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None")
+        use_lm = isinstance(optimizer, str)
+        if use_lm and optimizer.lower() not in ("lm", "levenberg-marquardt"):
+            raise ValueError(f"Unknown optimizer {optimizer!r}: pass a Keras optimizer, None (Adam) or 'lm'")
+        if use_lm and shared:
+            raise ValueError("shared_pars couple voxels; fit them with a gradient-descent optimizer, not 'lm'")
         init = self._initial_parameters(init_pars)
         basis = confound_basis(confounds, self.data.shape[0])
         weights = self._weights()
         mask = meaningful_voxels(self.data)
         voxels = np.flatnonzero(mask)
-        chunks = self._chunks(voxels, init.shape[1]) if not shared else [voxels]
+        n_free = len(init.columns) - len(fixed)
+        jacobian_bytes = 4 * self.data.shape[0] * (n_free + 2) * 2 if use_lm else 0
+        chunks = self._chunks(voxels, init.shape[1], jacobian_bytes) if not shared else [voxels]
         if shared and len(self._chunks(voxels, init.shape[1])) > 1:
             logger.warning("shared_pars need all voxels in one chunk: memory_limit is exceeded")
 
@@ -188,15 +199,19 @@ class ParameterFitter:
                 weights=None if weights is None else weights[:, chunk], basis=basis,
                 fixed=fixed, shared=shared, noise_model=noise_model,
             )
-            opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
-            if optimizer is not None and len(chunks) > 1:
-                opt = optimizer.__class__.from_config(optimizer.get_config())
-            outcome = problem.run_gradient_descent(
-                opt, max_n_iterations, min_n_iterations, r2_atol, lag,
-                store_intermediate_parameters, progressbar,
-                description=f"Adam {number + 1}/{len(chunks)}" if len(chunks) > 1 else "Adam",
-                log_dir=self.log_dir,
-            )
+            label = "LM" if use_lm else "Adam"
+            description = f"{label} {number + 1}/{len(chunks)}" if len(chunks) > 1 else label
+            if use_lm:
+                outcome = run_levenberg_marquardt(
+                    problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
+                    progressbar, description=description)
+            else:
+                opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
+                if optimizer is not None and len(chunks) > 1:
+                    opt = optimizer.__class__.from_config(optimizer.get_config())
+                outcome = problem.run_gradient_descent(
+                    opt, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
+                    progressbar, description=description, log_dir=self.log_dir)
             result.iloc[chunk] = outcome["parameters"]
             predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
@@ -217,6 +232,63 @@ class ParameterFitter:
             self.intermediate_parameters = self._stack_intermediate(intermediate, labels)
         self.parameters = result
         return result
+
+    def fit_grid(self, *args, use_correlation_cost=False, positive_amplitude=True, confounds=None,
+                 progressbar=True):
+        """Exhaustive search over a grid of parameter values.
+
+        Parameters
+        ----------
+        *args : one list of values per parameter label, in ``model.get_parameter_labels()`` order
+            Every combination is tried. Give ``None`` for ``baseline`` and ``amplitude`` to solve them per
+            voxel in closed form (least squares) instead.
+        use_correlation_cost : bool
+            Rank grid points by the correlation of prediction and data (equivalently, by R² with baseline and
+            amplitude in closed form); baseline and amplitude values in ``args`` are then ignored.
+        positive_amplitude : bool
+            With closed-form amplitudes, only positive ones (negatively correlated points rank last).
+        confounds : array (time × k), optional
+            Projected out of data and predictions.
+
+        Returns
+        -------
+        DataFrame (voxels × parameters): the best grid point per voxel (NaN for constant voxels).
+        ``self.grid_r2`` holds the R² of that point.
+        """
+        labels = self.model.get_parameter_labels()
+        if len(args) != len(labels):
+            raise ValueError(f"fit_grid needs one list of values per parameter {labels}, got {len(args)}")
+        mask = meaningful_voxels(self.data)
+        basis = confound_basis(confounds, self.data.shape[0])
+        result = np.full((self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
+        r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
+        if mask.any():
+            best, score = grid_search(
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, mask], self.segments, list(args),
+                basis=basis, use_correlation_cost=use_correlation_cost, positive_amplitude=positive_amplitude,
+                memory_limit=self.memory_limit, progressbar=progressbar)
+            result[mask], r2[mask] = best, score
+        self.grid_r2 = pd.Series(r2, index=self.data.columns, name="r2")
+        self.grid_parameters = as_frame(result, labels, self.data.columns)
+        return self.grid_parameters
+
+    def refine_baseline_and_amplitude(self, parameters, positive_amplitude=False, confounds=None):
+        """Least-squares baseline and amplitude per voxel, the other parameters as given.
+
+        Returns
+        -------
+        DataFrame (voxels × parameters), NaN rows kept for constant voxels.
+        """
+        labels = self.model.get_parameter_labels()
+        frame = self._initial_parameters(parameters)
+        valid = meaningful_voxels(self.data) & np.all(np.isfinite(frame.to_numpy()), axis=1)
+        result = np.full(frame.shape, np.nan, dtype=np.float32)
+        if valid.any():
+            result[valid] = refine_baseline_and_amplitude(
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
+                frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0]),
+                positive_amplitude=positive_amplitude)
+        return as_frame(result, labels, self.data.columns)
 
     def _stack_intermediate(self, intermediate, labels):
         n_steps = max((values.shape[0] for _, values in intermediate), default=0)

@@ -1,0 +1,161 @@
+"""Exhaustive grid search, and closed-form baseline and amplitude, for encoding models."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+LINEAR_LABELS = ("baseline", "amplitude")
+MIN_RELATIVE_RESPONSE = 0.01  # grid points whose peak response is below this share of the best one are skipped
+
+
+def _project(basis, timeseries):
+    if basis is None:
+        return timeseries - tf.reduce_mean(timeseries, axis=0, keepdims=True)
+    return timeseries - tf.matmul(basis, tf.matmul(basis, timeseries, transpose_a=True))
+
+
+def grid_search(model, paradigm, data, segments, values, basis=None, use_correlation_cost=False,
+                positive_amplitude=True, memory_limit=666666666, progressbar=True):
+    """Best grid point per voxel.
+
+    Parameters
+    ----------
+    values : list, one entry per parameter label
+        The values to try; ``None`` for ``baseline`` and ``amplitude`` solves them in closed form per voxel
+        (always the case with ``use_correlation_cost``).
+    basis : array (time × k), optional
+        Orthonormal confound basis, projected out of data and predictions (an intercept is always removed).
+
+    Grid points whose peak response is below 1 % of the largest peak (within a chunk of the grid) are skipped:
+    a field that barely sees the stimulus would otherwise fit noise through a scaled-up leak.
+
+    Returns
+    -------
+    parameters : ndarray (voxels × labels), score : ndarray (voxels,) — R² of the best grid point.
+    """
+    labels = model.get_parameter_labels()
+    closed_form = bool(use_correlation_cost) or any(
+        label in labels and values[labels.index(label)] is None for label in LINEAR_LABELS)
+    if closed_form and not all(label in labels for label in LINEAR_LABELS):
+        raise ValueError(f"{type(model).__name__} has no baseline and amplitude to solve in closed form")
+    searched = []
+    for label, candidates in zip(labels, values, strict=True):
+        if closed_form and label in LINEAR_LABELS:
+            searched.append([1.0 if label == "amplitude" else 0.0])
+            continue
+        candidates = np.atleast_1d(np.asarray(candidates, dtype=np.float32))
+        if candidates.size == 0 or not np.all(np.isfinite(candidates)):
+            raise ValueError(f"The grid for {label!r} must be a non-empty list of finite values")
+        searched.append(candidates)
+    grid = np.array(list(itertools.product(*searched)), dtype=np.float32)
+    n_time, n_voxels = data.shape
+    basis_tf = None if basis is None else tf.constant(basis, tf.float32)
+    y = _project(basis_tf, tf.constant(data, tf.float32))
+    y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
+    bytes_per_point = 4 * (3 * n_time + 2 * n_voxels + 2 * paradigm.shape[1])
+    chunk = int(max(1, min(len(grid), memory_limit // bytes_per_point)))
+    paradigm_tf = tf.constant(paradigm, tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def score_chunk(points):
+        raw = model._predict(paradigm_tf, points, None, segments=segments)
+        peak = tf.reduce_max(tf.abs(raw - points[:, labels.index("baseline")][tf.newaxis, :]), axis=0) \
+            if "baseline" in labels else tf.reduce_max(tf.abs(raw), axis=0)
+        # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
+        visible = peak >= MIN_RELATIVE_RESPONSE * tf.reduce_max(peak)
+        prediction = _project(basis_tf, raw)
+        cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
+        p_norm2 = tf.reduce_sum(tf.square(prediction), axis=0)[:, tf.newaxis]
+        if closed_form:  # R² of the best (positive) amplitude: corr² · sign
+            r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
+            score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
+            score = tf.where(p_norm2 > 0, score, -np.inf)
+        else:  # R² with the grid's own baseline and amplitude
+            score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
+        score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
+        best = tf.argmax(score, axis=0, output_type=tf.int32)
+        voxel = tf.range(tf.shape(best)[0])
+        index = tf.stack([best, voxel], axis=1)
+        return (tf.gather_nd(score, index), best, tf.gather_nd(cross, index),
+                tf.gather(p_norm2[:, 0], best))
+
+    best_score = np.full(n_voxels, -np.inf, dtype=np.float32)
+    best_index = np.zeros(n_voxels, dtype=np.int64)
+    best_cross = np.zeros(n_voxels, dtype=np.float32)
+    best_norm2 = np.ones(n_voxels, dtype=np.float32)
+    with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
+        for start in range(0, len(grid), chunk):
+            points = grid[start : start + chunk]
+            score, index, cross, norm2 = (t.numpy() for t in score_chunk(tf.constant(points)))
+            better = score > best_score
+            best_score[better] = score[better]
+            best_index[better] = index[better] + start
+            best_cross[better] = cross[better]
+            best_norm2[better] = norm2[better]
+            bar.update(len(points))
+    parameters = grid[best_index].copy()
+    if closed_form:
+        amplitude = best_cross / np.maximum(best_norm2, 1e-30)
+        if positive_amplitude:
+            amplitude = np.maximum(amplitude, 0.0)
+        parameters[:, labels.index("amplitude")] = amplitude
+        parameters = refine_baseline(model, paradigm, data, segments, parameters, basis)
+    return parameters, np.where(np.isfinite(best_score), np.abs(best_score), np.nan)
+
+
+def refine_baseline(model, paradigm, data, segments, parameters, basis=None):
+    """Baseline per voxel given all other parameters: the mean residual (after projecting confounds)."""
+    labels = model.get_parameter_labels()
+    parameters = np.array(parameters, dtype=np.float32)
+    parameters[:, labels.index("baseline")] = 0.0
+    prediction = model._predict(tf.constant(paradigm, tf.float32), tf.constant(parameters), None, segments=segments)
+    residual = np.asarray(data, dtype=np.float64) - prediction.numpy()
+    if basis is not None:
+        residual = residual - basis @ (basis.T @ residual)
+    parameters[:, labels.index("baseline")] = residual.mean(axis=0)
+    return parameters
+
+
+def refine_baseline_and_amplitude(model, paradigm, data, segments, parameters, basis=None,
+                                  positive_amplitude=False):
+    """Least-squares baseline and amplitude per voxel, all other parameters fixed.
+
+    The prediction with amplitude 1 and baseline 0 is regressed on the data with an intercept.
+    """
+    labels = model.get_parameter_labels()
+    if not all(label in labels for label in LINEAR_LABELS):
+        raise ValueError(f"{type(model).__name__} has no baseline and amplitude to refine")
+    parameters = np.array(parameters, dtype=np.float32)
+    unit = parameters.copy()
+    unit[:, labels.index("amplitude")] = 1.0
+    unit[:, labels.index("baseline")] = 0.0
+    p = model._predict(tf.constant(paradigm, tf.float32), tf.constant(unit), None, segments=segments).numpy()
+    y = np.asarray(data, dtype=np.float64)
+    p = p.astype(np.float64)
+    if basis is not None:
+        p_fit = p - basis @ (basis.T @ p)
+        y_fit = y - basis @ (basis.T @ y)
+    else:
+        p_fit, y_fit = p, y
+    p_c = p_fit - p_fit.mean(axis=0)
+    y_c = y_fit - y_fit.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amplitude = np.where((p_c**2).sum(0) > 0, (p_c * y_c).sum(0) / (p_c**2).sum(0), 0.0)
+    if positive_amplitude:
+        amplitude = np.maximum(amplitude, 0.0)
+    parameters[:, labels.index("amplitude")] = amplitude
+    return refine_baseline(model, paradigm, data, segments, parameters, basis)
+
+
+def as_frame(parameters, labels, index):
+    frame = pd.DataFrame(parameters, index=index, columns=labels)
+    frame.columns.name = "parameter"
+    return frame
