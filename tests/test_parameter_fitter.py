@@ -123,6 +123,8 @@ def test_bad_input_raises_clear_errors(rng):
         fitter.fit(init_pars=truth, confounds=np.ones((10, 1)))
     with pytest.raises(ValueError, match="init_pars lack"):
         fitter.fit(init_pars=truth[["baseline"]])
+    with pytest.raises(ValueError, match=r"init_pars have NaN or infinite values for 1 non-constant voxel"):
+        fitter.fit(init_pars=truth.assign(hrf_delay=[np.nan, 5, 5, 5, 5]))
 
 
 @pytest.mark.gpu

@@ -85,6 +85,12 @@ class ParameterFitter:
         frame.columns.name = "parameter"
         return frame
 
+    def _check_finite_init(self, init, mask):
+        bad = ~np.all(np.isfinite(init.to_numpy()[mask]), axis=1)
+        if bad.any():
+            names = list(init.index[mask][bad][:5])
+            raise ValueError(f"init_pars have NaN or infinite values for {bad.sum()} non-constant voxel(s), e.g. {names}")
+
     def _check_names(self, names, what):
         labels = self.model.get_parameter_labels()
         names = [] if names is None else ([names] if isinstance(names, str) else list(names))
@@ -175,6 +181,7 @@ class ParameterFitter:
         basis = confound_basis(confounds, self.data.shape[0])
         weights = self._weights()
         mask = meaningful_voxels(self.data)
+        self._check_finite_init(init, mask)
         voxels = np.flatnonzero(mask)
         n_free = len(init.columns) - len(fixed)
         jacobian_bytes = 4 * self.data.shape[0] * (n_free + 2) * 2 if use_lm else 0
