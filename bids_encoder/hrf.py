@@ -84,8 +84,8 @@ def convolve(timeseries, kernel, segments=None):
 
     Notes
     -----
-    Computed as a sum of shifted copies (one per kernel tap), which is exact, batched over voxels, and
-    differentiable with respect to both inputs.
+    A shared kernel runs as one ``conv1d`` over all series; per-voxel kernels as a sum of shifted copies (one
+    per tap). Both are exact (no FFT), batched over voxels and differentiable with respect to both inputs.
     """
     timeseries = tf.convert_to_tensor(timeseries)
     kernel = tf.cast(tf.convert_to_tensor(kernel), timeseries.dtype)
@@ -103,6 +103,8 @@ def convolve(timeseries, kernel, segments=None):
 
 
 def _convolve_segment(x, kernel):
+    if len(kernel.shape) == 1:
+        return _convolve_shared(x, kernel)
     n_time = x.shape[0]
     n_taps = min(kernel.shape[0], n_time)
     extra_dims = len(x.shape) - 2  # regressors axis when present
@@ -118,6 +120,17 @@ def _convolve_segment(x, kernel):
         paddings = [[k, 0]] + [[0, 0]] * (len(x.shape) - 1)
         out = out + tap(k) * tf.pad(x[: n_time - k], paddings)
     return out
+
+
+def _convolve_shared(x, kernel):
+    """One kernel for every series: a single conv1d over (series, time) after causal zero-padding."""
+    shape = tf.shape(x)
+    n_time, n_taps = x.shape[0], kernel.shape[0]
+    series = tf.transpose(tf.reshape(x, [shape[0], -1]))[:, :, tf.newaxis]  # (series, time, 1)
+    padded = tf.pad(series, [[0, 0], [n_taps - 1, 0], [0, 0]])
+    filters = tf.reverse(kernel, axis=[0])[:, tf.newaxis, tf.newaxis]  # conv1d correlates: flip for convolution
+    out = tf.nn.conv1d(padded, filters, stride=1, padding="VALID")  # (series, time, 1)
+    return tf.reshape(tf.transpose(out[:, :n_time, 0]), shape)
 
 
 class HRFModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from ..models.base import _as_frame
 
@@ -45,3 +46,17 @@ def meaningful_voxels(data):
     """Boolean mask of voxels whose time series is not constant."""
     values = data.to_numpy()
     return np.ptp(values, axis=0) > 0
+
+
+def as_tensor(array):
+    """A float32 tensor sharing the memory of a C-contiguous float32 array when possible (DLPack), else a copy.
+
+    TensorFlow never writes into its inputs, so sharing is safe; it saves copying whole-brain data.
+    """
+    array = np.asarray(array)
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.size:
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except Exception:  # unaligned or unsupported buffer: fall back to a copy
+            pass
+    return tf.constant(array, dtype=tf.float32)

@@ -9,7 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..models.base import run_lengths
-from ._inputs import check_data_and_paradigm
+from ._inputs import as_tensor, check_data_and_paradigm
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class WeightFitter:
         inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], intercepts.shape[1], alpha))
         centre = intercepts.shape[1] > 0
         coefs, ssr, sst, mean = _shared_solve(
-            tf.constant(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
+            as_tensor(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
             tf.constant(cross.astype(np.float32)), centre,
         )
         coefs = coefs.numpy().T
