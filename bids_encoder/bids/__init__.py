@@ -1,0 +1,1 @@
+"""Everything BIDS: layout queries, events, stimuli, confounds, loading data and writing derivatives."""

@@ -1,0 +1,140 @@
+"""Write a small fMRIPrep-like BIDS dataset with known ground truth (for the example command and the tests).
+
+Layout (``space-MNI152NLin2009cAsym``, ``res-2``)::
+
+    ROOT/dataset_description.json, participants.tsv, task-<task>_bold.json
+    ROOT/sub-XX/func/sub-XX_task-<task>_run-N_events.tsv, …_bold.nii.gz (raw: small, same data)
+    ROOT/derivatives/fmriprep/dataset_description.json (GeneratedBy fMRIPrep)
+    ROOT/derivatives/fmriprep/sub-XX/func/sub-XX_task-<task>_run-N_space-S_res-2_desc-preproc_bold.nii.gz + .json
+                                         …_space-S_res-2_desc-brain_mask.nii.gz
+                                         …_desc-confounds_timeseries.tsv + .json
+
+BOLD = baseline + Σ_c effect_c · regressor_c + slow drift + Gaussian noise, where regressor_c is the events of
+condition c convolved at high resolution with the SPM HRF (nilearn's ``compute_regressor``), independent of
+bids_encoder's own design code. Effects are smooth blobs inside a brain-shaped (ellipsoid) mask.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.glm.first_level import compute_regressor
+
+SPACE = "MNI152NLin2009cAsym"
+FMRIPREP_VERSION = "23.2.1"
+
+
+@dataclass
+class ExampleTruth:
+    """Ground truth of a generated dataset: effect maps (x, y, z) per subject and condition, and the mask."""
+
+    root: Path
+    conditions: list
+    tr: float
+    mask: np.ndarray
+    effects: dict = field(default_factory=dict)  # (subject, condition) -> 3-D array
+    affine: np.ndarray | None = None
+
+
+def _write_json(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _events(rng, conditions, n_volumes, tr):
+    """Events with onsets on a 0.1 s grid (not on volume boundaries), 1–3 s long, 4–8 s apart."""
+    onsets, t = [], 6.0
+    while t < n_volumes * tr - 20:
+        onsets.append(round(t, 1))
+        t += rng.uniform(4.0, 8.0)
+    return pd.DataFrame({
+        "onset": onsets,
+        "duration": np.round(rng.uniform(1.0, 3.0, len(onsets)), 1),
+        "trial_type": rng.choice(conditions, len(onsets)),
+    })
+
+
+def _confounds(rng, n_volumes):
+    motion = np.cumsum(rng.normal(0, 0.01, (n_volumes, 6)), axis=0)
+    names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    frame = pd.DataFrame(motion, columns=names)
+    for name in names:
+        frame[f"{name}_derivative1"] = frame[name].diff()  # first row n/a, as fMRIPrep writes it
+        frame[f"{name}_power2"] = frame[name] ** 2
+        frame[f"{name}_derivative1_power2"] = frame[f"{name}_derivative1"] ** 2
+    frame["csf"] = rng.normal(0, 1, n_volumes)
+    frame["white_matter"] = rng.normal(0, 1, n_volumes)
+    frame["global_signal"] = rng.normal(0, 1, n_volumes)
+    frame["framewise_displacement"] = np.r_[np.nan, np.abs(np.diff(motion[:, :3], axis=0)).sum(axis=1)]
+    frame["std_dvars"] = np.r_[np.nan, rng.uniform(0.8, 1.2, n_volumes - 1)]
+    n_cosine = 3
+    for k in range(n_cosine):
+        frame[f"cosine{k:02d}"] = np.sqrt(2 / n_volumes) * np.cos(np.pi * (np.arange(n_volumes) + 0.5) * (k + 1) / n_volumes)
+    return frame
+
+
+def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
+                         conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0):
+    """Write the dataset under ``root`` and return its :class:`ExampleTruth`."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    conditions = list(conditions)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -np.array(shape) + 1.0
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), axis=-1)
+    mask = (grid**2).sum(axis=-1) <= 0.9
+    truth = ExampleTruth(root=root, conditions=conditions, tr=tr, mask=mask, affine=affine)
+
+    _write_json(root / "dataset_description.json", {
+        "Name": "bids_encoder example", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "License": "CC0", "Authors": ["bids_encoder"]})
+    _write_json(root / f"task-{task}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False)
+    fmriprep = root / "derivatives" / "fmriprep"
+    _write_json(fmriprep / "dataset_description.json", {
+        "Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
+
+    frame_times = np.arange(n_volumes) * tr
+    for subject in subjects:
+        for index, condition in enumerate(conditions):
+            centre = rng.uniform(-0.4, 0.4, 3)
+            blob = np.exp(-((grid - centre) ** 2).sum(axis=-1) / (2 * 0.25**2))
+            truth.effects[(subject, condition)] = np.where(mask, (1.5 + index) * blob, 0.0)
+        baseline = np.where(mask, rng.uniform(80, 120, shape), 0.0)
+        func = root / f"sub-{subject}" / "func"
+        deriv = fmriprep / f"sub-{subject}" / "func"
+        func.mkdir(parents=True, exist_ok=True)
+        deriv.mkdir(parents=True, exist_ok=True)
+        for run in range(1, n_runs + 1):
+            stem = f"sub-{subject}_task-{task}_run-{run}"
+            events = _events(rng, conditions, n_volumes, tr)
+            events.to_csv(func / f"{stem}_events.tsv", sep="\t", index=False, float_format="%.1f")
+            signal = np.repeat(baseline[..., np.newaxis], n_volumes, axis=-1)
+            for condition in conditions:
+                chosen = events[events["trial_type"] == condition]
+                regressor, _ = compute_regressor(
+                    np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
+                signal += truth.effects[(subject, condition)][..., np.newaxis] * regressor[:, 0]
+            drift = np.linspace(-1, 1, n_volumes) * rng.normal(0, 1)
+            signal += np.where(mask[..., np.newaxis], drift + rng.normal(0, noise, signal.shape), 0.0)
+            image = nib.Nifti1Image(signal.astype(np.float32), affine)
+            image.header.set_xyzt_units("mm", "sec")
+            image.header["pixdim"][4] = tr
+            image.to_filename(func / f"{stem}_bold.nii.gz")
+            nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
+                deriv / f"{stem}_space-{SPACE}_res-2_desc-brain_mask.nii.gz")
+            image.to_filename(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.nii.gz")
+            _write_json(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.json",
+                        {"RepetitionTime": tr, "TaskName": task, "SkullStripped": True})
+            _confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
+                                              index=False, na_rep="n/a")
+            _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+    return truth
