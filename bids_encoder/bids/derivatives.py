@@ -1,0 +1,106 @@
+"""BIDS-Derivatives output: file names, atomic writes, dataset_description.json, and the pybids config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .._version import __version__
+
+__all__ = ["PYBIDS_CONFIG", "bids_label", "derivative_path", "atomic_write", "write_json",
+           "write_dataset_description", "container_info", "output_layout"]
+
+#: pybids configuration declaring the entities bids_encoder adds (``stat``, ``contrast``; ``model`` is standard)
+PYBIDS_CONFIG = Path(__file__).resolve().parent.parent / "data" / "bids_encoder_config.json"
+
+ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"), ("run", "run"),
+                ("hemi", "hemi"), ("space", "space"), ("res", "res"), ("den", "den"), ("model", "model"),
+                ("contrast", "contrast"), ("stat", "stat"), ("desc", "desc")]
+
+
+def bids_label(text):
+    """An alphanumeric BIDS label from free text: 'faces_left' → 'facesLeft', 'hrf delay' → 'hrfDelay'."""
+    words = [w for w in re.split(r"[^0-9a-zA-Z]+", str(text)) if w]
+    if not words:
+        raise ValueError(f"Cannot make a BIDS label from {text!r}")
+    return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])
+
+
+def derivative_path(output_dir, entities, suffix="statmap", extension=".nii.gz"):
+    """``OUTPUT_DIR/sub-X/[ses-Y/]func/sub-X[_ses-Y]_task-T…_model-m_stat-s_<suffix><extension>``."""
+    parts = []
+    for key, short in ENTITY_ORDER:
+        value = entities.get(key)
+        if value is None or value == "":
+            continue
+        if key == "run" and isinstance(value, int):
+            value = str(value)
+        parts.append(f"{short}-{bids_label(value) if key in ('contrast', 'stat', 'model') else value}")
+    folder = Path(output_dir) / f"sub-{entities['subject']}"
+    if entities.get("session"):
+        folder = folder / f"ses-{entities['session']}"
+    return folder / "func" / ("_".join(parts) + f"_{suffix}{extension}")
+
+
+def atomic_write(path, write):
+    """Call ``write(temporary_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)  # keep .nii.gz so that writers pick the right format
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}-", suffix=suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path, content):
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=2, sort_keys=False) + "\n"))
+
+
+def container_info():
+    """{'Type': 'docker'|'apptainer', 'Tag': …} when running inside a container, else None."""
+    tag = os.environ.get("BIDS_ENCODER_IMAGE", f"bids_encoder:{__version__}")
+    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
+        return {"Type": "apptainer", "Tag": tag}
+    if Path("/.dockerenv").exists():
+        return {"Type": "docker", "Tag": tag}
+    return None
+
+
+def write_dataset_description(output_dir, sources):
+    """Write (atomically) the derivative dataset_description.json.
+
+    Parameters
+    ----------
+    sources : dict name → folder, e.g. {'raw': BIDS_DIR, 'fmriprep': derivatives}; they become DatasetLinks (for
+        ``bids:<name>:`` URIs in sidecars) and SourceDatasets.
+    """
+    generated_by = {"Name": "bids_encoder", "Version": __version__}
+    container = container_info()
+    if container:
+        generated_by["Container"] = container
+    links = {name: Path(folder).resolve().as_uri() for name, folder in sources.items()}
+    content = {
+        "Name": "bids_encoder encoding-model fits",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated_by],
+        "SourceDatasets": [{"URL": f"bids:{name}:"} for name in sources],
+        "DatasetLinks": links,
+    }
+    return write_json(Path(output_dir) / "dataset_description.json", content)
+
+
+def output_layout(output_dir):
+    """A pybids layout over bids_encoder outputs that knows the model, stat and contrast entities."""
+    from bids import BIDSLayout
+
+    return BIDSLayout(str(output_dir), config=["bids", "derivatives", str(PYBIDS_CONFIG)], validate=False)
