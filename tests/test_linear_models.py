@@ -155,3 +155,16 @@ def test_simulate_fit_recovery_500_voxels(rng):
     assert np.corrcoef(estimate["hrf_delay"], truth["hrf_delay"])[0, 1] >= 0.9
     final = WeightFitter(unique, estimate[["hrf_delay", "hrf_dispersion"]], data, paradigm).fit()
     assert np.corrcoef(final.to_numpy().ravel(), true_weights.to_numpy().ravel())[0, 1] >= 0.99
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 8])
+def test_as_tensor_never_shares_misaligned_memory(offset):
+    """TensorFlow aborts the process on buffers that are not 64-byte aligned: those must be copied."""
+    from bids_encoder.optimize._inputs import as_tensor
+
+    buffer = np.zeros(600 + 16, np.float32)
+    array = buffer[offset : offset + 600].reshape(5, 120)
+    array[:] = np.arange(600).reshape(5, 120)
+    tensor = as_tensor(array)
+    centred = tensor - np.float32(1.0)  # an Eigen kernel: crashes on a misaligned shared buffer
+    np.testing.assert_array_equal(centred.numpy(), array - 1.0)

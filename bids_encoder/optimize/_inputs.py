@@ -49,12 +49,14 @@ def meaningful_voxels(data):
 
 
 def as_tensor(array):
-    """A float32 tensor sharing the memory of a C-contiguous float32 array when possible (DLPack), else a copy.
+    """A float32 tensor sharing the memory of a C-contiguous, 64-byte-aligned float32 array (DLPack), else a copy.
 
     TensorFlow never writes into its inputs, so sharing is safe; it saves copying whole-brain data.
     """
     array = np.asarray(array)
-    if array.dtype == np.float32 and array.flags.c_contiguous and array.size:
+    # TensorFlow's kernels assume 64-byte-aligned buffers: share only those (large arrays usually are)
+    aligned = array.ctypes.data % 64 == 0
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.size and aligned:
         try:
             return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
         except Exception:  # unaligned or unsupported buffer: fall back to a copy
