@@ -185,9 +185,10 @@ class ParameterFitter:
         voxels = np.flatnonzero(mask)
         n_free = len(init.columns) - len(fixed)
         jacobian_bytes = 4 * self.data.shape[0] * (n_free + 2) * 2 if use_lm else 0
-        chunks = self._chunks(voxels, init.shape[1], jacobian_bytes) if not shared else [voxels]
-        if shared and len(self._chunks(voxels, init.shape[1])) > 1:
+        chunks = self._chunks(voxels, init.shape[1], jacobian_bytes)
+        if shared and len(chunks) > 1:  # tied parameters need every voxel in one problem
             logger.warning("shared_pars need all voxels in one chunk: memory_limit is exceeded")
+            chunks = [voxels]
 
         labels = self.model.get_parameter_labels()
         result = pd.DataFrame(np.nan, index=self.data.columns, columns=labels, dtype=np.float32)
