@@ -130,6 +130,42 @@ def test_weight_fitter_fixed_baseline_and_runs(rng):
         fixed.fit(alpha=-1)
 
 
+@pytest.mark.parametrize("unique_hrfs", [False, True])
+def test_weight_fitter_confounds_match_lstsq(rng, unique_hrfs):
+    """Two runs, block-diagonal confounds and a spike column: weights, intercepts and partial R² as lstsq."""
+    n, n_vox = 100, 6
+    paradigm = event_paradigm(rng, 2 * n, 3)
+    paradigm.index = pd.MultiIndex.from_product([[1, 2], range(n)], names=["run", "time"])
+    hrf = SPMHRFModel(2.0, unique_hrfs=unique_hrfs)
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=hrf)
+    pars = pd.DataFrame({"hrf_delay": rng.uniform(5, 7, n_vox), "hrf_dispersion": rng.uniform(0.8, 1.2, n_vox)})
+    confounds = np.zeros((2 * n, 5))
+    confounds[:n, :2] = rng.standard_normal((n, 2))
+    confounds[n:, 2:4] = rng.standard_normal((n, 2))
+    confounds[37, 4] = 1.0  # a scrubbed volume
+    data = pd.DataFrame(rng.standard_normal((2 * n, n_vox)) + 50 + 3 * confounds @ rng.standard_normal((5, n_vox)))
+    fitter = WeightFitter(model, pars if unique_hrfs else None, data, paradigm, confounds=confounds)
+    weights = fitter.fit()
+    import tensorflow as tf
+
+    intercepts = np.repeat(np.eye(2), n, axis=0)
+    for v in range(n_vox):
+        design = model._design(tf.constant(paradigm.to_numpy()), None, segments=(n, n)).numpy()
+        if unique_hrfs:
+            design = model._design(tf.constant(paradigm.to_numpy()), tf.constant(
+                np.c_[np.zeros(1), pars.iloc[[v]].to_numpy()].astype(np.float32)), segments=(n, n)).numpy()[:, 0]
+        x = np.hstack([design, confounds, intercepts]).astype(np.float64)
+        y = data.iloc[:, v].to_numpy(np.float64)
+        reference, *_ = np.linalg.lstsq(x, y, rcond=None)
+        np.testing.assert_allclose(weights.iloc[:, v], reference[:3], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(fitter.run_baselines.iloc[:, v], reference[-2:], rtol=1e-4)
+        nuisance = np.hstack([confounds, intercepts])
+        clean = y - nuisance @ np.linalg.lstsq(nuisance, y, rcond=None)[0]
+        ssr = np.sum((y - x @ reference) ** 2)
+        assert fitter.r2.iloc[v] == pytest.approx(1 - ssr / np.sum(clean**2), abs=1e-3)
+        np.testing.assert_allclose(fitter.predictions.iloc[:, v], x @ reference, atol=1e-2)
+
+
 def test_simulate_fit_recovery_500_voxels(rng):
     """500 voxels × 300 volumes × 8 regressors, per-voxel HRFs, SNR (signal SD / noise SD) ≈ 4."""
     n_time, n_voxels, n_reg, tr = 300, 500, 8, 1.5

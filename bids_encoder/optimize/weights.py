@@ -9,7 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..models.base import run_lengths
-from ._inputs import as_tensor, check_data_and_paradigm
+from ._inputs import as_tensor, check_data_and_paradigm, confound_basis
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +41,27 @@ class WeightFitter:
     paradigm : DataFrame, shape (time, regressors)
     memory_limit : int
         Bytes the per-voxel designs of one chunk of voxels may take (unique HRFs only).
+    confounds : array or DataFrame (time × k), optional
+        Nuisance regressors fitted together with the weights (never convolved, never penalised): motion, drifts,
+        spike regressors for scrubbed volumes (a spike column is exactly equivalent to deleting the volume).
 
     Attributes (after ``fit``)
     --------------------------
     weights : DataFrame (regressors × voxels)
     parameters : DataFrame (voxels × parameters), with the estimated baseline
     run_baselines : DataFrame (runs × voxels), the intercepts of each run
-    r2 : Series, coefficient of determination per voxel (NaN for constant voxels)
+    r2 : Series, coefficient of determination per voxel (NaN for constant voxels). With confounds, the
+        fraction of the variance left by the confounds and run means that the regressors explain (partial R²).
     """
 
-    def __init__(self, model, parameters, data, paradigm, memory_limit=666666666):
+    def __init__(self, model, parameters, data, paradigm, memory_limit=666666666, confounds=None):
         if not model.uses_weights:
             raise ValueError(f"WeightFitter needs a linear model, not {type(model).__name__}")
         self.model = model
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
         self.memory_limit = int(memory_limit)
+        basis = confound_basis(confounds, self.data.shape[0])
+        self.confounds = None if basis is None or not basis.shape[1] else basis
         if parameters is None:
             self.parameters = None
         elif isinstance(parameters, pd.DataFrame):
@@ -104,22 +110,29 @@ class WeightFitter:
         if not fit_baseline:
             y_t = y_t - self.parameters["baseline"].to_numpy()[:, np.newaxis]
         intercepts = _intercepts(segments, n_time) if fit_baseline else np.zeros((n_time, 0))
+        nuisance = np.zeros((n_time, 0)) if self.confounds is None else self.confounds
+        # confound columns sit between the regressors and the intercepts: [design | confounds | intercepts]
+        intercepts = np.hstack([nuisance, intercepts])
         full = self._full_parameters()
         paradigm_tf = tf.constant(self.paradigm.to_numpy())
         if getattr(getattr(self.model, "hrf_model", None), "unique_hrfs", False):
             coefs, ssr, sst = self._fit_per_voxel(paradigm_tf, full, y_t, intercepts, alpha, segments)
         else:
             design = self.model._design(paradigm_tf, None, segments=segments).numpy().astype(np.float64)
-            coefs, ssr, sst = self._fit_shared(design, y_t, intercepts, alpha)
+            coefs, ssr, sst = self._fit_shared(design, y_t, intercepts, alpha,
+                                               len(segments or (n_time,)) if fit_baseline else 0)
         n_reg = self.paradigm.shape[1]
+        n_nuisance = nuisance.shape[1]
         self.weights = pd.DataFrame(coefs[:n_reg], index=self.paradigm.columns, columns=self.data.columns)
-        self.run_baselines = pd.DataFrame(coefs[n_reg:], columns=self.data.columns)
+        self.run_baselines = pd.DataFrame(coefs[n_reg + n_nuisance :], columns=self.data.columns)
+        self._nuisance_coefs = coefs[n_reg : n_reg + n_nuisance]
         if fit_baseline:
             full["baseline"] = self.run_baselines.mean(axis=0).to_numpy()
         else:
             full["baseline"] = self.parameters["baseline"].to_numpy()
         self.parameters = full
-        self._intercept_columns = intercepts
+        self._intercept_columns = intercepts[:, n_nuisance:]
+        self._nuisance = nuisance
         with np.errstate(invalid="ignore", divide="ignore"):
             r2 = np.where(sst > 0, 1 - np.maximum(ssr, 0) / sst, np.nan)
         self.r2 = pd.Series(r2.astype(np.float32), index=self.data.columns, name="r2")
@@ -129,35 +142,61 @@ class WeightFitter:
     def _penalty(n_reg, n_intercepts, alpha):
         return np.diag(np.r_[np.full(n_reg, alpha), np.zeros(n_intercepts)])
 
-    def _fit_shared(self, design, y_t, intercepts, alpha):
+    def _fit_shared(self, design, y_t, intercepts, alpha, n_runs):
         """One design for all voxels.
 
-        The small (regressors × regressors) system is solved once in float64; the data meet it in one float32
-        product, after centring each voxel (the intercepts absorb the mean, so weights are unchanged and the
-        residual sum of squares follows from the normal equations without forming predictions).
+        The small (columns × columns) system is solved once in float64; the data meet it in one float32
+        product, after centring each voxel when run intercepts are fitted (they absorb the mean, so weights are
+        unchanged and the residual sum of squares follows from the normal equations without forming predictions).
         """
         x = np.hstack([design, intercepts])
         cross = x.T @ x
         inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], intercepts.shape[1], alpha))
-        centre = intercepts.shape[1] > 0
+        centre = n_runs > 0
         coefs, ssr, sst, mean = _shared_solve(
             as_tensor(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
             tf.constant(cross.astype(np.float32)), centre,
         )
         coefs = coefs.numpy().T
         if centre:  # put the voxel means back into the intercepts
-            coefs[design.shape[1] :] += mean.numpy()[np.newaxis, :]
-        return coefs, ssr.numpy().astype(np.float64), sst.numpy().astype(np.float64)
+            coefs[coefs.shape[0] - n_runs :] += mean.numpy()[np.newaxis, :]
+        sst = sst.numpy().astype(np.float64)
+        if intercepts.shape[1] > max(n_runs, 1):  # confounds or several runs: R² of the variance they leave
+            sst = self._residual_sum_of_squares(y_t, intercepts, centre)
+        return coefs, np.maximum(ssr.numpy().astype(np.float64), 0.0), sst
+
+    @staticmethod
+    def _residual_sum_of_squares(y_t, columns, centre):
+        """Residual sum of squares of each voxel after least squares on ``columns`` alone."""
+        cross = columns.T @ columns
+        inverse = np.linalg.pinv(cross)
+        _, ssr, _, _ = _shared_solve(as_tensor(y_t), tf.constant(columns.astype(np.float32)),
+                                     tf.constant(inverse.astype(np.float32)), tf.constant(cross.astype(np.float32)),
+                                     centre)
+        return np.maximum(ssr.numpy().astype(np.float64), 0.0)
 
     def _fit_per_voxel(self, paradigm_tf, parameters, y_t, intercepts, alpha, segments):
-        """One design per voxel (unique HRFs): batched normal equations in float64, in chunks of voxels."""
+        """One design per voxel (unique HRFs): batched normal equations in float64, in chunks of voxels.
+
+        Confounds and intercepts are shared by all voxels, so they are taken out first (Frisch–Waugh–Lovell):
+        data and each voxel's regressors are projected on the complement of their span, the small per-voxel
+        systems involve the regressors only, and the nuisance coefficients follow from the residuals.
+        """
         n_voxels, n_time = y_t.shape
         n_reg = self.paradigm.shape[1]
         n_cols = n_reg + intercepts.shape[1]
-        bytes_per_voxel = 8 * n_time * (n_cols + 2) * 3
+        bytes_per_voxel = 8 * n_time * (n_reg + 2) * 4
         chunk = max(1, min(n_voxels, self.memory_limit // bytes_per_voxel))
-        penalty = tf.constant(self._penalty(n_reg, intercepts.shape[1], alpha))
-        intercepts_tf = tf.constant(intercepts)
+        penalty = tf.constant(np.eye(n_reg) * alpha)
+        if intercepts.shape[1]:
+            u, s, _ = np.linalg.svd(intercepts, full_matrices=False)
+            basis = u[:, s > s.max() * max(intercepts.shape) * np.finfo(float).eps]
+            nuisance_pinv = np.linalg.pinv(intercepts)
+        else:
+            basis = np.zeros((n_time, 0))
+            nuisance_pinv = np.zeros((0, n_time))
+        basis_tf = tf.constant(basis)
+        nuisance_pinv_tf = tf.constant(nuisance_pinv)
         coefs = np.empty((n_cols, n_voxels), dtype=np.float32)
         ssr = np.empty(n_voxels)
         sst = np.empty(n_voxels)
@@ -165,23 +204,21 @@ class WeightFitter:
             stop = min(start + chunk, n_voxels)
             pars = tf.constant(parameters.iloc[start:stop].to_numpy())
             design = tf.cast(self.model._design(paradigm_tf, pars, segments=segments), tf.float64)  # (T, v, R)
-            if intercepts.shape[1]:
-                tiled = tf.tile(intercepts_tf[:, tf.newaxis, :], [1, stop - start, 1])
-                design = tf.concat([design, tiled], axis=2)
-            target = tf.constant(y_t[start:stop].T.astype(np.float64))
-            gram = tf.einsum("tvr,tvs->vrs", design, design) + penalty
-            rhs = tf.einsum("tvr,tv->vr", design, target)[..., tf.newaxis]
-            beta = tf.linalg.solve(gram, rhs)[..., 0]
-            residual = target - tf.einsum("tvr,vr->tv", design, beta)
-            coefs[:, start:stop] = beta.numpy().T
-            ssr[start:stop] = tf.reduce_sum(tf.square(residual), axis=0).numpy()
-            centred = target - tf.reduce_mean(target, axis=0, keepdims=True)
-            sst[start:stop] = tf.reduce_sum(tf.square(centred), axis=0).numpy()
-        return coefs, ssr, sst
+            target = tf.constant(y_t[start:stop].T.astype(np.float64))  # (T, v)
+            beta, residual_ssr, clean_sst, nuisance = _per_voxel_solve(design, target, basis_tf, nuisance_pinv_tf,
+                                                                       penalty)
+            coefs[:n_reg, start:stop] = beta.numpy().T
+            coefs[n_reg:, start:stop] = nuisance.numpy()
+            ssr[start:stop] = residual_ssr.numpy()
+            sst[start:stop] = clean_sst.numpy()
+        if intercepts.shape[1] == 0:  # no intercept: R² still measures variance around the mean
+            centred = y_t - y_t.mean(axis=1, keepdims=True)
+            sst = np.sum(centred.astype(np.float64) ** 2, axis=1)
+        return coefs, np.maximum(ssr, 0.0), sst
 
     @property
     def predictions(self):
-        """Fitted time series (time × voxels), each run with its own intercept."""
+        """Fitted time series (time × voxels): regressors, each run's intercept and the confounds."""
         if not hasattr(self, "weights"):
             raise AttributeError("predictions exist after fit()")
         prediction = self.model._predict(
@@ -193,7 +230,25 @@ class WeightFitter:
         if self._intercept_columns.shape[1]:
             offsets = self._intercept_columns @ self.run_baselines.to_numpy()
             prediction += (offsets - self.parameters["baseline"].to_numpy()).astype(np.float32)
+        if self._nuisance.shape[1]:
+            prediction += (self._nuisance @ self._nuisance_coefs).astype(np.float32)
         return pd.DataFrame(prediction, index=self.data.index, columns=self.data.columns)
+
+
+@tf.function
+def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
+    """Regressor weights (v × R), SSR, nuisance-cleaned SST and nuisance coefficients (k × v) per voxel."""
+    target_clean = target - tf.matmul(basis, tf.matmul(basis, target, transpose_a=True))
+    projection = tf.einsum("tk,tvr->kvr", basis, design)
+    design_clean = design - tf.einsum("tk,kvr->tvr", basis, projection)
+    gram = tf.einsum("tvr,tvs->vrs", design_clean, design_clean) + penalty
+    rhs = tf.einsum("tvr,tv->vr", design_clean, target_clean)[..., tf.newaxis]
+    beta = tf.linalg.solve(gram, rhs)[..., 0]
+    residual = target_clean - tf.einsum("tvr,vr->tv", design_clean, beta)
+    ssr = tf.reduce_sum(tf.square(residual), axis=0)
+    sst = tf.reduce_sum(tf.square(target_clean), axis=0)
+    nuisance = tf.matmul(nuisance_pinv, target - tf.einsum("tvr,vr->tv", design, beta))
+    return beta, ssr, sst, nuisance
 
 
 @tf.function
