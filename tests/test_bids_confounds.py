@@ -26,22 +26,22 @@ def test_parse_strategy():
 
 def test_standard_strategies(run_files):
     bold, tsv = run_files
-    confounds, mask = load_run_confounds(bold, ("motion", "high_pass", "wm_csf"), 40, motion="basic")
+    confounds, mask = load_run_confounds(tsv, ("motion", "high_pass", "wm_csf"), 40, motion="basic")
     assert sorted(confounds.columns) == sorted(
         ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "cosine00", "cosine01", "cosine02",
          "csf", "white_matter"])
     assert mask is None and np.isfinite(confounds.to_numpy()).all()
-    full, _ = load_run_confounds(bold, ("motion",), 40)  # 'full': derivatives (first row n/a) and squares
+    full, _ = load_run_confounds(tsv, ("motion",), 40)  # 'full': derivatives (first row n/a) and squares
     assert full.shape[1] == 24 and np.isfinite(full.to_numpy()).all()
     raw = pd.read_csv(tsv, sep="\t")
     high_motion = int(np.sum(raw["framewise_displacement"].fillna(0) > 0.02))
-    _, kept = load_run_confounds(bold, ("motion", "scrub"), 40, scrub=0, fd_threshold=0.02)
+    _, kept = load_run_confounds(tsv, ("motion", "scrub"), 40, scrub=0, fd_threshold=0.02)
     assert 0 < len(kept) == 40 - high_motion
-    assert load_run_confounds(bold, (), 40) == (None, None)
+    assert load_run_confounds(tsv, (), 40) == (None, None)
 
 
 def test_confounds_with_too_few_rows(run_files, tmp_path):
     bold, tsv = run_files
-    with pytest.raises(InputError, match="have 40 rows but the BOLD has 50 volumes") as error:
-        load_run_confounds(bold, ("motion",), 50)
+    with pytest.raises(InputError, match="has 40 rows but the BOLD has 50 volumes") as error:
+        load_run_confounds(tsv, ("motion",), 50)
     assert error.value.exit_code == 65

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -30,33 +33,54 @@ def parse_strategy(text):
     return names
 
 
-def load_run_confounds(bold, strategy, n_volumes, **parameters):
+def _nilearn_view(confounds_file, folder):
+    """Present the confounds file to nilearn under a canonical fMRIPrep name, whatever the BOLD file is called.
+
+    nilearn finds the confounds of an image by its name and accepts only some spellings (entity orders, CIFTI,
+    GIFTI pairs); pybids already found the file, so nilearn gets a link to it beside a nominal image name.
+    """
+    confounds_file = Path(confounds_file)
+    suffix = "regressors" if confounds_file.name.endswith("_regressors.tsv") else "timeseries"
+    stem = "sub-x_task-x"
+    for source, target in ((confounds_file, f"{stem}_desc-confounds_{suffix}.tsv"),
+                           (confounds_file.with_suffix(".json"), f"{stem}_desc-confounds_{suffix}.json")):
+        if source.is_file():
+            link = Path(folder) / target
+            try:
+                link.symlink_to(source.resolve())
+            except OSError:
+                shutil.copyfile(source, link)
+    return str(Path(folder) / f"{stem}_desc-preproc_bold.nii.gz")
+
+
+def load_run_confounds(confounds_file, strategy, n_volumes, **parameters):
     """Confounds (time × k DataFrame, or None) and sample mask (kept volume indices, or None) of one run.
 
-    ``parameters`` are nilearn's ``load_confounds`` options (``motion='full'``, ``fd_threshold=0.5``, …). The
-    confounds file is found next to the preprocessed BOLD, the way fMRIPrep names it.
+    ``confounds_file`` is fMRIPrep's ``desc-confounds_timeseries.tsv`` (or the older ``_regressors.tsv``);
+    ``parameters`` are nilearn's ``load_confounds`` options (``motion='full'``, ``fd_threshold=0.5``, …).
     """
     strategy = tuple(strategy)
     if not strategy:
         return None, None
     from nilearn.interfaces.fmriprep import load_confounds
 
-    try:
-        confounds, sample_mask = load_confounds(str(bold), strategy=strategy, **parameters)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        message = " ".join(str(error).split())
-        raise InputError(f"Cannot load confounds for {bold.name if hasattr(bold, 'name') else bold}: {message}",
-                         exit_code=65) from error
+    name = Path(confounds_file).name
+    if not Path(confounds_file).is_file():
+        raise InputError(f"Confounds file {name} not found", exit_code=66)
+    with tempfile.TemporaryDirectory(prefix="bids_encoder-confounds-") as folder:
+        try:
+            confounds, sample_mask = load_confounds(_nilearn_view(confounds_file, folder), strategy=strategy,
+                                                    **parameters)
+        except (ValueError, FileNotFoundError, KeyError, TypeError) as error:
+            message = " ".join(str(error).split())
+            raise InputError(f"Cannot load confounds from {name}: {message}", exit_code=65) from error
     if confounds is not None and len(confounds) != n_volumes:
-        raise InputError(f"The confounds of {getattr(bold, 'name', bold)} have {len(confounds)} rows but the BOLD "
-                         f"has {n_volumes} volumes", exit_code=65)
+        raise InputError(f"{name} has {len(confounds)} rows but the BOLD has {n_volumes} volumes", exit_code=65)
     if confounds is not None and not np.all(np.isfinite(confounds.to_numpy())):
-        raise InputError(f"The confounds of {getattr(bold, 'name', bold)} contain non-finite values after "
-                         "nilearn's filling of n/a rows", exit_code=65)
+        raise InputError(f"{name} contains non-finite values after nilearn's filling of n/a rows", exit_code=65)
     if sample_mask is not None and len(sample_mask) < 2:
-        raise InputError(f"Scrubbing leaves {len(sample_mask)} volume(s) of {getattr(bold, 'name', bold)}",
-                         exit_code=65)
-    logger.info("%s: %d confound regressors (%s), %s volumes kept", getattr(bold, "name", bold),
+        raise InputError(f"Scrubbing leaves {len(sample_mask)} volume(s) of the run of {name}", exit_code=65)
+    logger.info("%s: %d confound regressors (%s), %s volumes kept", name,
                 0 if confounds is None else confounds.shape[1], ",".join(strategy),
                 n_volumes if sample_mask is None else len(sample_mask))
     return confounds, sample_mask

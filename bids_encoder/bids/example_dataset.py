@@ -8,6 +8,9 @@ Layout (``space-MNI152NLin2009cAsym``, ``res-2``)::
     ROOT/derivatives/fmriprep/sub-XX/func/sub-XX_task-<task>_run-N_space-S_res-2_desc-preproc_bold.nii.gz + .json
                                          …_space-S_res-2_desc-brain_mask.nii.gz
                                          …_desc-confounds_timeseries.tsv + .json
+                                         …_hemi-{L,R}_space-fsaverage5_bold.func.gii + .json (``surface_vertices``
+                                         > 0; odd subjects use fMRIPrep's current entity order, even ones the
+                                         older ``space-fsaverage5_hemi-L``)
 
 BOLD = baseline + Σ_c effect_c · regressor_c + slow drift + Gaussian noise, where regressor_c is the events of
 condition c convolved at high resolution with the SPM HRF (nilearn's ``compute_regressor``), independent of
@@ -39,6 +42,7 @@ class ExampleTruth:
     mask: np.ndarray
     effects: dict = field(default_factory=dict)  # (subject, condition) -> 3-D array
     affine: np.ndarray | None = None
+    surface_effects: dict = field(default_factory=dict)  # (subject, condition) -> (vertices L then R,)
 
 
 def _write_json(path, content):
@@ -78,8 +82,21 @@ def _confounds(rng, n_volumes):
     return frame
 
 
+def _sphere(rng, n):
+    points = rng.standard_normal((n, 3))
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def _write_gifti(path, signal):
+    """One data array per volume, as fMRIPrep writes BOLD on surfaces."""
+    arrays = [nib.gifti.GiftiDataArray(column.astype(np.float32), intent="NIFTI_INTENT_TIME_SERIES",
+                                       datatype="NIFTI_TYPE_FLOAT32") for column in signal.T]
+    nib.save(nib.GiftiImage(darrays=arrays), str(path))
+
+
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
-                         conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0):
+                         conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0,
+                         surface_vertices=0):
     """Write the dataset under ``root`` and return its :class:`ExampleTruth`."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -103,11 +120,16 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
         "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
 
     frame_times = np.arange(n_volumes) * tr
-    for subject in subjects:
+    sphere = {hemi: _sphere(rng, surface_vertices) for hemi in ("L", "R")} if surface_vertices else None
+    for number, subject in enumerate(subjects):
         for index, condition in enumerate(conditions):
             centre = rng.uniform(-0.4, 0.4, 3)
             blob = np.exp(-((grid - centre) ** 2).sum(axis=-1) / (2 * 0.25**2))
             truth.effects[(subject, condition)] = np.where(mask, (1.5 + index) * blob, 0.0)
+            if sphere is not None:
+                truth.surface_effects[(subject, condition)] = np.concatenate([
+                    (1.5 + index) * np.exp(-((points - centre / np.linalg.norm(centre)) ** 2).sum(axis=1) / 0.5)
+                    for points in sphere.values()])
         baseline = np.where(mask, rng.uniform(80, 120, shape), 0.0)
         func = root / f"sub-{subject}" / "func"
         deriv = fmriprep / f"sub-{subject}" / "func"
@@ -137,4 +159,18 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
             _confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
                                               index=False, na_rep="n/a")
             _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+            if sphere is not None:
+                surface = 100.0 + np.outer(drift, np.ones(2 * surface_vertices))
+                surface += rng.normal(0, noise, surface.shape)
+                for condition in conditions:
+                    chosen = events[events["trial_type"] == condition]
+                    regressor, _ = compute_regressor(
+                        np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
+                    surface += np.outer(regressor[:, 0], truth.surface_effects[(subject, condition)])
+                for offset, hemi in enumerate(("L", "R")):
+                    entities = (f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0
+                                else f"space-fsaverage5_hemi-{hemi}")
+                    columns = slice(offset * surface_vertices, (offset + 1) * surface_vertices)
+                    _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii", surface[:, columns])
+                    _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": task})
     return truth

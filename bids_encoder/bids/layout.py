@@ -41,6 +41,14 @@ class RunInputs:
     tr: float
     start_time: float = 0.0
     entities: dict = field(default_factory=dict)
+    surfaces: dict = field(default_factory=dict)  # GIFTI: {'L': path, 'R': path}; ``bold`` is then the L file
+
+    @property
+    def label(self):
+        """'sub-01_ses-a_task-x_run-1' style name of the run (for messages and reports)."""
+        parts = [f"sub-{self.subject}"] + [f"{key}-{value}" for key, value in (
+            ("ses", self.session), ("task", self.task), ("run", self.run)) if value is not None]
+        return "_".join(parts)
 
 
 def load_layout(bids_dir, derivatives=None, database_dir=None):
@@ -76,6 +84,26 @@ def _one(files, what, bold):
     return Path(files[0])
 
 
+def _header_tr(bold):
+    """TR from a NIfTI header (4th zoom, in seconds) or a CIFTI series axis; None when absent or unreadable."""
+    name = Path(bold).name
+    try:
+        if name.endswith(".dtseries.nii"):
+            axis = nib.load(str(bold)).header.get_axis(0)
+            factor = {"SECOND": 1.0, "MSEC": 1e-3, "USEC": 1e-6}.get(getattr(axis, "unit", "SECOND").upper(), 1.0)
+            return float(axis.step) * factor if axis.step > 0 else None
+        if name.endswith((".nii.gz", ".nii")):
+            header = nib.load(str(bold)).header
+            zooms = header.get_zooms()
+            if len(zooms) < 4 or zooms[3] <= 0:
+                return None
+            unit = header.get_xyzt_units()[1]
+            return float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    except Exception as error:  # unreadable image: reported when the data are loaded
+        logger.debug("Could not read the header of %s: %s", bold, error)
+    return None
+
+
 def repetition_time(layout, bold, raw_filters):
     """TR from the derivative sidecar, else the raw sidecar, else the image header; disagreement is an error."""
     sidecar = layout.get_metadata(str(bold)).get("RepetitionTime")
@@ -84,13 +112,7 @@ def repetition_time(layout, bold, raw_filters):
                          **raw_filters)
         if raw:
             sidecar = layout.get_metadata(raw[0]).get("RepetitionTime")
-    header = None
-    if "".join(Path(bold).suffixes[-2:]) in (".nii.gz", ".nii") or Path(bold).suffix == ".nii":
-        try:
-            zooms = nib.load(str(bold)).header.get_zooms()
-            header = float(zooms[3]) if len(zooms) > 3 and zooms[3] > 0 else None
-        except Exception as error:  # unreadable image: reported when the data are loaded
-            logger.debug("Could not read the header of %s: %s", bold, error)
+    header = _header_tr(bold)
     if sidecar is None and header is None:
         raise InputError(f"No repetition time for {Path(bold).name}: no RepetitionTime in its sidecars "
                          "and none in the image header", exit_code=65)
@@ -100,10 +122,20 @@ def repetition_time(layout, bold, raw_filters):
     return float(sidecar if sidecar is not None else header)
 
 
+def _bold_query(kind, space):
+    if kind == "gifti":
+        return {"suffix": "bold", "extension": ".func.gii", "space": space, "hemi": "L"}
+    if kind == "cifti":
+        return {"suffix": "bold", "extension": ".dtseries.nii", "space": space}
+    return {"suffix": "bold", "extension": VOLUME_EXTENSIONS, "space": space, "desc": "preproc"}
+
+
 def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152NLin2009cAsym", res=None,
-              filters=None):
+              filters=None, kind="volume"):
     """Every preprocessed run of one subject matching the filters, with its mask, confounds and events.
 
+    ``kind`` is 'volume' (``desc-preproc_bold.nii.gz`` + ``desc-brain_mask``), 'gifti' (``hemi-L``/``hemi-R``
+    ``bold.func.gii`` pairs, in either entity order) or 'cifti' (``bold.dtseries.nii``).
     Raises InputError (exit code 18) when the filters select no preprocessed BOLD file.
     """
     query = {"subject": subject}
@@ -111,27 +143,39 @@ def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152N
         if value is not None:
             query[name] = value
     query.update(filters or {})
-    bolds = layout.get(scope="derivatives", desc="preproc", suffix="bold", space=space,
-                       extension=VOLUME_EXTENSIONS, return_type="filename", invalid_filters="drop", **query)
+    bold_query = _bold_query(kind, space)
+    query = {key: value for key, value in query.items() if key not in bold_query}  # the kind fixes these
+    bolds = layout.get(scope="derivatives", return_type="filename", invalid_filters="drop", **bold_query, **query)
     if not bolds:
-        raise InputError(f"No preprocessed BOLD (desc-preproc, space-{space}) for sub-{subject} with "
-                         f"filters {query}", exit_code=18)
+        raise InputError(f"No preprocessed BOLD ({kind}, space-{space}) for sub-{subject} with filters {query}",
+                         exit_code=18)
     runs = []
     for bold in sorted(bolds):
         entities = layout.parse_file_entities(bold)
         common = {key: entities[key] for key in ("subject", "session", "task", "run", "acquisition")
                   if key in entities}
-        mask = layout.get(scope="derivatives", desc="brain", suffix="mask", space=space,
-                          extension=VOLUME_EXTENSIONS, return_type="filename",
-                          **common, **({"res": entities["res"]} if "res" in entities else {}))
+        surfaces = {}
+        if kind == "gifti":
+            right = layout.get(scope="derivatives", suffix="bold", extension=".func.gii", space=space, hemi="R",
+                               return_type="filename", **common,
+                               **{key: entities[key] for key in ("den",) if key in entities})
+            surfaces = {"L": Path(bold), "R": _one(right, "hemi-R GIFTI", Path(bold))}
+            if surfaces["R"] is None:
+                raise InputError(f"{Path(bold).name} has no hemi-R counterpart", exit_code=66)
+        mask = None
+        if kind == "volume":
+            mask = _one(layout.get(scope="derivatives", desc="brain", suffix="mask", space=space,
+                                   extension=VOLUME_EXTENSIONS, return_type="filename",
+                                   **common, **({"res": entities["res"]} if "res" in entities else {})),
+                        "mask", Path(bold))
         confounds = layout.get(scope="derivatives", desc="confounds", suffix=["timeseries", "regressors"],
                                extension=".tsv", return_type="filename", **common)
         events = layout.get(scope="raw", suffix="events", extension=".tsv", return_type="filename", **common)
         metadata = layout.get_metadata(bold)
         runs.append(RunInputs(
             subject=subject, task=entities.get("task"), run=entities.get("run"), session=entities.get("session"),
-            space=space, bold=Path(bold), mask=_one(mask, "mask", Path(bold)),
+            space=space, bold=Path(bold), mask=mask,
             confounds=_one(confounds, "confounds", Path(bold)), events=_one(events, "events", Path(bold)),
             tr=repetition_time(layout, bold, common), start_time=float(metadata.get("StartTime", 0.0) or 0.0),
-            entities=entities))
+            entities=entities, surfaces=surfaces))
     return runs

@@ -1,0 +1,192 @@
+"""BOLD images ↔ (time × voxel) arrays: NIfTI volumes with a brain mask, GIFTI hemispheres, CIFTI dtseries.
+
+Loading gives one float32 array per run over a fixed set of voxels (the brain mask shared by all runs, or all
+vertices/grayordinates); :class:`MapWriter` puts one value per voxel back into an image of the same geometry.
+Out-of-mask voxels (volumes) are written as NaN; constant vertices or voxels, which no model can fit, are NaN too.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .derivatives import atomic_write
+from .layout import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["space_kind", "MapWriter", "load_bold_runs", "map_extension"]
+
+
+def space_kind(space):
+    """'gifti' for fsnative/fsaverage*, 'cifti' for fsLR, else 'volume'."""
+    if space == "fsnative" or space.startswith("fsaverage"):
+        return "gifti"
+    if space.startswith("fsLR"):
+        return "cifti"
+    return "volume"
+
+
+def map_extension(kind):
+    return {"volume": ".nii.gz", "gifti": ".func.gii", "cifti": ".dscalar.nii"}[kind]
+
+
+def _load(path):
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for damaged files
+        raise InputError(f"Cannot read {Path(path).name}: {' '.join(str(error).split())}", exit_code=65) from error
+
+
+def _read(image, path):
+    try:
+        return np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as error:  # truncated gzip streams fail only when the data are read
+        raise InputError(f"Cannot read the data of {Path(path).name}: {' '.join(str(error).split())}",
+                         exit_code=65) from error
+
+
+class MapWriter:
+    """Writes per-voxel values (1-D, the voxels of the loaded data) as images of the input's geometry."""
+
+    def __init__(self, kind, reference=None, mask=None, hemisphere_sizes=None, brain_models=None):
+        self.kind = kind
+        self.reference = reference  # NIfTI image giving affine and shape
+        self.mask = mask
+        self.hemisphere_sizes = hemisphere_sizes  # {'L': n, 'R': n}
+        self.brain_models = brain_models
+
+    @property
+    def n_voxels(self):
+        if self.kind == "volume":
+            return int(self.mask.sum())
+        if self.kind == "gifti":
+            return int(sum(self.hemisphere_sizes.values()))
+        return len(self.brain_models)
+
+    def to_image(self, values, name="value"):
+        """Image(s) of ``values``: a NIfTI, a dict hemisphere → GIFTI, or a CIFTI dscalar."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (self.n_voxels,):
+            raise ValueError(f"Expected {self.n_voxels} values, got shape {values.shape}")
+        if self.kind == "volume":
+            volume = np.full(self.mask.shape, np.nan, dtype=np.float32)
+            volume[self.mask] = values
+            image = nib.Nifti1Image(volume, self.reference.affine)
+            image.header.set_xyzt_units("mm")
+            image.header.set_intent("estimate", name=name[:15])
+            return image
+        if self.kind == "gifti":
+            images, start = {}, 0
+            for hemi, size in self.hemisphere_sizes.items():
+                array = nib.gifti.GiftiDataArray(values[start : start + size], intent="NIFTI_INTENT_ESTIMATE",
+                                                 datatype="NIFTI_TYPE_FLOAT32")
+                structure = "CortexLeft" if hemi == "L" else "CortexRight"
+                images[hemi] = nib.GiftiImage(darrays=[array], meta=nib.gifti.GiftiMetaData(
+                    {"AnatomicalStructurePrimary": structure, "Name": name}))
+                start += size
+            return images
+        axes = (nib.cifti2.ScalarAxis([name]), self.brain_models)
+        return nib.Cifti2Image(values[np.newaxis, :], header=axes)
+
+    def write(self, values, path, name="value"):
+        """Write ``values`` at ``path`` (for GIFTI, ``path`` is a dict hemisphere → path). Atomic."""
+        image = self.to_image(values, name)
+        if self.kind == "gifti":
+            for hemi, hemi_image in image.items():
+                atomic_write(path[hemi], lambda tmp, im=hemi_image: nib.save(im, tmp))
+            return path
+        return atomic_write(path, lambda tmp: nib.save(image, tmp))
+
+
+def _common_mask(runs):
+    """The voxels inside every run's brain mask (all voxels when no mask was found)."""
+    mask, reference = None, None
+    for run in runs:
+        image = _load(run.bold)
+        if len(image.shape) != 4:
+            raise InputError(f"{run.bold.name} is not a 4-D image (shape {image.shape})", exit_code=65)
+        if reference is None:
+            reference = image
+        elif image.shape[:3] != reference.shape[:3] or not np.allclose(image.affine, reference.affine, atol=1e-3):
+            raise InputError(f"{run.bold.name} is not on the grid of {runs[0].bold.name}; runs of one fit must "
+                             "share the voxel grid", exit_code=65)
+        if run.mask is None:
+            logger.warning("No brain mask for %s: every voxel is fitted", run.bold.name)
+            run_mask = np.ones(image.shape[:3], dtype=bool)
+        else:
+            mask_image = _load(run.mask)
+            if mask_image.shape[:3] != image.shape[:3] or not np.allclose(mask_image.affine, image.affine,
+                                                                           atol=1e-3):
+                raise InputError(f"The mask {run.mask.name} (shape {mask_image.shape}) does not match "
+                                 f"{run.bold.name} (shape {image.shape[:3]})", exit_code=65)
+            run_mask = _read(mask_image, run.mask).reshape(image.shape[:3]) > 0
+        mask = run_mask if mask is None else mask & run_mask
+    if not mask.any():
+        raise InputError(f"The brain masks of sub-{runs[0].subject} leave no voxel in common", exit_code=65)
+    return mask, reference
+
+
+def _finite(array, name):
+    """Replace non-finite samples by 0 in the voxels that have them (they become constant: not fitted)."""
+    bad = ~np.all(np.isfinite(array), axis=0)
+    if bad.any():
+        logger.warning("%s: %d voxel(s) with NaN or infinite samples are not fitted", name, int(bad.sum()))
+        array[:, bad] = 0.0
+    return array
+
+
+def load_bold_runs(runs, kind, smoothing_fwhm=None):
+    """(list of time × voxel float32 arrays, one per run; MapWriter) for the runs of one fit."""
+    if kind == "volume":
+        mask, reference = _common_mask(runs)
+        arrays = []
+        for run in runs:
+            image = _load(run.bold)
+            if smoothing_fwhm:
+                from nilearn.image import smooth_img
+
+                image = smooth_img(image, float(smoothing_fwhm))
+            data = _read(image, run.bold)
+            arrays.append(_finite(np.ascontiguousarray(data[mask].T), run.bold.name))
+            del data
+        logger.info("sub-%s: %d voxels in the brain mask, %s volumes", runs[0].subject, int(mask.sum()),
+                    "+".join(str(a.shape[0]) for a in arrays))
+        return arrays, MapWriter("volume", reference=reference, mask=mask)
+    if smoothing_fwhm:
+        raise InputError("--smoothing-fwhm applies to volume spaces only; surface and CIFTI data are "
+                         "already sampled on meshes", exit_code=64)
+    if kind == "gifti":
+        arrays, sizes = [], None
+        for run in runs:
+            hemis = {}
+            for hemi in ("L", "R"):
+                path = run.surfaces.get(hemi)
+                if path is None:
+                    raise InputError(f"No hemi-{hemi} GIFTI for {run.bold.name}", exit_code=66)
+                image = _load(path)
+                try:
+                    hemis[hemi] = np.stack([np.asarray(d.data, np.float32) for d in image.darrays], axis=0)
+                except ValueError as error:
+                    raise InputError(f"{path.name}: data arrays of unequal size", exit_code=65) from error
+            if hemis["L"].shape[0] != hemis["R"].shape[0]:
+                raise InputError(f"The hemispheres of {run.bold.name} have different numbers of volumes",
+                                 exit_code=65)
+            run_sizes = {hemi: values.shape[1] for hemi, values in hemis.items()}
+            if sizes is not None and run_sizes != sizes:
+                raise InputError(f"{run.bold.name} has {run_sizes} vertices, other runs {sizes}", exit_code=65)
+            sizes = run_sizes
+            arrays.append(_finite(np.ascontiguousarray(np.hstack([hemis["L"], hemis["R"]])), run.bold.name))
+        return arrays, MapWriter("gifti", hemisphere_sizes=sizes)
+    arrays, brain_models = [], None
+    for run in runs:
+        image = _load(run.bold)
+        axis = image.header.get_axis(1)
+        if brain_models is not None and axis != brain_models:
+            raise InputError(f"{run.bold.name} has other grayordinates than the first run", exit_code=65)
+        brain_models = axis
+        arrays.append(_finite(np.ascontiguousarray(_read(image, run.bold)), run.bold.name))
+    return arrays, MapWriter("cifti", brain_models=brain_models)
