@@ -90,7 +90,7 @@ def _sphere(rng, n):
 def _write_gifti(path, signal):
     """One data array per volume, as fMRIPrep writes BOLD on surfaces."""
     arrays = [nib.gifti.GiftiDataArray(column.astype(np.float32), intent="NIFTI_INTENT_TIME_SERIES",
-                                       datatype="NIFTI_TYPE_FLOAT32") for column in signal.T]
+                                       datatype="NIFTI_TYPE_FLOAT32") for column in signal]
     nib.save(nib.GiftiImage(darrays=arrays), str(path))
 
 

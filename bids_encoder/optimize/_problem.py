@@ -42,7 +42,13 @@ class FitProblem:
             self.basis = None
         self.n_time, self.n_voxels = y.shape
         self.y = tf.constant(y, tf.float32)
-        sst = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
+        # R² is relative to the variance the confounds and a constant leave: regress the projected data on the
+        # projected constant (the constant itself without confounds)
+        constant = np.ones(y.shape[0])
+        if self.basis is not None:
+            constant = constant - basis @ (basis.T @ constant)
+        norm = float(constant @ constant)
+        sst = np.sum(y**2, axis=0) - ((constant @ y) ** 2 / norm if norm > 1e-9 else 0.0)
         self.sst = tf.constant(np.maximum(sst, np.finfo(np.float32).tiny), tf.float32)
         natural = init.to_numpy().astype(np.float64)
         unconstrained = np.stack([t.backward(natural[:, i]) for i, t in enumerate(self.transforms)], axis=1)

@@ -235,7 +235,7 @@ class WeightFitter:
         return pd.DataFrame(prediction, index=self.data.index, columns=self.data.columns)
 
 
-@tf.function
+@tf.function(reduce_retracing=True)
 def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
     """Regressor weights (v × R), SSR, nuisance-cleaned SST and nuisance coefficients (k × v) per voxel."""
     target_clean = target - tf.matmul(basis, tf.matmul(basis, target, transpose_a=True))
@@ -251,7 +251,7 @@ def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
     return beta, ssr, sst, nuisance
 
 
-@tf.function
+@tf.function(reduce_retracing=True)
 def _shared_solve(y_t, design, inverse, cross, centre):
     """Weights (voxels × columns), SSR, SST and voxel means for one shared design.
 

@@ -1,0 +1,149 @@
+"""The runs of one fit → aligned arrays: data, paradigm, confounds (per run, block-diagonal) and scrubbing.
+
+Runs are fitted jointly but never blindly concatenated: the time index is a (run, volume) MultiIndex, so the HRF
+never leaks across runs and every run gets its own intercept; each run's confounds fill their own columns, zero
+elsewhere; every censored volume (nilearn's sample mask: scrubbing, non-steady-state volumes) gets a spike column,
+which in least squares is exactly the same as deleting it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .confounds import load_run_confounds
+from .events import convolved_design, occupancy_paradigm, read_events
+from .images import load_bold_runs
+from .layout import InputError
+from .stimuli import run_apertures
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FitInputs", "assemble_inputs"]
+
+
+@dataclass
+class FitInputs:
+    """Everything one fit needs, aligned on a (run, volume) index."""
+
+    runs: list
+    data: pd.DataFrame  # (time, voxels) float32
+    writer: object  # MapWriter
+    tr: float
+    paradigm: pd.DataFrame  # GLM regressors, or pRF apertures (time × pixels)
+    confounds: pd.DataFrame  # (time × k), block-diagonal per run, plus spike columns
+    grid: pd.DataFrame | None = None  # pRF pixel coordinates
+    n_censored: int = 0
+    confounds_per_run: list = field(default_factory=list)
+
+    @property
+    def n_volumes(self):
+        return [int((self.data.index.get_level_values("run") == i + 1).sum()) for i in range(len(self.runs))]
+
+
+def _common_tr(runs):
+    trs = sorted({round(run.tr, 6) for run in runs})
+    if len(trs) > 1:
+        raise InputError(f"Runs of sub-{runs[0].subject} task-{runs[0].task} have different TRs {trs}; fit them "
+                         "separately (--run or --bids-filter-file)", exit_code=65)
+    return runs[0].tr
+
+
+def _events_frame(run, n_volumes):
+    if run.events is None:
+        raise InputError(f"No events.tsv for {run.label}", exit_code=66)
+    columns = pd.read_csv(run.events, sep="\t", nrows=0).columns if run.events.stat().st_size else []
+    return read_events(run.events, n_volumes, run.tr,
+                       modulation_column="modulation" if "modulation" in columns else None)
+
+
+def _glm_paradigm(runs, n_volumes, hrf):
+    """Per run: exact convolved regressors (canonical HRF) or the occupancy paradigm (HRF fitted later)."""
+    events = [_events_frame(run, n) for run, n in zip(runs, n_volumes, strict=True)]
+    conditions = sorted(set().union(*[set(e["condition"]) for e in events]))
+    frames = []
+    for run, n, run_events in zip(runs, n_volumes, events, strict=True):
+        # slice-time correction: volume k is the brain at StartTime + k·TR
+        if hrf == "canonical":
+            frame = convolved_design(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
+        else:
+            frame = occupancy_paradigm(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
+        frames.append(frame.to_numpy())
+    return np.vstack(frames), conditions
+
+
+def _prf_paradigm(runs, n_volumes, stimuli_dir):
+    frames, grid = [], None
+    for run, n in zip(runs, n_volumes, strict=True):
+        if run.events is None:
+            raise InputError(f"No events.tsv (with stim_file) for {run.label}", exit_code=66)
+        apertures, run_grid = run_apertures(run.events, stimuli_dir, n, run.tr, start_time=run.start_time)
+        if grid is not None and (run_grid.shape != grid.shape or not np.allclose(run_grid, grid)):
+            raise InputError(f"The stimuli of {run.label} are on another pixel grid than the first run", exit_code=65)
+        grid = run_grid
+        frames.append(apertures.to_numpy())
+    return np.vstack(frames), grid
+
+
+def _confounds(runs, n_volumes, strategy, parameters):
+    """Block-diagonal confounds with spike columns for censored volumes."""
+    blocks, names, censored, per_run = [], [], 0, []
+    total = sum(n_volumes)
+    start = 0
+    for index, (run, n) in enumerate(zip(runs, n_volumes, strict=True)):
+        if strategy:
+            if run.confounds is None:
+                raise InputError(f"No fMRIPrep confounds file for {run.label} (needed by --confounds "
+                                 f"{','.join(strategy)})", exit_code=66)
+            frame, sample_mask = load_run_confounds(run.confounds, strategy, n, **parameters)
+        else:
+            frame, sample_mask = None, None
+        if frame is not None and frame.shape[1]:
+            block = np.zeros((total, frame.shape[1]))
+            block[start : start + n] = frame.to_numpy()
+            blocks.append(block)
+            names += [f"{column}_run{index + 1}" for column in frame.columns]
+        dropped = np.setdiff1d(np.arange(n), sample_mask) if sample_mask is not None else np.array([], int)
+        for volume in dropped:
+            spike = np.zeros((total, 1))
+            spike[start + volume] = 1.0
+            blocks.append(spike)
+            names.append(f"censored_run{index + 1}_vol{int(volume):04d}")
+        censored += len(dropped)
+        per_run.append({"run": run.run, "confounds": 0 if frame is None else int(frame.shape[1]),
+                        "censored": int(len(dropped))})
+        start += n
+    values = np.hstack(blocks) if blocks else np.zeros((total, 0))
+    return pd.DataFrame(values, columns=names), censored, per_run
+
+
+def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
+                    stimuli_dir=None, kind="volume"):
+    """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d')."""
+    tr = _common_tr(runs)
+    arrays, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
+    n_volumes = [array.shape[0] for array in arrays]
+    index = pd.MultiIndex.from_arrays(
+        [np.repeat(np.arange(1, len(runs) + 1), n_volumes), np.concatenate([np.arange(n) for n in n_volumes])],
+        names=["run", "volume"])
+    data = pd.DataFrame(np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0], index=index)
+    del arrays
+    grid = None
+    if model == "glm":
+        values, columns = _glm_paradigm(runs, n_volumes, hrf)
+    elif model == "prf2d":
+        values, grid = _prf_paradigm(runs, n_volumes, stimuli_dir)
+        columns = None
+    else:
+        raise InputError(f"Unknown model {model!r}", exit_code=64)
+    paradigm = pd.DataFrame(values.astype(np.float32), index=index, columns=columns)
+    confounds, censored, per_run = _confounds(runs, n_volumes, strategy, confound_parameters or {})
+    confounds.index = index
+    if len(data) - censored - confounds.shape[1] - len(runs) <= paradigm.shape[1] and model == "glm":
+        raise InputError(f"{len(data)} volumes cannot support {paradigm.shape[1]} regressors and "
+                         f"{confounds.shape[1]} confounds", exit_code=65)
+    return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
+                     grid=grid, n_censored=censored, confounds_per_run=per_run)

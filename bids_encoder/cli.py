@@ -1,0 +1,363 @@
+"""Command line: ``bids_encoder BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
+
+Only options, validation and dispatch live here. Exit codes (BIDS-Apps execution spec): 0 success, 1 any other
+error, 16 dataset invalid, 17 unknown analysis level, 18 filters select no files, 64 usage error, 65 bad data,
+66 required input missing, 73 cannot create output, 130 interrupted. Errors are printed on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from ._version import __version__
+
+logger = logging.getLogger("bids_encoder")
+
+LEVELS = ("participant", "group")
+LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label", "--run")
+LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+class AppError(Exception):
+    """An error reported on one line with an exit code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _expand_lists(argv):
+    """BIDS-Apps write ``--participant-label 01 02``; click wants one value per flag: repeat the flag."""
+    expanded, current = [], None
+    for token in argv:
+        if token in LIST_OPTIONS:
+            current = token
+            expanded.append(token)
+            continue
+        if current and not token.startswith("-") and expanded[-1] != current:
+            expanded.append(current)
+        elif token.startswith("-"):
+            current = None
+        expanded.append(token)
+    return expanded
+
+
+def _labels(values, what, prefix=""):
+    labels = []
+    for value in values:
+        for part in str(value).replace(",", " ").split():
+            label = part[len(prefix):] if prefix and part.startswith(prefix) else part
+            if not LABEL.match(label):
+                raise AppError(f"Invalid {what} {part!r}: labels are alphanumeric (no '/', '..', '_' or '-')", 64)
+            labels.append(label)
+    return tuple(labels)
+
+
+def _memory(text):
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(text))
+    if not match:
+        raise AppError(f"Invalid --memory-limit {text!r}: use for example 4GB, 500MB or a number of bytes", 64)
+    factor = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[match.group(2).lower()]
+    value = int(float(match.group(1)) * factor)
+    if value < 10_000_000:
+        raise AppError(f"--memory-limit {text} is too small (at least 10MB)", 64)
+    return value
+
+
+def _parameter_value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _confound_parameters(values):
+    parameters = {}
+    for item in values:
+        if "=" not in item:
+            raise AppError(f"Invalid --confounds-param {item!r}: use NAME=VALUE, e.g. fd_threshold=0.5", 64)
+        key, value = item.split("=", 1)
+        parameters[key.strip()] = _parameter_value(value.strip())
+    return parameters
+
+
+def _filters(path):
+    if path is None:
+        return {}
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise AppError(f"--bids-filter-file {path} is not readable JSON: {' '.join(str(error).split())}", 64) from error
+    if not isinstance(content, dict):
+        raise AppError(f"--bids-filter-file {path} must hold a JSON object of pybids filters", 64)
+    if isinstance(content.get("bold"), dict):  # fMRIPrep's format: one entry per query
+        content = content["bold"]
+    return {key: value for key, value in content.items() if key not in ("datatype", "suffix", "extension")}
+
+
+def _load_config(ctx, _param, value):
+    """--config: YAML or JSON with any option (dashes or underscores); the command line wins."""
+    if value is None:
+        return None
+    try:
+        text = Path(value).read_text()
+        if value.endswith(".json"):
+            content = json.loads(text)
+        else:
+            import yaml
+
+            content = yaml.safe_load(text)
+    except Exception as error:
+        raise click.BadParameter(f"cannot read {value}: {' '.join(str(error).split())}") from error
+    if not isinstance(content, dict):
+        raise click.BadParameter(f"{value} must hold a mapping of option names to values")
+    names = {p.name for p in ctx.command.params}
+    content = {str(key).replace("-", "_"): item for key, item in content.items()}
+    unknown = sorted(set(content) - names)
+    if unknown:
+        raise click.BadParameter(f"unknown option(s) in {value}: {', '.join(unknown)}")
+    ctx.default_map = {**(ctx.default_map or {}), **content}
+    return value
+
+
+def _configure_device(device, nthreads):
+    """Pick the device before TensorFlow starts; returns 'GPU' or 'CPU'."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    if nthreads:
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[variable] = str(nthreads)
+    import tensorflow as tf
+
+    if nthreads:
+        tf.config.threading.set_intra_op_parallelism_threads(nthreads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(nthreads, 2))
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise AppError("--device gpu: TensorFlow sees no GPU (check the driver, and --gpus all / --nv)", 1)
+    return "GPU" if gpus else "CPU"
+
+
+def _setup_logging(verbose):
+    """Console at WARNING (INFO with -v, DEBUG with -vv); everything at DEBUG in a temporary log file."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        if getattr(handler, "_bids_encoder", False):
+            root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handle, log_path = tempfile.mkstemp(prefix="bids_encoder-", suffix=".log")
+    os.close(handle)
+    logfile = logging.FileHandler(log_path)
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for handler in (console, logfile):
+        handler._bids_encoder = True
+        root.addHandler(handler)
+    for noisy in ("bidsschematools", "matplotlib", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return Path(log_path), logfile
+
+
+def _keep_log(log_path, handler, output_dir, level, labels):
+    """Move the run's log to OUTPUT_DIR/logs once the output dataset exists (never create it for a log)."""
+    handler.close()
+    logging.getLogger().removeHandler(handler)
+    if (output_dir / "dataset_description.json").is_file():
+        folder = output_dir / "logs"
+        folder.mkdir(exist_ok=True)
+        who = "_".join(f"sub-{label}" for label in labels[:3]) or "all"
+        target = folder / f"{level}_{who}_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}.log"
+        shutil.move(str(log_path), target)
+    else:
+        log_path.unlink(missing_ok=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("bids_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("analysis_level", metavar="{participant,group}")
+@click.option("--participant-label", "--participant_label", "participant_label", multiple=True,
+              help="Subjects to process (with or without 'sub-'); several allowed. Default: all.")
+@click.option("--session-label", "--session_label", "session_label", multiple=True, help="Sessions to use.")
+@click.option("--task", help="Task to fit (default: every task).")
+@click.option("--run", multiple=True, help="Runs to use (default: all, fitted jointly).")
+@click.option("--bids-filter-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON of pybids filters for the BOLD query (fMRIPrep's format accepted).")
+@click.option("--derivatives", type=click.Path(file_okay=False, path_type=Path),
+              help="fMRIPrep output folder. Default: BIDS_DIR/derivatives/fmriprep.")
+@click.option("--space", default="MNI152NLin2009cAsym", show_default=True,
+              help="Output space of fMRIPrep: a template or T1w (NIfTI), fsnative/fsaverage* (GIFTI), fsLR (CIFTI).")
+@click.option("--res", help="Resolution entity of the template space (res-).")
+@click.option("--model", default="glm", show_default=True, help="Encoding model: glm or prf2d.")
+@click.option("--hrf", default="canonical", show_default=True,
+              help="canonical (SPM) or fit (per-voxel delay and dispersion).")
+@click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True,
+              help="nilearn fMRIPrep strategies, comma separated (motion,high_pass,wm_csf,global_signal,compcor,"
+                   "ica_aroma,scrub,non_steady_state), or none.")
+@click.option("--confounds-param", multiple=True, metavar="NAME=VALUE",
+              help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
+@click.option("--noise-model", default="ssq", show_default=True, help="ssq (least squares) or gaussian.")
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Ridge penalty on GLM weights.")
+@click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Work folder (pybids index). Default: ./work")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or gpu.")
+@click.option("--nthreads", type=click.IntRange(min=1), help="CPU threads for TensorFlow and BLAS.")
+@click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
+@click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
+@click.option("--overwrite", is_flag=True, help="Refit subjects whose outputs exist.")
+@click.option("--seed", type=int, help="Random seed (TensorFlow and numpy).")
+@click.option("-v", "--verbose", count=True, help="More messages (-vv for debug).")
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True, expose_value=False,
+              help="YAML or JSON file with any of these options; the command line wins.")
+@click.version_option(__version__, "--version", prog_name="bids_encoder", message="%(prog)s %(version)s")
+def cli(bids_dir, output_dir, analysis_level, **options):
+    """Fit fMRI encoding models (GLM, pRF) on fMRIPrep outputs; write BIDS-Derivatives maps."""
+    run_app(bids_dir, output_dir, analysis_level, options)
+
+
+def _choice(value, allowed, option):
+    if value not in allowed:
+        raise AppError(f"Invalid value for {option}: {value!r} (choose from {', '.join(allowed)})", 64)
+    return value
+
+
+def _check_paths(bids_dir, output_dir, work_dir):
+    bids_dir, output_dir = bids_dir.resolve(), output_dir.resolve()
+    if not bids_dir.is_dir():
+        raise AppError(f"BIDS_DIR {bids_dir} does not exist", 66)
+    if output_dir == bids_dir or (bids_dir in output_dir.parents
+                                  and output_dir.relative_to(bids_dir).parts[0] != "derivatives"):
+        raise AppError(f"OUTPUT_DIR {output_dir} must not be BIDS_DIR or inside it (BIDS_DIR/derivatives/<name> "
+                       "is allowed)", 64)
+    if work_dir is not None and bids_dir in work_dir.resolve().parents:
+        raise AppError(f"--work-dir {work_dir} must not be inside BIDS_DIR", 64)
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise AppError(f"Cannot create or write OUTPUT_DIR {output_dir}", 73)
+    return bids_dir, output_dir
+
+
+def _validate_dataset(bids_dir):
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise AppError(f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json)", 16)
+    try:
+        content = json.loads(description.read_text())
+    except json.JSONDecodeError as error:
+        raise AppError(f"{description} is not valid JSON: {error}", 16) from error
+    missing = [key for key in ("Name", "BIDSVersion") if key not in content]
+    if missing:
+        raise AppError(f"{description} lacks required field(s) {', '.join(missing)}", 16)
+    if not any(path.is_dir() for path in bids_dir.glob("sub-*")):
+        raise AppError(f"BIDS_DIR {bids_dir} has no sub-* folder", 16)
+
+
+def run_app(bids_dir, output_dir, analysis_level, options):
+    """Validate, then dispatch to the participant or group workflow."""
+    if analysis_level not in LEVELS:
+        raise AppError(f"Unknown analysis level {analysis_level!r}: use participant or group", 17)
+    labels = _labels(options["participant_label"], "participant label", prefix="sub-")
+    sessions = _labels(options["session_label"], "session label", prefix="ses-")
+    runs = _labels(options["run"], "run label", prefix="run-")
+    if any(not run.isdigit() for run in runs):
+        raise AppError(f"Run labels must be integers, got {', '.join(runs)}", 64)
+    if options["task"] is not None and not LABEL.match(options["task"]):
+        raise AppError(f"Invalid task label {options['task']!r}", 64)
+    model = _choice(options["model"], ("glm", "prf2d"), "--model")
+    hrf = _choice(options["hrf"], ("canonical", "fit"), "--hrf")
+    noise_model = _choice(options["noise_model"], ("ssq", "gaussian"), "--noise-model")
+    device = _choice(options["device"], ("auto", "cpu", "gpu"), "--device")
+    memory_limit = _memory(options["memory_limit"])
+    confound_parameters = _confound_parameters(options["confounds_param"])
+    filters = _filters(options["bids_filter_file"])
+    bids_dir, output_dir = _check_paths(bids_dir, output_dir, options["work_dir"])
+    if not options["skip_bids_validation"]:
+        _validate_dataset(bids_dir)
+    log_path, log_handler = _setup_logging(options["verbose"])
+    try:
+        logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
+        used_device = _configure_device(device, options["nthreads"])
+        if options["seed"] is not None:
+            import tensorflow as tf
+
+            tf.keras.utils.set_random_seed(options["seed"])  # Python, NumPy and TensorFlow
+        if analysis_level == "group":
+            raise AppError("The group level is not available in this version; run the participant level", 1)
+        from .bids.layout import InputError
+        from .workflows.participant import ParticipantOptions, run_participant
+
+        work_dir = options["work_dir"] or Path.cwd() / "work"
+        participant_options = ParticipantOptions(
+            derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
+            task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
+            model=model, hrf=hrf, confounds=options["confounds"], confounds_parameters=confound_parameters,
+            noise_model=noise_model, max_iterations=options["max_iterations"], alpha=options["alpha"],
+            smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
+            overwrite=options["overwrite"], progressbar=options["verbose"] > 0 or sys.stderr.isatty(),
+            device=used_device, seed=options["seed"])
+        try:
+            written = run_participant(bids_dir, output_dir, participant_options)
+        except InputError as error:
+            raise AppError(str(error), error.exit_code) from error
+        total = sum(len(paths) for paths in written.values())
+        click.echo(f"bids_encoder: {len(written)} participant(s) done, {total} file(s) written under {output_dir}",
+                   err=True)
+    finally:
+        _keep_log(log_path, log_handler, output_dir, analysis_level, labels)
+
+
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv=None):
+    """Console entry point: runs the command and turns every failure into one line and an exit code."""
+    argv = _expand_lists(list(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = cli.main(args=argv, prog_name="bids_encoder", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.UsageError as error:
+        click.echo(f"bids_encoder: error: {' '.join(error.format_message().split())} (see --help)", err=True)
+        return 64
+    except click.exceptions.Abort:
+        click.echo("bids_encoder: interrupted; finished outputs are kept, a re-run resumes", err=True)
+        return 130
+    except AppError as error:
+        click.echo(f"bids_encoder: error: {' '.join(str(error).split())}", err=True)
+        return error.exit_code
+    except KeyboardInterrupt as interrupt:
+        click.echo(f"bids_encoder: interrupted ({interrupt or 'SIGINT'}); finished outputs are kept, a re-run "
+                   "resumes", err=True)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place that reports unexpected failures
+        logger.debug("Unexpected error", exc_info=True)
+        click.echo(f"bids_encoder: error: {type(error).__name__}: {' '.join(str(error).split())}", err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pipelines that glue BIDS inputs, the numeric core and BIDS-Derivatives outputs."""

@@ -1,0 +1,208 @@
+"""Glue between the BIDS inputs of one fit and the numeric core: which model, which fitters, which maps.
+
+- ``glm``, canonical HRF: the exact SPM-convolved design (16× oversampled events) in ``LinearModelWithBaseline``;
+  weights in closed form with ``WeightFitter`` (confounds and run intercepts fitted alongside).
+- ``glm``, ``--hrf fit``: the TR-occupancy paradigm in ``LinearModelWithBaselineHRF``: closed-form weights with the
+  canonical HRF, then per-voxel HRF delay and dispersion with ``ParameterFitter`` (Levenberg–Marquardt, confounds
+  projected out of data and predictions), then closed-form weights again with the fitted HRFs.
+- ``prf2d``: ``GaussianPRF2DWithHRF`` (per-voxel HRF with ``--hrf fit``): grid → refine → Levenberg–Marquardt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..hrf import SPMHRFModel
+from ..models import GaussianPRF2DWithHRF, LinearModelWithBaseline, LinearModelWithBaselineHRF
+from ..optimize import ParameterFitter, WeightFitter
+from ..optimize.recipes import SOLVER_DEFAULTS, fit_prf2d
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FitResult", "MapSpec", "fit_model"]
+
+HRF_UNITS = {"hrf_delay": "s", "hrf_dispersion": "s"}
+HRF_DESCRIPTIONS = {"hrf_delay": "Delay of the positive lobe of the fitted SPM HRF",
+                    "hrf_dispersion": "Dispersion of the positive lobe of the fitted SPM HRF"}
+
+
+@dataclass
+class MapSpec:
+    """One output map: its entities (stat, contrast), values per voxel, description and units."""
+
+    stat: str
+    values: np.ndarray
+    description: str
+    units: str
+    contrast: str | None = None
+
+
+@dataclass
+class FitResult:
+    maps: list
+    r2: np.ndarray
+    model_class: str
+    hrf: dict
+    fitter: dict
+    design: pd.DataFrame
+    timings: dict = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    history: list = field(default_factory=list)
+    parameters: pd.DataFrame | None = None
+
+
+def _hrf_settings(hrf, tr, fitted=None):
+    settings = {"Model": "SPM double-gamma (delay 6 s, undershoot 16 s, ratio 0.167)", "Fitted": hrf == "fit",
+                "RepetitionTime": tr}
+    if hrf == "fit":
+        settings["FittedParameters"] = ["hrf_delay", "hrf_dispersion"]
+        settings["Bounds"] = {"hrf_delay": [3.0, 7.0], "hrf_dispersion": [0.3, 2.0]}
+    else:
+        settings["Oversampling"] = 16
+    if fitted is not None:
+        settings["MedianFittedValues"] = {key: float(np.nanmedian(value)) for key, value in fitted.items()}
+    return settings
+
+
+def _run_indicators(index):
+    """Columns marking runs 2..n: with a single baseline parameter they give every run its own mean."""
+    runs = index.get_level_values("run").to_numpy()
+    return np.stack([(runs == run).astype(float) for run in np.unique(runs)[1:]], axis=1) if len(
+        np.unique(runs)) > 1 else np.zeros((len(runs), 0))
+
+
+def _nuisance(inputs):
+    return np.hstack([inputs.confounds.to_numpy(), _run_indicators(inputs.data.index)])
+
+
+def _constant(data):
+    values = data.to_numpy()
+    return np.ptp(values, axis=0) == 0
+
+
+def _lm_settings(max_iterations):
+    settings = dict(SOLVER_DEFAULTS["lm"])
+    if max_iterations is not None:
+        settings["max_n_iterations"] = int(max_iterations)
+        settings["min_n_iterations"] = min(settings["min_n_iterations"], int(max_iterations))
+    return settings
+
+
+def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar):
+    data, paradigm, confounds = inputs.data, inputs.paradigm, inputs.confounds.to_numpy()
+    timings = {}
+    start = time.perf_counter()
+    if hrf == "canonical":
+        model = LinearModelWithBaseline()
+        fitter = WeightFitter(model, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
+        fitter.fit(alpha=alpha)
+        timings["weights"] = time.perf_counter() - start
+        fitter_settings = {"WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha}}
+        model_class, hrf_parameters, history = "LinearModelWithBaseline", None, []
+    else:
+        canonical = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr))
+        first = WeightFitter(canonical, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
+        first.fit(alpha=alpha)
+        timings["weights_canonical"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=True),
+                                           weights=first.weights)
+        init = model.get_default_parameters(data.shape[1], index=data.columns)
+        init["baseline"] = first.run_baselines.iloc[0].to_numpy()
+        settings = _lm_settings(max_iterations)
+        estimator = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
+        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=_nuisance(inputs),
+                                noise_model=noise_model, progressbar=progressbar, **settings)
+        timings["hrf"] = time.perf_counter() - start
+        start = time.perf_counter()
+        hrf_parameters = hrf_fit[["hrf_delay", "hrf_dispersion"]].fillna(
+            {"hrf_delay": 6.0, "hrf_dispersion": 1.0})
+        final_model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=True))
+        fitter = WeightFitter(final_model, hrf_parameters, data, paradigm, memory_limit=memory_limit,
+                              confounds=confounds)
+        fitter.fit(alpha=alpha)
+        timings["weights_fitted_hrf"] = time.perf_counter() - start
+        fitter_settings = {
+            "WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha},
+            "ParameterFitter": {"Solver": "Levenberg-Marquardt", "Parameters": ["hrf_delay", "hrf_dispersion",
+                                                                              "baseline"],
+                                "Iterations": int(estimator.n_iterations), "Converged": bool(estimator.converged),
+                                "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
+                                "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]}},
+        }
+        model_class = "LinearModelWithBaselineHRF"
+        history = [h.tolist() for h in estimator.history]
+    constant = _constant(data)
+    r2 = fitter.r2.to_numpy().astype(np.float32)
+    maps = []
+    for condition in paradigm.columns:
+        values = fitter.weights.loc[condition].to_numpy().astype(np.float32)
+        values[constant] = np.nan
+        maps.append(MapSpec("effect", values, f"GLM effect (regression weight) of condition {condition}",
+                            "BOLD signal units per unit regressor", contrast=condition))
+    if hrf_parameters is not None:
+        for label in ("hrf_delay", "hrf_dispersion"):
+            values = hrf_parameters[label].to_numpy().astype(np.float32)
+            values[constant] = np.nan
+            maps.append(MapSpec(label, values, HRF_DESCRIPTIONS[label], HRF_UNITS[label]))
+    fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
+    design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
+    return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
+                     fitter=fitter_settings, design=design, timings=timings, predictions=fitter.predictions,
+                     history=history)
+
+
+PRF_MAPS = {
+    "x": ("Horizontal position of the pRF centre", "degrees of visual angle"),
+    "y": ("Vertical position of the pRF centre", "degrees of visual angle"),
+    "sd": ("pRF size: standard deviation of the 2-D Gaussian", "degrees of visual angle"),
+    "baseline": ("Baseline BOLD signal", "BOLD signal units"),
+    "amplitude": ("Response amplitude of the pRF", "BOLD signal units per unit aperture"),
+}
+
+
+def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar):
+    model = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=hrf == "fit"))
+    settings = _lm_settings(max_iterations)
+    result = fit_prf2d(model, inputs.data, inputs.paradigm, optimizer="lm", confounds=_nuisance(inputs),
+                       memory_limit=memory_limit, progressbar=progressbar, noise_model=noise_model, **settings)
+    parameters = result.parameters
+    maps = []
+    for label in parameters.columns:
+        description, units = PRF_MAPS.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
+        maps.append(MapSpec(label, parameters[label].to_numpy().astype(np.float32), description, units))
+    x, y = parameters["x"].to_numpy(), parameters["y"].to_numpy()
+    maps.append(MapSpec("polarAngle", np.degrees(np.arctan2(y, x)).astype(np.float32),
+                        "Polar angle of the pRF centre, counter-clockwise from the right horizontal meridian",
+                        "degrees (-180 to 180)"))
+    maps.append(MapSpec("eccentricity", np.hypot(x, y).astype(np.float32),
+                        "Eccentricity of the pRF centre (distance from fixation)", "degrees of visual angle"))
+    fitted = {k: parameters[k].to_numpy() for k in HRF_UNITS if k in parameters}
+    fitter_settings = {"ParameterFitter": {
+        "Recipe": "grid search (correlation) -> least-squares baseline and amplitude -> Levenberg-Marquardt",
+        "Solver": "Levenberg-Marquardt", "Iterations": int(result.n_iterations), "Converged": bool(result.converged),
+        "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
+        "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]},
+        "Bounds": {"x, y": "stimulus extent widened by half of it on each side",
+                   "sd": "half a pixel to the stimulus extent"}}}
+    stimulus = pd.DataFrame({"stimulus_area": inputs.paradigm.to_numpy().mean(axis=1)}, index=inputs.data.index)
+    design = pd.concat([stimulus, inputs.confounds], axis=1)
+    return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
+                     hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
+                     timings=result.timings, predictions=result.fitter.predictions,
+                     history=[h.tolist() for h in result.fitter.history], parameters=parameters)
+
+
+def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",
+              memory_limit=2_000_000_000, progressbar=True):
+    """Fit ``model`` ('glm' or 'prf2d') to the assembled inputs; returns a :class:`FitResult`."""
+    if model == "glm":
+        return _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
+    if model == "prf2d":
+        return _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar)
+    raise ValueError(f"Unknown model {model!r}")

@@ -1,0 +1,137 @@
+"""Write one fit as BIDS-Derivatives: a map and a JSON sidecar per parameter, the R² map, the design TSV."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..bids.derivatives import atomic_write, bids_label, derivative_path, write_json
+from ..bids.images import map_extension
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["output_entities", "planned_outputs", "write_fit"]
+
+OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxels or vertices whose BOLD is "
+               "constant (not fitted)")
+
+
+def output_entities(runs, model):
+    """Entities shared by the outputs of one fit: the source entities common to its runs, plus the model."""
+    first = runs[0].entities
+    entities = {"subject": runs[0].subject, "model": model}
+    for key in ("session", "task", "acquisition", "space", "res", "den"):
+        values = {run.entities.get(key) for run in runs}
+        if len(values) == 1 and first.get(key) is not None:
+            entities[key] = first[key]
+    return entities
+
+
+def _paths(output_dir, entities, kind):
+    extension = map_extension(kind)
+    if kind == "gifti":
+        return {hemi: derivative_path(output_dir, {**entities, "hemi": hemi}, extension=extension)
+                for hemi in ("L", "R")}
+    return derivative_path(output_dir, entities, extension=extension)
+
+
+def _sidecar_path(path):
+    """The sidecar of a map: ``…_statmap.json`` (one per GIFTI pair, without the hemi entity)."""
+    if isinstance(path, dict):
+        name = path["L"].name.replace("_hemi-L", "")
+        return path["L"].with_name(name.split(".")[0] + ".json")
+    return path.with_name(path.name.split(".")[0] + ".json")
+
+
+def _map_names(kind, output_dir, base, stats):
+    files = []
+    for stat, contrast in stats:
+        entities = {**base, "stat": stat, **({"contrast": contrast} if contrast else {})}
+        path = _paths(output_dir, entities, kind)
+        files += list(path.values()) if isinstance(path, dict) else [path]
+        files.append(_sidecar_path(path))
+    return files
+
+
+def planned_outputs(output_dir, runs, model, kind, stats):
+    """Every file one fit writes (maps, sidecars, design), for skip-if-done and for tests."""
+    base = output_entities(runs, model)
+    files = _map_names(kind, output_dir, base, list(stats) + [("rsquared", None)])
+    files.append(derivative_path(output_dir, base, suffix="design", extension=".tsv"))
+    return files
+
+
+def _uri(path, roots):
+    path = Path(path).resolve()
+    for name, root in sorted(roots.items(), key=lambda item: -len(Path(item[1]).resolve().parts)):
+        try:
+            return f"bids:{name}:{path.relative_to(Path(root).resolve()).as_posix()}"
+        except ValueError:
+            continue
+    return path.as_uri()
+
+
+def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
+    """Write the maps, sidecars and design of one fit; returns the written paths.
+
+    The R² sidecar is written last: its presence marks a finished fit.
+    """
+    kind = inputs.writer.kind
+    base = output_entities(inputs.runs, model)
+    sources = []
+    for run in inputs.runs:
+        sources += [_uri(p, roots) for p in ([*run.surfaces.values()] or [run.bold])]
+        sources += [_uri(p, roots) for p in (run.mask, run.events, run.confounds) if p is not None]
+    r2 = np.asarray(result.r2, dtype=np.float32)
+    median_r2 = float(np.nanmedian(r2)) if np.isfinite(r2).any() else None
+    common = {
+        "Sources": sources,
+        "Model": {"Name": model, "Class": result.model_class},
+        "HRF": result.hrf,
+        "Fitter": result.fitter,
+        "Confounds": settings["confounds"],
+        "Runs": [run.run for run in inputs.runs],
+        "RepetitionTime": inputs.tr,
+        "OutOfMaskValue": OUT_OF_MASK,
+        "MedianRSquared": median_r2,
+        "SoftwareVersion": __version__,
+        "Device": settings.get("device"),
+    }
+    if extra:
+        common.update(extra)
+    written = []
+    design_path = derivative_path(output_dir, base, suffix="design", extension=".tsv")
+    design = result.design.reset_index()
+    run_labels = {i + 1: run.run for i, run in enumerate(inputs.runs)}
+    design["run"] = design["run"].map(run_labels).fillna("n/a")
+    design.insert(2, "onset", [(vol * inputs.tr) for vol in design["volume"]])
+    atomic_write(design_path, lambda tmp: design.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
+                                                        float_format="%.6g"))
+    written.append(design_path)
+    maps = list(result.maps)
+    from .fit import MapSpec
+
+    maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
+                        + (" on the variance left by the confounds and run means" if model == "glm" else
+                           " (confounds and run means projected out of data and predictions)"), "fraction"))
+    for spec in maps:
+        entities = {**base, "stat": bids_label(spec.stat)}
+        if spec.contrast:
+            entities["contrast"] = spec.contrast
+        path = _paths(output_dir, entities, kind)
+        inputs.writer.write(spec.values, path, name=spec.stat)
+        sidecar = {"Description": spec.description, "Units": spec.units, **common}
+        sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
+        if spec.contrast:
+            sidecar["Model"]["Contrast"] = spec.contrast
+        finite = spec.values[np.isfinite(spec.values)]
+        sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
+                              "Median": float(np.median(finite)) if finite.size else None}
+        write_json(_sidecar_path(path), sidecar)
+        written += list(path.values()) if isinstance(path, dict) else [path]
+        written.append(_sidecar_path(path))
+    logger.info("Wrote %d files for %s", len(written), derivative_path(output_dir, base).name)
+    return written

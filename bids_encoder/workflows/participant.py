@@ -1,0 +1,160 @@
+"""Participant level: for each subject, find its runs, assemble inputs, fit, write BIDS-Derivatives.
+
+One fit per (session, task) of a subject: its runs are fitted jointly (see :mod:`bids_encoder.bids.inputs`).
+A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bids.confounds import parse_strategy
+from ..bids.derivatives import derivative_path, write_dataset_description
+from ..bids.images import space_kind
+from ..bids.inputs import assemble_inputs
+from ..bids.layout import InputError, find_runs, load_layout
+from .fit import fit_model
+from .outputs import output_entities, write_fit
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ParticipantOptions", "run_participant", "select_subjects"]
+
+MODELS = ("glm", "prf2d")
+
+
+@dataclass
+class ParticipantOptions:
+    """Options of the participant level (the CLI fills them; defaults are the CLI's)."""
+
+    derivatives: Path | None = None
+    participant_label: tuple = ()
+    session_label: tuple = ()
+    task: str | None = None
+    run: tuple = ()
+    filters: dict = field(default_factory=dict)
+    space: str = "MNI152NLin2009cAsym"
+    res: str | None = None
+    model: str = "glm"
+    hrf: str = "canonical"
+    confounds: str = "motion,high_pass,wm_csf"
+    confounds_parameters: dict = field(default_factory=dict)
+    noise_model: str = "ssq"
+    max_iterations: int | None = None
+    alpha: float = 0.0
+    smoothing_fwhm: float | None = None
+    work_dir: Path | None = None
+    memory_limit: int = 4_000_000_000
+    overwrite: bool = False
+    progressbar: bool = True
+    device: str = "CPU"
+    seed: int | None = None
+
+
+def select_subjects(layout, labels):
+    """The subjects to process: ``labels`` (checked against the fMRIPrep outputs), else every subject there."""
+    available = sorted(layout.get_subjects(scope="derivatives"))
+    if not labels:
+        if not available:
+            raise InputError("The fMRIPrep derivatives hold no subject", exit_code=18)
+        return available
+    missing = [label for label in labels if label not in available]
+    if missing:
+        raise InputError(f"Participant(s) {', '.join('sub-' + m for m in missing)} not found in the fMRIPrep "
+                         f"derivatives (available: {', '.join(available) or 'none'})", exit_code=18)
+    return list(dict.fromkeys(labels))
+
+
+def _groups(runs):
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.session, run.task), []).append(run)
+    return list(groups.values())
+
+
+def _confound_settings(strategy, parameters, inputs):
+    return {"Strategy": list(strategy), "Parameters": parameters,
+            "Interface": "nilearn.interfaces.fmriprep.load_confounds",
+            "NumberOfRegressors": int(inputs.confounds.shape[1]), "VolumesCensored": int(inputs.n_censored),
+            "PerRun": inputs.confounds_per_run,
+            "Handling": "block-diagonal per run, fitted with the model; censored volumes as spike regressors"}
+
+
+def run_participant(bids_dir, output_dir, options):
+    """Fit every selected subject; returns {subject: [written paths]}.
+
+    Raises InputError with a BIDS-Apps exit code on bad input.
+    """
+    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    if options.model not in MODELS:
+        raise InputError(f"Unknown model {options.model!r}; choose from {', '.join(MODELS)}", exit_code=64)
+    strategy = parse_strategy(options.confounds)
+    kind = space_kind(options.space)
+    derivatives = Path(options.derivatives).resolve() if options.derivatives else bids_dir / "derivatives" / "fmriprep"
+    database_dir = None if options.work_dir is None else Path(options.work_dir) / "pybids"
+    layout = load_layout(bids_dir, derivatives, database_dir=database_dir)
+    subjects = select_subjects(layout, options.participant_label)
+    plan = {}
+    for subject in subjects:  # check every subject's inputs before the first fit
+        filters = dict(options.filters)
+        if options.session_label:
+            filters["session"] = list(options.session_label)
+        if options.run:
+            filters["run"] = [int(r) for r in options.run]
+        plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
+                                  filters=filters, kind=kind)
+    roots = {"raw": bids_dir, "fmriprep": derivatives}
+    write_dataset_description(output_dir, roots)
+    written = {}
+    for subject, runs in plan.items():
+        written[subject] = []
+        for group in _groups(runs):
+            written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+    return written
+
+
+def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
+    entities = output_entities(runs, options.model)
+    marker = derivative_path(output_dir, {**entities, "stat": "rsquared"}, extension=".json")
+    name = derivative_path(output_dir, entities).name.rsplit("_", 1)[0]
+    if marker.exists() and not options.overwrite:
+        logger.info("%s is finished (%s exists): skipped; --overwrite refits it", name, marker.name)
+        return []
+    started = time.perf_counter()
+    timings = {}
+    logger.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
+    start = time.perf_counter()
+    inputs = assemble_inputs(runs, options.model, hrf=options.hrf, strategy=strategy,
+                             confound_parameters=options.confounds_parameters,
+                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind)
+    timings["load"] = time.perf_counter() - start
+    logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
+                inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],
+                inputs.n_censored, timings["load"])
+    result = fit_model(inputs, options.model, hrf=options.hrf, alpha=options.alpha,
+                       max_iterations=options.max_iterations, noise_model=options.noise_model,
+                       memory_limit=options.memory_limit, progressbar=options.progressbar)
+    timings.update({f"fit_{key}": value for key, value in result.timings.items()})
+    start = time.perf_counter()
+    settings = {"confounds": _confound_settings(strategy, options.confounds_parameters, inputs),
+                "device": options.device}
+    r2 = result.r2
+    extra = {"Processing": {
+        "VoxelsFitted": int(np.isfinite(r2).sum()), "VoxelsTotal": int(r2.size),
+        "Volumes": [int(n) for n in inputs.n_volumes], "SmoothingFWHM": options.smoothing_fwhm,
+        "Seed": options.seed, "WallTime": {k: round(v, 3) for k, v in timings.items()}}}
+    written = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
+    timings["write"] = time.perf_counter() - start
+    logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, float(np.nanmedian(r2)) if np.isfinite(
+        r2).any() else float("nan"), {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
+    return written
+
+
+def options_summary(options):
+    """JSON-friendly view of the options (for logs)."""
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(options).items()}

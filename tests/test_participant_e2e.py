@@ -1,0 +1,191 @@
+"""End to end: a generated fMRIPrep-like dataset (2 subjects × 2 runs, MNI volume + fsaverage5 GIFTI) through the
+``bids_encoder`` command, checked against the ground truth, file by file and sidecar by sidecar."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_encoder import __version__
+from bids_encoder.bids.derivatives import output_layout
+from bids_encoder.bids.example_dataset import make_example_dataset
+from bids_encoder.cli import main
+
+CONDITIONS = ("faces", "houses", "scenes")
+VOLUME = "space-MNI152NLin2009cAsym_res-2"
+SURFACE = "space-fsaverage5"
+SIDECAR_KEYS = {"Description", "Units", "Sources", "Model", "HRF", "Fitter", "Confounds", "Runs", "RepetitionTime",
+                "OutOfMaskValue", "MedianRSquared", "SoftwareVersion", "Device", "Processing", "Summary"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    truth = make_example_dataset(root / "bids", n_subjects=2, n_runs=2, n_volumes=120, shape=(12, 14, 10),
+                                 noise=0.1, surface_vertices=400, seed=3)
+    out = root / "out"
+    common = ["--work-dir", str(root / "work"), "--confounds", "motion,high_pass", "--confounds-param", "motion=basic"]
+    assert main([str(root / "bids"), str(out), "participant", "--participant-label", "01", "sub-02", *common]) == 0
+    assert main([str(root / "bids"), str(out), "participant", "--space", "fsaverage5", *common]) == 0
+    return truth, root, out
+
+
+def expected_files():
+    files = ["dataset_description.json"]
+    for subject in ("01", "02"):
+        stem = f"sub-{subject}/func/sub-{subject}_task-localizer"
+        for space, extensions in ((VOLUME, [".nii.gz"]), (SURFACE, None)):
+            model = f"{stem}_{space}_model-glm"
+            files.append(f"{model}_design.tsv")
+            stats = [f"contrast-{c}_stat-effect" for c in CONDITIONS] + ["stat-rsquared"]
+            for stat in stats:
+                files.append(f"{model}_{stat}_statmap.json")
+                if extensions:
+                    files.append(f"{model}_{stat}_statmap.nii.gz")
+                else:
+                    files += [f"{stem}_hemi-{h}_{space}_model-glm_{stat}_statmap.func.gii" for h in "LR"]
+    return sorted(files)
+
+
+def test_exact_output_files(dataset):
+    _, _, out = dataset
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parts[-2] != "logs")
+    assert found == expected_files()
+    logs = list((out / "logs").glob("participant_*.log"))
+    assert len(logs) == 2 and all(log.stat().st_size > 0 for log in logs)
+    assert not list(out.rglob(".*"))  # no temporary files left
+
+
+def _surface_values(out, subject, stat):
+    stem = out / f"sub-{subject}" / "func" / f"sub-{subject}_task-localizer"
+    return np.concatenate([nib.load(f"{stem}_hemi-{h}_{SURFACE}_model-glm_{stat}_statmap.func.gii").darrays[0].data
+                           for h in "LR"])
+
+
+@pytest.mark.parametrize("subject", ["01", "02"])
+def test_effects_recover_truth(dataset, subject):
+    truth, _, out = dataset
+    for condition in CONDITIONS:
+        path = out / f"sub-{subject}/func/sub-{subject}_task-localizer_{VOLUME}_model-glm_contrast-{condition}_stat-effect_statmap.nii.gz"
+        image = nib.load(path)
+        values = image.get_fdata()
+        assert np.allclose(image.affine, truth.affine)
+        assert np.all(np.isnan(values[~truth.mask])) and np.all(np.isfinite(values[truth.mask]))
+        expected = truth.effects[(subject, condition)][truth.mask]
+        assert np.corrcoef(values[truth.mask], expected)[0, 1] >= 0.95
+        assert np.polyfit(expected, values[truth.mask], 1)[0] == pytest.approx(1.0, abs=0.1)  # unit gain
+        surface = _surface_values(out, subject, f"contrast-{condition}_stat-effect")
+        assert np.corrcoef(surface, truth.surface_effects[(subject, condition)])[0, 1] >= 0.95
+
+
+def test_sidecars(dataset):
+    _, root, out = dataset
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids_encoder"
+    assert description["GeneratedBy"][0]["Version"] == __version__
+    links = {name: Path(url.removeprefix("file://")) for name, url in description["DatasetLinks"].items()}
+    assert links == {"raw": (root / "bids").resolve(), "fmriprep": (root / "bids/derivatives/fmriprep").resolve()}
+    sidecars = sorted(out.glob("sub-*/func/*_statmap.json"))
+    assert len(sidecars) == 16
+    for path in sidecars:
+        sidecar = json.loads(path.read_text())
+        assert set(sidecar) == SIDECAR_KEYS, path.name
+        assert sidecar["SoftwareVersion"] == __version__
+        assert sidecar["Runs"] == [1, 2] and sidecar["RepetitionTime"] == 2.0
+        assert sidecar["Model"]["Class"] == "LinearModelWithBaseline" and sidecar["Model"]["Name"] == "glm"
+        assert sidecar["Confounds"]["Strategy"] == ["motion", "high_pass"]
+        assert sidecar["Confounds"]["NumberOfRegressors"] == 2 * (6 + 3)
+        assert sidecar["HRF"]["Fitted"] is False
+        assert sidecar["Fitter"]["WeightFitter"]["Alpha"] == 0.0
+        n_sources = 8  # per run: BOLD + mask (volume) or the 2 hemispheres (GIFTI), events, confounds
+        assert len(sidecar["Sources"]) == n_sources
+        for uri in sidecar["Sources"]:
+            scheme, name, relative = uri.split(":", 2)
+            assert scheme == "bids" and (links[name] / relative).is_file(), uri
+        stat = path.name.split("_stat-")[1].split("_")[0]
+        assert sidecar["Model"]["Parameter"] == stat
+        if stat == "effect":
+            assert sidecar["Model"]["Contrast"] in CONDITIONS
+    for space in (VOLUME, SURFACE):
+        path = out / f"sub-01/func/sub-01_task-localizer_{space}_model-glm_stat-rsquared_statmap.json"
+        sidecar = json.loads(path.read_text())
+        if space == VOLUME:
+            r2 = nib.load(str(path).replace(".json", ".nii.gz")).get_fdata()
+        else:
+            r2 = _surface_values(out, "01", "stat-rsquared")
+        assert sidecar["MedianRSquared"] == pytest.approx(float(np.nanmedian(r2)), rel=1e-5)
+        assert 0.02 < sidecar["MedianRSquared"] < 1.0  # most voxels lie outside the effect blobs
+
+
+def test_design_tsv(dataset):
+    _, _, out = dataset
+    import pandas as pd
+
+    design = pd.read_csv(out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_design.tsv", sep="\t")
+    assert list(design.columns[:6]) == ["run", "volume", "onset", *CONDITIONS]
+    assert len(design) == 240 and list(design["run"].unique()) == [1, 2]
+    assert design.shape[1] == 6 + 18
+
+
+def test_pybids_queries_outputs(dataset):
+    _, _, out = dataset
+    layout = output_layout(out)
+    effects = layout.get(model="glm", stat="effect", space="MNI152NLin2009cAsym", extension=".nii.gz")
+    assert len(effects) == 6
+    assert {f.entities["contrast"] for f in effects} == set(CONDITIONS)
+    assert len(layout.get(model="glm", stat="rsquared", hemi="L", extension=".func.gii")) == 2
+    assert len(layout.get(subject="02", stat="effect", contrast="faces", suffix="statmap", extension=".json")) == 2
+
+
+def test_rerun_skips_finished_subjects(dataset):
+    _, root, out = dataset
+    path = out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_contrast-faces_stat-effect_statmap.nii.gz"
+    before = path.stat().st_mtime_ns
+    args = [str(root / "bids"), str(out), "participant", "--participant-label", "01", "--work-dir", str(root / "work"),
+            "--confounds", "motion,high_pass", "--confounds-param", "motion=basic"]
+    assert main(args) == 0
+    assert path.stat().st_mtime_ns == before
+    assert main([*args, "--overwrite"]) == 0
+    assert path.stat().st_mtime_ns > before
+
+
+@pytest.mark.parametrize("arguments, code, message", [
+    (["group2"], 17, "Unknown analysis level"),
+    (["participant", "--model", "lasso"], 64, "--model"),
+    (["participant", "--participant-label", "07"], 18, "sub-07 not found"),
+    (["participant", "--participant-label", "../x"], 64, "Invalid participant label"),
+    (["participant", "--task", "nback"], 18, "No preprocessed BOLD"),
+    (["participant", "--space", "MNI305"], 18, "space-MNI305"),
+    (["participant", "--confounds", "motion,aroma"], 64, "Unknown confound strategy"),
+    (["participant", "--memory-limit", "lots"], 64, "--memory-limit"),
+    (["participant", "--no-such-option"], 64, "No such option"),
+])
+def test_exit_codes(dataset, tmp_path, capsys, arguments, code, message):
+    _, root, _ = dataset
+    out = tmp_path / "out"
+    assert main([str(root / "bids"), str(out), *arguments]) == code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1] and error[-1].startswith("bids_encoder: error:")
+    assert not out.exists() or not any(p.is_file() and p.name != "dataset_description.json" for p in out.rglob("*"))
+
+
+def test_missing_and_invalid_datasets(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), str(tmp_path / "out"), "participant"]) == 66
+    (tmp_path / "notbids").mkdir()
+    assert main([str(tmp_path / "notbids"), str(tmp_path / "out"), "participant"]) == 16
+    assert main([str(tmp_path / "notbids"), str(tmp_path / "notbids"), "participant"]) == 64
+    assert not (tmp_path / "out").exists()
+
+
+def test_module_entry_point_version_and_help():
+    done = subprocess.run([sys.executable, "-m", "bids_encoder", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"bids_encoder {__version__}"
+    done = subprocess.run([sys.executable, "-m", "bids_encoder", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for option in ("--participant-label", "--space", "--model", "--hrf", "--confounds", "--memory-limit", "--config"):
+        assert option in done.stdout
