@@ -102,6 +102,25 @@ def convolve(timeseries, kernel, segments=None):
     return tf.concat(parts, axis=0)
 
 
+def lagged(paradigm, n_taps, segments=None):
+    """Lagged copies of a few shared series: (series, time, taps) with ``[r, t, k] = paradigm[t - k, r]``.
+
+    Lags never reach into the previous run (zeros there). Convolving every series with per-voxel kernels is then
+    one matrix product, ``lagged @ kernels`` (taps × voxels), instead of a shifted copy per tap and voxel.
+    """
+    paradigm = tf.convert_to_tensor(paradigm)
+    n_time = paradigm.shape[0]
+    segments = segments or (n_time,)
+    runs, start = [], 0
+    for length in segments:
+        part = paradigm[start : start + length]
+        taps = [tf.pad(part[: length - k], [[k, 0], [0, 0]]) if k < length else tf.zeros_like(part)
+                for k in range(n_taps)]
+        runs.append(tf.stack(taps, axis=-1))  # (length, series, taps)
+        start += length
+    return tf.transpose(tf.concat(runs, axis=0), [1, 0, 2])
+
+
 def _convolve_segment(x, kernel):
     if len(kernel.shape) == 1:
         return _convolve_shared(x, kernel)

@@ -204,3 +204,28 @@ def test_as_tensor_never_shares_misaligned_memory(offset):
     tensor = as_tensor(array)
     centred = tensor - np.float32(1.0)  # an Eigen kernel: crashes on a misaligned shared buffer
     np.testing.assert_array_equal(centred.numpy(), array - 1.0)
+
+
+def test_fast_jacobian_matches_forward_mode(rng):
+    """The kernel-linear Jacobian used by Levenberg–Marquardt equals forward-mode differentiation of predict."""
+    import tensorflow as tf
+
+    from bids_encoder.transforms import Bounded
+
+    paradigm = tf.constant(event_paradigm(rng, 80, 3).to_numpy())
+    model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(1.5, unique_hrfs=True))
+    weights = tf.constant(rng.standard_normal((3, 7)).astype(np.float32))
+    bounded = Bounded(3.0, 7.0)
+    free = tf.constant(np.c_[rng.normal(50, 1, 7), rng.normal(0, 1, 7), rng.normal(1, 0.1, 7)].astype(np.float32))
+
+    def natural(f):  # baseline as is, delay through a bound, dispersion as is
+        return tf.stack([f[:, 0], bounded.forward(f[:, 1]), f[:, 2]], axis=1)
+
+    prediction, jacobian = model._prediction_and_jacobian(paradigm, natural, free, weights, (40, 40))
+    expected = model._predict(paradigm, natural(free), weights, segments=(40, 40))
+    np.testing.assert_allclose(prediction, expected, rtol=1e-5, atol=1e-4)
+    for j in range(3):
+        tangent = tf.one_hot(tf.fill([7], j), 3)
+        with tf.autodiff.ForwardAccumulator(free, tangent) as accumulator:
+            value = model._predict(paradigm, natural(free), weights, segments=(40, 40))
+        np.testing.assert_allclose(jacobian[..., j], accumulator.jvp(value), rtol=1e-4, atol=1e-5)

@@ -96,7 +96,7 @@ def _write_gifti(path, signal):
 
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
                          conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0,
-                         surface_vertices=0):
+                         surface_vertices=0, mask_radius=0.95):
     """Write the dataset under ``root`` and return its :class:`ExampleTruth`."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -104,7 +104,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = -np.array(shape) + 1.0
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), axis=-1)
-    mask = (grid**2).sum(axis=-1) <= 0.9
+    mask = (grid**2).sum(axis=-1) <= mask_radius**2  # an ellipsoid filling the box at radius 1
     truth = ExampleTruth(root=root, conditions=conditions, tr=tr, mask=mask, affine=affine)
 
     _write_json(root / "dataset_description.json", {
@@ -139,15 +139,18 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
             stem = f"sub-{subject}_task-{task}_run-{run}"
             events = _events(rng, conditions, n_volumes, tr)
             events.to_csv(func / f"{stem}_events.tsv", sep="\t", index=False, float_format="%.1f")
-            signal = np.repeat(baseline[..., np.newaxis], n_volumes, axis=-1)
+            signal = np.repeat(baseline[..., np.newaxis].astype(np.float32), n_volumes, axis=-1)
             for condition in conditions:
                 chosen = events[events["trial_type"] == condition]
                 regressor, _ = compute_regressor(
                     np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
-                signal += truth.effects[(subject, condition)][..., np.newaxis] * regressor[:, 0]
+                signal += (truth.effects[(subject, condition)][..., np.newaxis] * regressor[:, 0]).astype(np.float32)
             drift = np.linspace(-1, 1, n_volumes) * rng.normal(0, 1)
-            signal += np.where(mask[..., np.newaxis], drift + rng.normal(0, noise, signal.shape), 0.0)
-            image = nib.Nifti1Image(signal.astype(np.float32), affine)
+            inside = signal[mask]  # (voxels, time): noise and drift only where the brain is
+            inside += (drift + rng.normal(0, noise, inside.shape)).astype(np.float32)
+            signal[mask] = inside
+            del inside
+            image = nib.Nifti1Image(signal, affine)
             image.header.set_xyzt_units("mm", "sec")
             image.header["pixdim"][4] = tr
             image.to_filename(func / f"{stem}_bold.nii.gz")

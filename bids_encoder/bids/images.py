@@ -131,31 +131,60 @@ def _common_mask(runs):
 
 
 def _finite(array, name):
-    """Replace non-finite samples by 0 in the voxels that have them (they become constant: not fitted)."""
-    bad = ~np.all(np.isfinite(array), axis=0)
+    """Replace non-finite samples by 0 in the voxels that have them (they become constant: not fitted).
+
+    ``array`` is (voxels, time).
+    """
+    bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
         logger.warning("%s: %d voxel(s) with NaN or infinite samples are not fitted", name, int(bad.sum()))
-        array[:, bad] = 0.0
+        array[bad] = 0.0
     return array
 
 
+VOLUMES_PER_READ = 16
+
+
+def _masked_volumes(image, mask, path, out):
+    """Fill ``out`` (voxels × time) with the in-mask samples, reading a few volumes at a time.
+
+    The file stays open between reads, so a gzipped image is decompressed once, front to back, and the whole 4-D
+    array never sits in memory.
+    """
+    n_volumes = image.shape[3]
+    try:
+        for start in range(0, n_volumes, VOLUMES_PER_READ):
+            stop = min(start + VOLUMES_PER_READ, n_volumes)
+            block = np.asarray(image.dataobj[..., start:stop], dtype=np.float32)
+            out[:, start:stop] = block[mask]
+    except Exception as error:  # truncated gzip streams fail only when the data are read
+        raise InputError(f"Cannot read the data of {Path(path).name}: {' '.join(str(error).split())}",
+                         exit_code=65) from error
+
+
 def load_bold_runs(runs, kind, smoothing_fwhm=None):
-    """(list of time × voxel float32 arrays, one per run; MapWriter) for the runs of one fit."""
+    """((voxels × time) float32 array of all runs, C-ordered; volumes per run; MapWriter) for one fit.
+
+    Voxel-major storage is what pandas keeps for a (time × voxels) frame built from its transpose, and what the
+    fitters hand to TensorFlow without a copy.
+    """
     if kind == "volume":
         mask, reference = _common_mask(runs)
-        arrays = []
-        for run in runs:
-            image = _load(run.bold)
+        images = [nib.load(str(run.bold), keep_file_open=True) for run in runs]
+        n_volumes = [image.shape[3] for image in images]
+        data = np.empty((int(mask.sum()), sum(n_volumes)), dtype=np.float32)
+        start = 0
+        for run, image, n in zip(runs, images, n_volumes, strict=True):
             if smoothing_fwhm:
                 from nilearn.image import smooth_img
 
                 image = smooth_img(image, float(smoothing_fwhm))
-            data = _read(image, run.bold)
-            arrays.append(_finite(np.ascontiguousarray(data[mask].T), run.bold.name))
-            del data
+            _masked_volumes(image, mask, run.bold, data[:, start : start + n])
+            _finite(data[:, start : start + n], run.bold.name)
+            start += n
         logger.info("sub-%s: %d voxels in the brain mask, %s volumes", runs[0].subject, int(mask.sum()),
-                    "+".join(str(a.shape[0]) for a in arrays))
-        return arrays, MapWriter("volume", reference=reference, mask=mask)
+                    "+".join(map(str, n_volumes)))
+        return data, n_volumes, MapWriter("volume", reference=reference, mask=mask)
     if smoothing_fwhm:
         raise InputError("--smoothing-fwhm applies to volume spaces only; surface and CIFTI data are "
                          "already sampled on meshes", exit_code=64)
@@ -179,8 +208,8 @@ def load_bold_runs(runs, kind, smoothing_fwhm=None):
             if sizes is not None and run_sizes != sizes:
                 raise InputError(f"{run.bold.name} has {run_sizes} vertices, other runs {sizes}", exit_code=65)
             sizes = run_sizes
-            arrays.append(_finite(np.ascontiguousarray(np.hstack([hemis["L"], hemis["R"]])), run.bold.name))
-        return arrays, MapWriter("gifti", hemisphere_sizes=sizes)
+            arrays.append(_finite(np.ascontiguousarray(np.hstack([hemis["L"], hemis["R"]]).T), run.bold.name))
+        return _stack(arrays) + (MapWriter("gifti", hemisphere_sizes=sizes),)
     arrays, brain_models = [], None
     for run in runs:
         image = _load(run.bold)
@@ -188,5 +217,10 @@ def load_bold_runs(runs, kind, smoothing_fwhm=None):
         if brain_models is not None and axis != brain_models:
             raise InputError(f"{run.bold.name} has other grayordinates than the first run", exit_code=65)
         brain_models = axis
-        arrays.append(_finite(np.ascontiguousarray(_read(image, run.bold)), run.bold.name))
-    return arrays, MapWriter("cifti", brain_models=brain_models)
+        arrays.append(_finite(np.ascontiguousarray(_read(image, run.bold).T), run.bold.name))
+    return _stack(arrays) + (MapWriter("cifti", brain_models=brain_models),)
+
+
+def _stack(arrays):
+    """Runs (voxels × time each) side by side, and their lengths."""
+    return np.ascontiguousarray(np.hstack(arrays)), [array.shape[1] for array in arrays]

@@ -38,6 +38,7 @@ class FitInputs:
     grid: pd.DataFrame | None = None  # pRF pixel coordinates
     n_censored: int = 0
     confounds_per_run: list = field(default_factory=list)
+    stimulus_files: list = field(default_factory=list)
 
     @property
     def n_volumes(self):
@@ -76,16 +77,17 @@ def _glm_paradigm(runs, n_volumes, hrf):
 
 
 def _prf_paradigm(runs, n_volumes, stimuli_dir):
-    frames, grid = [], None
+    frames, grid, files = [], None, []
     for run, n in zip(runs, n_volumes, strict=True):
         if run.events is None:
             raise InputError(f"No events.tsv (with stim_file) for {run.label}", exit_code=66)
-        apertures, run_grid = run_apertures(run.events, stimuli_dir, n, run.tr, start_time=run.start_time)
+        apertures, run_grid, used = run_apertures(run.events, stimuli_dir, n, run.tr, start_time=run.start_time)
+        files += [path for path in used if path not in files]
         if grid is not None and (run_grid.shape != grid.shape or not np.allclose(run_grid, grid)):
             raise InputError(f"The stimuli of {run.label} are on another pixel grid than the first run", exit_code=65)
         grid = run_grid
         frames.append(apertures.to_numpy())
-    return np.vstack(frames), grid
+    return np.vstack(frames), grid, files
 
 
 def _confounds(runs, n_volumes, strategy, parameters):
@@ -124,18 +126,17 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
                     stimuli_dir=None, kind="volume"):
     """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d')."""
     tr = _common_tr(runs)
-    arrays, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
-    n_volumes = [array.shape[0] for array in arrays]
+    voxels_by_time, n_volumes, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
     index = pd.MultiIndex.from_arrays(
         [np.repeat(np.arange(1, len(runs) + 1), n_volumes), np.concatenate([np.arange(n) for n in n_volumes])],
         names=["run", "volume"])
-    data = pd.DataFrame(np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0], index=index)
-    del arrays
-    grid = None
+    # no copy: the frame's single block is the (voxels × time) array
+    data = pd.DataFrame(voxels_by_time.T, index=index, copy=False)
+    grid, stimulus_files = None, []
     if model == "glm":
         values, columns = _glm_paradigm(runs, n_volumes, hrf)
     elif model == "prf2d":
-        values, grid = _prf_paradigm(runs, n_volumes, stimuli_dir)
+        values, grid, stimulus_files = _prf_paradigm(runs, n_volumes, stimuli_dir)
         columns = None
     else:
         raise InputError(f"Unknown model {model!r}", exit_code=64)
@@ -146,4 +147,4 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         raise InputError(f"{len(data)} volumes cannot support {paradigm.shape[1]} regressors and "
                          f"{confounds.shape[1]} confounds", exit_code=65)
     return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
-                     grid=grid, n_censored=censored, confounds_per_run=per_run)
+                     grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files)

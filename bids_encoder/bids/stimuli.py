@@ -95,7 +95,8 @@ def grid_coordinates(sidecar, shape):
 
 
 def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
-    """The apertures of one run at TR resolution: (volumes × pixels DataFrame, grid coordinates DataFrame).
+    """The apertures of one run at TR resolution: (volumes × pixels DataFrame, grid coordinates DataFrame, the
+    stimulus files used).
 
     Every event with a ``stim_file`` places its frames from its onset on; volumes without a stimulus are blank.
     """
@@ -109,7 +110,7 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
     events = events.dropna(subset=["stim_file"])
     if events.empty:
         raise InputError(f"{name} names no stim_file", exit_code=65)
-    paradigm, grid, shape = None, None, None
+    paradigm, grid, shape, used = None, None, None, []
     frame_times = start_time + np.arange(n_volumes) * tr
     for _, event in events.iterrows():
         relative = Path(str(event["stim_file"]))
@@ -118,6 +119,7 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
         path = Path(stimuli_dir) / relative
         frames = read_apertures(path)
         sidecar = stimulus_sidecar(path)
+        used.append(path)
         if shape is None:
             shape = frames.shape[1:]
             grid = grid_coordinates(sidecar, shape)
@@ -147,4 +149,4 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
         coverage += weights.sum(axis=1)
     logger.info("%s: %d × %d aperture pixels, %d of %d volumes with a stimulus", name, shape[0], shape[1],
                 int((coverage > 0).sum()), n_volumes)
-    return pd.DataFrame(paradigm.astype(np.float32)), grid
+    return pd.DataFrame(paradigm.astype(np.float32)), grid, used

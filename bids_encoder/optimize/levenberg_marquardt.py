@@ -1,7 +1,8 @@
 """Batched Levenberg–Marquardt: every voxel takes its own damped Gauss–Newton step, all at once.
 
-Per iteration: Jacobians of the (confound-projected) predictions with respect to the unconstrained free
-parameters by forward-mode autodiff (one pass per free parameter gives that column for every voxel), per-voxel
+Per iteration: Jacobians of the predictions with respect to the unconstrained free parameters by forward-mode
+autodiff (one pass per free parameter gives that column for every voxel; confounds enter the normal equations
+through their loadings, never by projecting the Jacobian), per-voxel
 (P × P) normal equations with Marquardt's diagonal damping, a batched solve, and per-voxel step acceptance:
 voxels whose residual sum of squares went down keep the step and lower their damping, the others reject it
 and raise theirs.
@@ -39,12 +40,20 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     def ssr_of(free):
         return problem.ssr(problem.natural_parameters(free=free))
 
+    fast = getattr(problem.model, "_prediction_and_jacobian", None)
+
     def jacobian(free):
+        """Predictions and their Jacobian, both before the confound projection."""
+        if fast is not None:  # models that know a cheaper route than differentiating the whole prediction
+            result = fast(problem.paradigm, lambda f: problem.natural_parameters(free=f), free, problem.weights,
+                          problem.segments)
+            if result is not None:
+                return result
         columns = []
         for j in range(n_free):
             tangent = tf.one_hot(tf.fill([problem.n_voxels], j), n_free, dtype=tf.float32)
             with tf.autodiff.ForwardAccumulator(free, tangent) as accumulator:
-                prediction = problem.project(problem.predict(problem.natural_parameters(free=free)))
+                prediction = problem.predict(problem.natural_parameters(free=free))
             columns.append(accumulator.jvp(prediction))
         return prediction, tf.stack(columns, axis=-1)  # (time, voxels), (time, voxels, free)
 
@@ -55,12 +64,17 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
         for i in tf.range(n_steps):
             free = tf.identity(problem.free)
             prediction, jac = jacobian(free)
-            residual = problem.y - prediction
+            residual = problem.y - problem.project(prediction)
             ssr = tf.reduce_sum(tf.square(residual), axis=0)
             trace = trace.write(i, tf.reduce_mean(problem.r2(ssr)))
             if store_intermediate:
                 snapshots = snapshots.write(i, problem.natural_parameters(free=free))
+            # with the projection P = I - BB': (PJ)'(PJ) = J'J - (B'J)'(B'J) and (PJ)'r = J'r (r = Pr), so the
+            # Jacobian itself is never projected
             normal = tf.einsum("tvp,tvq->vpq", jac, jac)
+            if problem.basis is not None:
+                loadings = tf.einsum("tk,tvp->kvp", problem.basis, jac)
+                normal = normal - tf.einsum("kvp,kvq->vpq", loadings, loadings)
             gradient = tf.einsum("tvp,tv->vp", jac, residual)
             diagonal = tf.linalg.diag_part(normal)
             scale = tf.maximum(diagonal, 1e-12 * (1.0 + tf.reduce_max(diagonal, axis=1, keepdims=True)))

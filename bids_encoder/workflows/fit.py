@@ -116,8 +116,12 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         init["baseline"] = first.run_baselines.iloc[0].to_numpy()
         settings = _lm_settings(max_iterations)
         estimator = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
-        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=_nuisance(inputs),
-                                noise_model=noise_model, progressbar=progressbar, **settings)
+        # every run's mean joins the confounds, so the baseline drops out of the projected problem: it stays
+        # fixed and the solver spends its passes on the HRF parameters only (the final weights refit it)
+        intercepts = np.hstack([np.ones((len(data), 1)), _run_indicators(data.index)])
+        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=np.hstack([confounds, intercepts]),
+                                fixed_pars=["baseline"], noise_model=noise_model, progressbar=progressbar,
+                                **settings)
         timings["hrf"] = time.perf_counter() - start
         start = time.perf_counter()
         hrf_parameters = hrf_fit[["hrf_delay", "hrf_dispersion"]].fillna(
@@ -129,8 +133,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         timings["weights_fitted_hrf"] = time.perf_counter() - start
         fitter_settings = {
             "WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha},
-            "ParameterFitter": {"Solver": "Levenberg-Marquardt", "Parameters": ["hrf_delay", "hrf_dispersion",
-                                                                              "baseline"],
+            "ParameterFitter": {"Solver": "Levenberg-Marquardt", "Parameters": ["hrf_delay", "hrf_dispersion"],
                                 "Iterations": int(estimator.n_iterations), "Converged": bool(estimator.converged),
                                 "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
                                 "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]}},
@@ -153,7 +156,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
     fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
     design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
     return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
-                     fitter=fitter_settings, design=design, timings=timings, predictions=fitter.predictions,
+                     fitter=fitter_settings, design=design, timings=timings,
                      history=history)
 
 
@@ -194,7 +197,7 @@ def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressb
     design = pd.concat([stimulus, inputs.confounds], axis=1)
     return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
                      hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
-                     timings=result.timings, predictions=result.fitter.predictions,
+                     timings=result.timings,
                      history=[h.tolist() for h in result.fitter.history], parameters=parameters)
 
 

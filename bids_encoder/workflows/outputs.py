@@ -85,6 +85,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     for run in inputs.runs:
         sources += [_uri(p, roots) for p in ([*run.surfaces.values()] or [run.bold])]
         sources += [_uri(p, roots) for p in (run.mask, run.events, run.confounds) if p is not None]
+    sources += [_uri(p, roots) for p in inputs.stimulus_files]
     r2 = np.asarray(result.r2, dtype=np.float32)
     median_r2 = float(np.nanmedian(r2)) if np.isfinite(r2).any() else None
     common = {

@@ -1,0 +1,94 @@
+"""The Szinte et al. (2024) V1 data laid out as a BIDS dataset (BOLD as a small NIfTI, apertures in stimuli/),
+fitted with ``bids_encoder … participant --model prf2d``: the x/y maps must agree with the direct core fit.
+
+Read from $BIDS_ENCODER_SZINTE_DIR; skipped only when the variable is unset.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_encoder.cli import main
+from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
+from bids_encoder.optimize.recipes import fit_prf2d
+
+TR = 1.317025
+FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")
+pytestmark = pytest.mark.skipif(not FOLDER, reason="BIDS_ENCODER_SZINTE_DIR is not set")
+SHAPE = (5, 11, 43)  # 2,365 voxels
+
+
+def write_json(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+
+
+@pytest.fixture(scope="module")
+def szinte_bids(tmp_path_factory):
+    folder = Path(FOLDER)
+    assert folder.is_dir(), f"BIDS_ENCODER_SZINTE_DIR={FOLDER} is not a folder"
+    frames = np.load(folder / "dm_gazecenter.npz")["arr_0"]
+    grid = pd.read_csv(folder / "grid_coordinates.tsv", sep="\t")
+    data = pd.read_csv(folder / "mask-v1_bold.tsv.gz", sep="\t", index_col=0)
+    root = tmp_path_factory.mktemp("szinte") / "bids"
+    write_json(root / "dataset_description.json", {"Name": "Szinte 2024 V1", "BIDSVersion": "1.9.0"})
+    stimuli = root / "stimuli"
+    stimuli.mkdir(parents=True)
+    np.savez(stimuli / "bars.npz", frames)
+    xs, ys = grid["x"].to_numpy().reshape(80, 45), grid["y"].to_numpy().reshape(80, 45)
+    write_json(stimuli / "bars.json", {"VisualAngleX": [xs[0, 0], xs[-1, 0]], "VisualAngleY": [ys[0, 0], ys[0, -1]]})
+    func = root / "sub-01" / "func"
+    func.mkdir(parents=True)
+    pd.DataFrame({"onset": [0.0], "duration": [150 * TR], "trial_type": ["bars"], "stim_file": ["bars.npz"]}).to_csv(
+        func / "sub-01_task-prf_events.tsv", sep="\t", index=False)
+    fmriprep = root / "derivatives" / "fmriprep"
+    write_json(fmriprep / "dataset_description.json", {"Name": "fMRIPrep", "BIDSVersion": "1.9.0",
+                                                       "DatasetType": "derivative",
+                                                       "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.1"}]})
+    deriv = fmriprep / "sub-01" / "func"
+    bold = (data.to_numpy().T.reshape(*SHAPE, 150) + 1000.0).astype(np.float32)
+    image = nib.Nifti1Image(bold, np.diag([2.0, 2.0, 2.0, 1.0]))
+    image.header.set_xyzt_units("mm", "sec")
+    image.header["pixdim"][4] = TR
+    stem = "sub-01_task-prf_space-T1w"
+    image.to_filename(deriv / f"{stem}_desc-preproc_bold.nii.gz")
+    # slice-time corrected to the middle of the TR: volume k is the brain at k·TR + TR/2, frame k is on
+    # during [k·TR, (k+1)·TR), so each volume sees exactly one frame
+    write_json(deriv / f"{stem}_desc-preproc_bold.json", {"RepetitionTime": TR, "StartTime": TR / 2})
+    nib.Nifti1Image(np.ones(SHAPE, np.uint8), image.affine).to_filename(deriv / f"{stem}_desc-brain_mask.nii.gz")
+    return root, frames, grid, data
+
+
+def test_prf_maps_agree_with_direct_core_fit(szinte_bids, tmp_path):
+    root, frames, grid, data = szinte_bids
+    out = tmp_path / "out"
+    code = main([str(root), str(out), "participant", "--model", "prf2d", "--space", "T1w", "--confounds", "none",
+                 "--work-dir", str(tmp_path / "work")])
+    assert code == 0
+    prefix = out / "sub-01" / "func" / "sub-01_task-prf_space-T1w_model-prf2d"
+    maps = {stat: nib.load(f"{prefix}_stat-{stat}_statmap.nii.gz").get_fdata().reshape(-1)
+            for stat in ("x", "y", "sd", "rsquared", "polarAngle", "eccentricity")}
+    paradigm = pd.DataFrame(frames.reshape(150, -1) / frames.max())
+    direct = fit_prf2d(GaussianPRF2DWithHRF(grid, hrf_model=SPMHRFModel(TR)), data + 1000.0, paradigm,
+                       optimizer="lm", progressbar=False)
+    fitted = direct.r2.notna().to_numpy()
+    assert np.array_equal(np.isfinite(maps["x"]), fitted)  # the 57 all-zero voxels are NaN in both
+    good = fitted & (direct.r2.to_numpy() > 0.1)
+    for stat in ("x", "y"):
+        reference = direct.parameters[stat].to_numpy()
+        assert np.corrcoef(maps[stat][good], reference[good])[0, 1] > 0.99
+        assert np.median(np.abs(maps[stat][fitted] - reference[fitted])) < 0.05
+    assert np.nanmedian(maps["rsquared"]) == pytest.approx(float(direct.r2.median()), abs=0.01)
+    np.testing.assert_allclose(maps["eccentricity"][fitted], np.hypot(maps["x"], maps["y"])[fitted], rtol=1e-5)
+    sidecar = json.loads(Path(f"{prefix}_stat-x_statmap.json").read_text())
+    assert sidecar["Units"] == "degrees of visual angle"
+    assert sidecar["Model"]["Class"] == "GaussianPRF2DWithHRF"
+    assert sidecar["Fitter"]["ParameterFitter"]["Solver"] == "Levenberg-Marquardt"
+    assert sidecar["Sources"] == ["bids:fmriprep:sub-01/func/sub-01_task-prf_space-T1w_desc-preproc_bold.nii.gz",
+                                  "bids:fmriprep:sub-01/func/sub-01_task-prf_space-T1w_desc-brain_mask.nii.gz",
+                                  "bids:raw:sub-01/func/sub-01_task-prf_events.tsv", "bids:raw:stimuli/bars.npz"]
