@@ -51,6 +51,7 @@ def szinte_bids(tmp_path_factory):
                                                        "DatasetType": "derivative",
                                                        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.1"}]})
     deriv = fmriprep / "sub-01" / "func"
+    deriv.mkdir(parents=True)
     bold = (data.to_numpy().T.reshape(*SHAPE, 150) + 1000.0).astype(np.float32)
     image = nib.Nifti1Image(bold, np.diag([2.0, 2.0, 2.0, 1.0]))
     image.header.set_xyzt_units("mm", "sec")

@@ -39,7 +39,7 @@ def confound_basis(confounds, n_time):
         raise ValueError("confounds contain NaN or infinite values")
     u, s, _ = np.linalg.svd(values, full_matrices=False)
     rank = int(np.sum(s > s.max(initial=0.0) * max(values.shape) * np.finfo(float).eps)) if s.size else 0
-    return u[:, :rank]
+    return u[:, :rank] if rank else None  # no confounds at all: the same as none given
 
 
 def meaningful_voxels(data):

@@ -17,9 +17,17 @@ MIN_RELATIVE_RESPONSE = 0.01  # grid points whose peak response is below this sh
 
 
 def _project(basis, timeseries):
-    if basis is None:
-        return timeseries - tf.reduce_mean(timeseries, axis=0, keepdims=True)
+    """Remove the span of ``basis`` (orthonormal, time × k) from every column."""
     return timeseries - tf.matmul(basis, tf.matmul(basis, timeseries, transpose_a=True))
+
+
+def _with_constant(basis, n_time):
+    """Orthonormal basis of the confounds and a constant: what a model with a free baseline cannot tell apart."""
+    columns = np.ones((n_time, 1))
+    if basis is not None and basis.shape[1]:
+        columns = np.hstack([basis, columns])
+    u, singular, _ = np.linalg.svd(columns, full_matrices=False)
+    return u[:, singular > singular.max() * max(columns.shape) * np.finfo(float).eps]
 
 
 def grid_search(model, paradigm, data, segments, values, basis=None, use_correlation_cost=False,
@@ -57,7 +65,7 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         searched.append(candidates)
     grid = np.array(list(itertools.product(*searched)), dtype=np.float32)
     n_time, n_voxels = data.shape
-    basis_tf = None if basis is None else tf.constant(basis, tf.float32)
+    basis_tf = tf.constant(_with_constant(basis, data.shape[0]), tf.float32)  # correlations: centred, confound-free
     y = _project(basis_tf, tf.constant(data, tf.float32))
     y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
     bytes_per_point = 4 * (3 * n_time + 2 * n_voxels + 2 * paradigm.shape[1])
@@ -112,15 +120,21 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
 
 
 def refine_baseline(model, paradigm, data, segments, parameters, basis=None):
-    """Baseline per voxel given all other parameters: the mean residual (after projecting confounds)."""
+    """Baseline per voxel given all other parameters: the least-squares coefficient of a constant fitted together
+    with the confounds (Frisch–Waugh–Lovell: the projected residual regressed on the projected constant)."""
     labels = model.get_parameter_labels()
     parameters = np.array(parameters, dtype=np.float32)
     parameters[:, labels.index("baseline")] = 0.0
     prediction = model._predict(tf.constant(paradigm, tf.float32), tf.constant(parameters), None, segments=segments)
     residual = np.asarray(data, dtype=np.float64) - prediction.numpy()
-    if basis is not None:
+    constant = np.ones(residual.shape[0])
+    if basis is not None and basis.shape[1]:
         residual = residual - basis @ (basis.T @ residual)
-    parameters[:, labels.index("baseline")] = residual.mean(axis=0)
+        constant = constant - basis @ (basis.T @ constant)
+    norm = float(constant @ constant)
+    # a constant inside the confounds' span cannot be estimated: fall back to the mean residual
+    parameters[:, labels.index("baseline")] = (constant @ residual) / norm if norm > 1e-6 * len(constant) \
+        else residual.mean(axis=0)
     return parameters
 
 
@@ -140,13 +154,9 @@ def refine_baseline_and_amplitude(model, paradigm, data, segments, parameters, b
     p = model._predict(tf.constant(paradigm, tf.float32), tf.constant(unit), None, segments=segments).numpy()
     y = np.asarray(data, dtype=np.float64)
     p = p.astype(np.float64)
-    if basis is not None:
-        p_fit = p - basis @ (basis.T @ p)
-        y_fit = y - basis @ (basis.T @ y)
-    else:
-        p_fit, y_fit = p, y
-    p_c = p_fit - p_fit.mean(axis=0)
-    y_c = y_fit - y_fit.mean(axis=0)
+    nuisance = _with_constant(basis, y.shape[0])  # the baseline is fitted with the confounds
+    p_c = p - nuisance @ (nuisance.T @ p)
+    y_c = y - nuisance @ (nuisance.T @ y)
     with np.errstate(invalid="ignore", divide="ignore"):
         amplitude = np.where((p_c**2).sum(0) > 0, (p_c * y_c).sum(0) / (p_c**2).sum(0), 0.0)
     if positive_amplitude:
