@@ -189,3 +189,14 @@ def test_module_entry_point_version_and_help():
     assert done.returncode == 0
     for option in ("--participant-label", "--space", "--model", "--hrf", "--confounds", "--memory-limit", "--config"):
         assert option in done.stdout
+
+
+def test_readme_example_command_runs(tmp_path):
+    """The README's first command (after installing): generate the example dataset, run the app, report."""
+    done = subprocess.run([sys.executable, "-m", "bids_encoder.example", str(tmp_path / "example")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| sub-")]
+    assert len(rows) == 6
+    assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
+    assert len(list((tmp_path / "example/derivatives/bids_encoder").rglob("*_statmap.json"))) == 16
