@@ -200,3 +200,29 @@ def test_readme_example_command_runs(tmp_path):
     assert len(rows) == 6
     assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
     assert len(list((tmp_path / "example/derivatives/bids_encoder").rglob("*_statmap.json"))) == 16
+
+
+def test_config_filters_and_fitted_hrf(dataset, tmp_path):
+    """--config (YAML) sets options, the command line wins, --bids-filter-file keeps run 1, --hrf fit adds maps."""
+    _, root, _ = dataset
+    (tmp_path / "filters.json").write_text(json.dumps({"bold": {"run": 1}}))
+    (tmp_path / "config.yml").write_text("hrf: fit\nconfounds: none\nmodel: lasso\nmax-iterations: 8\n")
+    out = tmp_path / "out"
+    code = main([str(root / "bids"), str(out), "participant", "--config", str(tmp_path / "config.yml"),
+                 "--model", "glm", "--participant-label", "01", "--bids-filter-file", str(tmp_path / "filters.json"),
+                 "--work-dir", str(root / "work")])
+    assert code == 0
+    func = out / "sub-01" / "func"
+    names = sorted(p.name for p in func.iterdir())
+    prefix = f"sub-01_task-localizer_{VOLUME}_model-glm"
+    assert f"{prefix}_stat-hrfDelay_statmap.nii.gz" in names and f"{prefix}_stat-hrfDispersion_statmap.json" in names
+    sidecar = json.loads((func / f"{prefix}_stat-hrfDelay_statmap.json").read_text())
+    assert sidecar["Runs"] == [1] and sidecar["Units"] == "s"
+    assert sidecar["Model"]["Class"] == "LinearModelWithBaselineHRF" and sidecar["HRF"]["Fitted"] is True
+    assert sidecar["Fitter"]["ParameterFitter"]["MaxIterations"] == 8
+    assert 1 <= sidecar["Fitter"]["ParameterFitter"]["Iterations"] <= 8
+    assert sidecar["Confounds"]["Strategy"] == [] and sidecar["Confounds"]["NumberOfRegressors"] == 0
+    delay = nib.load(func / f"{prefix}_stat-hrfDelay_statmap.nii.gz").get_fdata()
+    finite = delay[np.isfinite(delay)]
+    assert finite.size > 0 and np.all((finite >= 3.0) & (finite <= 7.0))
+    assert abs(np.median(finite) - 6.0) < 0.5  # the data were made with the canonical HRF
