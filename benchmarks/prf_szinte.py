@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 import numpy as np
 import pandas as pd
 
+from bids_encoder.szinte import load_szinte2024
+
 TR = 1.317025
 
 
 def load(folder):
-    folder = Path(folder)
-    stimulus = np.load(folder / "dm_gazecenter.npz")["arr_0"]
-    paradigm = pd.DataFrame(stimulus.reshape(len(stimulus), -1) / stimulus.max())
-    grid = pd.read_csv(folder / "grid_coordinates.tsv", sep="\t")
-    data = pd.read_csv(folder / "mask-v1_bold.tsv.gz", sep="\t", index_col=0)
-    reference = pd.read_csv(folder / "gauss_parameters.tsv", sep="\t", index_col=0)
-    data.columns = reference.index
-    return paradigm, grid, data, reference
+    szinte = load_szinte2024(folder)
+    return szinte.paradigm, szinte.grid, szinte.data, szinte.reference
 
 
 def agreement(fit, reference):

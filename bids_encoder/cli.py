@@ -204,22 +204,24 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--space", default="MNI152NLin2009cAsym", show_default=True,
               help="Output space of fMRIPrep: a template or T1w (NIfTI), fsnative/fsaverage* (GIFTI), fsLR (CIFTI).")
 @click.option("--res", help="Resolution entity of the template space (res-).")
-@click.option("--model", default="glm", show_default=True, help="Encoding model: glm or prf2d.")
-@click.option("--hrf", default="canonical", show_default=True,
+@click.option("--model", type=click.Choice(["glm", "prf2d"]), default="glm", show_default=True,
+              help="Encoding model.")
+@click.option("--hrf", type=click.Choice(["canonical", "fit"]), default="canonical", show_default=True,
               help="canonical (SPM) or fit (per-voxel delay and dispersion).")
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True,
               help="nilearn fMRIPrep strategies, comma separated (motion,high_pass,wm_csf,global_signal,compcor,"
                    "ica_aroma,scrub,non_steady_state), or none.")
 @click.option("--confounds-param", multiple=True, metavar="NAME=VALUE",
               help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
-@click.option("--noise-model", default="ssq", show_default=True, help="ssq (least squares) or gaussian.")
+@click.option("--noise-model", type=click.Choice(["ssq", "gaussian"]), default="ssq", show_default=True,
+              help="ssq (least squares) or gaussian.")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
 @click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Work folder (pybids index). Default: ./work")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or gpu.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--nthreads", type=click.IntRange(min=1), help="CPU threads for TensorFlow and BLAS.")
 @click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
 @click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
@@ -232,12 +234,6 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 def cli(bids_dir, output_dir, analysis_level, **options):
     """Fit fMRI encoding models (GLM, pRF) on fMRIPrep outputs; write BIDS-Derivatives maps."""
     run_app(bids_dir, output_dir, analysis_level, options)
-
-
-def _choice(value, allowed, option):
-    if value not in allowed:
-        raise AppError(f"Invalid value for {option}: {value!r} (choose from {', '.join(allowed)})", 64)
-    return value
 
 
 def _check_paths(bids_dir, output_dir, work_dir):
@@ -284,10 +280,6 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         raise AppError(f"Run labels must be integers, got {', '.join(runs)}", 64)
     if options["task"] is not None and not LABEL.match(options["task"]):
         raise AppError(f"Invalid task label {options['task']!r}", 64)
-    model = _choice(options["model"], ("glm", "prf2d"), "--model")
-    hrf = _choice(options["hrf"], ("canonical", "fit"), "--hrf")
-    noise_model = _choice(options["noise_model"], ("ssq", "gaussian"), "--noise-model")
-    device = _choice(options["device"], ("auto", "cpu", "gpu"), "--device")
     memory_limit = _memory(options["memory_limit"])
     confound_parameters = _confound_parameters(options["confounds_param"])
     filters = _filters(options["bids_filter_file"])
@@ -297,7 +289,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     log_path, log_handler = _setup_logging(options["verbose"])
     try:
         logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
-        used_device = _configure_device(device, options["nthreads"])
+        used_device = _configure_device(options["device"], options["nthreads"])
         if options["seed"] is not None:
             import tensorflow as tf
 
@@ -311,8 +303,9 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         participant_options = ParticipantOptions(
             derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
             task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
-            model=model, hrf=hrf, confounds=options["confounds"], confounds_parameters=confound_parameters,
-            noise_model=noise_model, max_iterations=options["max_iterations"], alpha=options["alpha"],
+            model=options["model"], hrf=options["hrf"], confounds=options["confounds"],
+            confounds_parameters=confound_parameters, noise_model=options["noise_model"],
+            max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
             overwrite=options["overwrite"], progressbar=options["verbose"] > 0 or sys.stderr.isatty(),
             device=used_device, seed=options["seed"])

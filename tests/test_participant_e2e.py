@@ -168,7 +168,7 @@ def test_rerun_skips_finished_subjects(dataset):
 def test_exit_codes(dataset, tmp_path, capsys, arguments, code, message):
     _, root, _ = dataset
     out = tmp_path / "out"
-    assert main([str(root / "bids"), str(out), *arguments]) == code
+    assert main([str(root / "bids"), str(out), *arguments, "--work-dir", str(tmp_path / "work")]) == code
     error = capsys.readouterr().err.strip().splitlines()
     assert message in error[-1] and error[-1].startswith("bids_encoder: error:")
     assert not out.exists() or not any(p.is_file() and p.name != "dataset_description.json" for p in out.rglob("*"))

@@ -16,6 +16,7 @@ import pytest
 from bids_encoder.cli import main
 from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
 from bids_encoder.optimize.recipes import fit_prf2d
+from bids_encoder.szinte import load_szinte2024
 
 TR = 1.317025
 FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")
@@ -32,9 +33,8 @@ def write_json(path, content):
 def szinte_bids(tmp_path_factory):
     folder = Path(FOLDER)
     assert folder.is_dir(), f"BIDS_ENCODER_SZINTE_DIR={FOLDER} is not a folder"
-    frames = np.load(folder / "dm_gazecenter.npz")["arr_0"]
-    grid = pd.read_csv(folder / "grid_coordinates.tsv", sep="\t")
-    data = pd.read_csv(folder / "mask-v1_bold.tsv.gz", sep="\t", index_col=0)
+    szinte = load_szinte2024(folder)
+    frames, grid, data = szinte.frames, szinte.grid, szinte.data
     root = tmp_path_factory.mktemp("szinte") / "bids"
     write_json(root / "dataset_description.json", {"Name": "Szinte 2024 V1", "BIDSVersion": "1.9.0"})
     stimuli = root / "stimuli"
@@ -74,8 +74,8 @@ def test_prf_maps_agree_with_direct_core_fit(szinte_bids, tmp_path):
     prefix = out / "sub-01" / "func" / "sub-01_task-prf_space-T1w_model-prf2d"
     maps = {stat: nib.load(f"{prefix}_stat-{stat}_statmap.nii.gz").get_fdata().reshape(-1)
             for stat in ("x", "y", "sd", "rsquared", "polarAngle", "eccentricity")}
-    paradigm = pd.DataFrame(frames.reshape(150, -1) / frames.max())
-    direct = fit_prf2d(GaussianPRF2DWithHRF(grid, hrf_model=SPMHRFModel(TR)), data + 1000.0, paradigm,
+    direct = fit_prf2d(GaussianPRF2DWithHRF(grid, hrf_model=SPMHRFModel(TR)), data + 1000.0,
+                       pd.DataFrame(frames.reshape(150, -1) / frames.max()),
                        optimizer="lm", progressbar=False)
     fitted = direct.r2.notna().to_numpy()
     assert np.array_equal(np.isfinite(maps["x"]), fitted)  # the 57 all-zero voxels are NaN in both

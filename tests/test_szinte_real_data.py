@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
 from bids_encoder.optimize.recipes import fit_prf2d
+from bids_encoder.szinte import load_szinte2024
 
 TR = 1.317025
 FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")
@@ -22,12 +22,8 @@ pytestmark = pytest.mark.skipif(not FOLDER, reason="BIDS_ENCODER_SZINTE_DIR is n
 def szinte():
     folder = Path(FOLDER)
     assert folder.is_dir(), f"BIDS_ENCODER_SZINTE_DIR={FOLDER} is not a folder"
-    stimulus = np.load(folder / "dm_gazecenter.npz")["arr_0"]
-    paradigm = pd.DataFrame(stimulus.reshape(len(stimulus), -1) / stimulus.max())
-    grid = pd.read_csv(folder / "grid_coordinates.tsv", sep="\t")
-    data = pd.read_csv(folder / "mask-v1_bold.tsv.gz", sep="\t", index_col=0)
-    reference = pd.read_csv(folder / "gauss_parameters.tsv", sep="\t", index_col=0)
-    data.columns = reference.index
+    szinte = load_szinte2024(folder)
+    paradigm, grid, data, reference = szinte.paradigm, szinte.grid, szinte.data, szinte.reference
     assert data.shape == (150, 2365) and reference["r2"].notna().sum() == 1279
     return paradigm, grid, data, reference
 

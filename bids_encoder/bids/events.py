@@ -23,8 +23,12 @@ __all__ = ["read_events", "convolved_design", "occupancy_paradigm"]
 REQUIRED = ("onset", "duration")
 
 
-def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_column=None):
-    """Read and check an events.tsv; returns onset, duration, condition (BIDS label) and modulation."""
+def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_column=None,
+                modulation_optional=False):
+    """Read and check an events.tsv; returns onset, duration, condition (BIDS label) and modulation.
+
+    With ``modulation_optional``, a missing ``modulation_column`` means unit modulation instead of an error.
+    """
     try:
         events = pd.read_csv(path, sep="\t", na_values=["n/a"])
     except pd.errors.EmptyDataError as error:
@@ -35,6 +39,8 @@ def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_c
         raise InputError(f"{name} lacks the column(s) {missing}", exit_code=65)
     if events.empty:
         raise InputError(f"{name} has no events", exit_code=65)
+    if modulation_column is not None and modulation_column not in events.columns and modulation_optional:
+        modulation_column = None
     if modulation_column is not None and modulation_column not in events.columns:
         raise InputError(f"{name} has no modulation column {modulation_column!r}", exit_code=65)
     events = events.dropna(subset=[condition_column])

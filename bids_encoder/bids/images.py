@@ -34,9 +34,9 @@ def map_extension(kind):
     return {"volume": ".nii.gz", "gifti": ".func.gii", "cifti": ".dscalar.nii"}[kind]
 
 
-def _load(path):
+def _load(path, **options):
     try:
-        return nib.load(str(path))
+        return nib.load(str(path), **options)
     except Exception as error:  # nibabel raises many types for damaged files
         raise InputError(f"Cannot read {Path(path).name}: {' '.join(str(error).split())}", exit_code=65) from error
 
@@ -103,10 +103,12 @@ class MapWriter:
 
 
 def _common_mask(runs):
-    """The voxels inside every run's brain mask (all voxels when no mask was found)."""
-    mask, reference = None, None
+    """The voxels inside every run's brain mask (all voxels when no mask was found), and the runs' images."""
+    mask, reference, images = None, None, []
     for run in runs:
-        image = _load(run.bold)
+        # kept open: the chunked reads then decompress a gzipped image once, front to back
+        image = _load(run.bold, keep_file_open=True)
+        images.append(image)
         if len(image.shape) != 4:
             raise InputError(f"{run.bold.name} is not a 4-D image (shape {image.shape})", exit_code=65)
         if reference is None:
@@ -127,7 +129,7 @@ def _common_mask(runs):
         mask = run_mask if mask is None else mask & run_mask
     if not mask.any():
         raise InputError(f"The brain masks of sub-{runs[0].subject} leave no voxel in common", exit_code=65)
-    return mask, reference
+    return mask, images
 
 
 def _finite(array, name):
@@ -169,47 +171,58 @@ def load_bold_runs(runs, kind, smoothing_fwhm=None):
     fitters hand to TensorFlow without a copy.
     """
     if kind == "volume":
-        mask, reference = _common_mask(runs)
-        images = [nib.load(str(run.bold), keep_file_open=True) for run in runs]
-        n_volumes = [image.shape[3] for image in images]
-        data = np.empty((int(mask.sum()), sum(n_volumes)), dtype=np.float32)
-        start = 0
-        for run, image, n in zip(runs, images, n_volumes, strict=True):
-            if smoothing_fwhm:
-                from nilearn.image import smooth_img
-
-                image = smooth_img(image, float(smoothing_fwhm))
-            _masked_volumes(image, mask, run.bold, data[:, start : start + n])
-            _finite(data[:, start : start + n], run.bold.name)
-            start += n
-        logger.info("sub-%s: %d voxels in the brain mask, %s volumes", runs[0].subject, int(mask.sum()),
-                    "+".join(map(str, n_volumes)))
-        return data, n_volumes, MapWriter("volume", reference=reference, mask=mask)
+        return _load_volumes(runs, smoothing_fwhm)
     if smoothing_fwhm:
         raise InputError("--smoothing-fwhm applies to volume spaces only; surface and CIFTI data are "
                          "already sampled on meshes", exit_code=64)
-    if kind == "gifti":
-        arrays, sizes = [], None
-        for run in runs:
-            hemis = {}
-            for hemi in ("L", "R"):
-                path = run.surfaces.get(hemi)
-                if path is None:
-                    raise InputError(f"No hemi-{hemi} GIFTI for {run.bold.name}", exit_code=66)
-                image = _load(path)
-                try:
-                    hemis[hemi] = np.stack([np.asarray(d.data, np.float32) for d in image.darrays], axis=0)
-                except ValueError as error:
-                    raise InputError(f"{path.name}: data arrays of unequal size", exit_code=65) from error
-            if hemis["L"].shape[0] != hemis["R"].shape[0]:
-                raise InputError(f"The hemispheres of {run.bold.name} have different numbers of volumes",
-                                 exit_code=65)
-            run_sizes = {hemi: values.shape[1] for hemi, values in hemis.items()}
-            if sizes is not None and run_sizes != sizes:
-                raise InputError(f"{run.bold.name} has {run_sizes} vertices, other runs {sizes}", exit_code=65)
-            sizes = run_sizes
-            arrays.append(_finite(np.ascontiguousarray(np.hstack([hemis["L"], hemis["R"]]).T), run.bold.name))
-        return _stack(arrays) + (MapWriter("gifti", hemisphere_sizes=sizes),)
+    return _load_surfaces(runs) if kind == "gifti" else _load_cifti(runs)
+
+
+def _load_volumes(runs, smoothing_fwhm):
+    mask, images = _common_mask(runs)
+    n_volumes = [image.shape[3] for image in images]
+    data = np.empty((int(mask.sum()), sum(n_volumes)), dtype=np.float32)
+    start = 0
+    for run, image, n in zip(runs, images, n_volumes, strict=True):
+        if smoothing_fwhm:
+            from nilearn.image import smooth_img
+
+            image = smooth_img(image, float(smoothing_fwhm))
+        _masked_volumes(image, mask, run.bold, data[:, start : start + n])
+        _finite(data[:, start : start + n], run.bold.name)
+        start += n
+    logger.info("sub-%s: %d voxels in the brain mask, %s volumes", runs[0].subject, int(mask.sum()),
+                "+".join(map(str, n_volumes)))
+    return data, n_volumes, MapWriter("volume", reference=images[0], mask=mask)
+
+
+def _hemisphere(path):
+    """(time × vertices) of one GIFTI BOLD file (one data array per volume)."""
+    image = _load(path)
+    try:
+        return np.stack([np.asarray(d.data, np.float32) for d in image.darrays], axis=0)
+    except ValueError as error:
+        raise InputError(f"{path.name}: data arrays of unequal size", exit_code=65) from error
+
+
+def _load_surfaces(runs):
+    arrays, sizes = [], None
+    for run in runs:
+        missing = [hemi for hemi in ("L", "R") if run.surfaces.get(hemi) is None]
+        if missing:
+            raise InputError(f"No hemi-{missing[0]} GIFTI for {run.bold.name}", exit_code=66)
+        left, right = _hemisphere(run.surfaces["L"]), _hemisphere(run.surfaces["R"])
+        if left.shape[0] != right.shape[0]:
+            raise InputError(f"The hemispheres of {run.bold.name} have different numbers of volumes", exit_code=65)
+        run_sizes = {"L": left.shape[1], "R": right.shape[1]}
+        if sizes is not None and run_sizes != sizes:
+            raise InputError(f"{run.bold.name} has {run_sizes} vertices, other runs {sizes}", exit_code=65)
+        sizes = run_sizes
+        arrays.append(_finite(np.hstack([left, right]).T, run.bold.name))
+    return _stack(arrays) + (MapWriter("gifti", hemisphere_sizes=sizes),)
+
+
+def _load_cifti(runs):
     arrays, brain_models = [], None
     for run in runs:
         image = _load(run.bold)
@@ -217,7 +230,7 @@ def load_bold_runs(runs, kind, smoothing_fwhm=None):
         if brain_models is not None and axis != brain_models:
             raise InputError(f"{run.bold.name} has other grayordinates than the first run", exit_code=65)
         brain_models = axis
-        arrays.append(_finite(np.ascontiguousarray(_read(image, run.bold).T), run.bold.name))
+        arrays.append(_finite(_read(image, run.bold).T, run.bold.name))
     return _stack(arrays) + (MapWriter("cifti", brain_models=brain_models),)
 
 

@@ -56,9 +56,7 @@ def _common_tr(runs):
 def _events_frame(run, n_volumes):
     if run.events is None:
         raise InputError(f"No events.tsv for {run.label}", exit_code=66)
-    columns = pd.read_csv(run.events, sep="\t", nrows=0).columns if run.events.stat().st_size else []
-    return read_events(run.events, n_volumes, run.tr,
-                       modulation_column="modulation" if "modulation" in columns else None)
+    return read_events(run.events, n_volumes, run.tr, modulation_column="modulation", modulation_optional=True)
 
 
 def _glm_paradigm(runs, n_volumes, hrf):

@@ -67,9 +67,13 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
         if hrf_parameters is None:  # one kernel: convolve the few regressors, not the many voxels
             bold = tf.matmul(self.hrf_model.convolve(paradigm, segments=segments), weights)
         else:  # per-voxel kernels: each regressor's response is a product of its lagged copies and the kernels
-            responses = self._responses(paradigm, hrf_parameters, segments)  # (regressors, time, voxels)
-            bold = tf.einsum("rtv,rv->tv", responses, tf.cast(weights, responses.dtype))
+            kernels = self.hrf_model.get_kernel(hrf_parameters)  # (taps, voxels)
+            bold = _weighted_responses(self._lagged(paradigm, kernels, segments), kernels, weights)
         return bold + self._baseline(parameters)
+
+    @staticmethod
+    def _lagged(paradigm, kernels, segments):
+        return lagged(tf.cast(paradigm, kernels.dtype), kernels.shape[0], segments)  # (regressors, time, taps)
 
     def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments):
         """Prediction (time × voxels) and its Jacobian (time × voxels × free) with respect to ``free``.
@@ -81,31 +85,33 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
         if not self.hrf_model.unique_hrfs:
             return None
         n_free = free.shape[1]
-        labels = self.get_parameter_labels()
-        weights = tf.cast(weights, tf.float32)
-        kernel_tangents, baseline_tangents = [], []
+        baseline = self.get_parameter_labels().index("baseline")
+        columns = []
         for j in range(n_free):
             tangent = tf.one_hot(tf.fill([tf.shape(free)[0]], j), n_free, dtype=free.dtype)
             with tf.autodiff.ForwardAccumulator(free, tangent) as accumulator:
                 parameters = parameters_of(free)
                 kernels = self.hrf_model.get_kernel(self._hrf_parameters(parameters))
-            kernel_tangents.append(accumulator.jvp(kernels, unconnected_gradients="zero"))
-            baseline_tangents.append(accumulator.jvp(parameters, unconnected_gradients="zero")[
-                :, labels.index("baseline")])
-        shifted = lagged(tf.cast(paradigm, tf.float32), kernels.shape[0], segments)  # (reg, time, taps)
-        prediction = tf.einsum("rtv,rv->tv", tf.einsum("rtk,kv->rtv", shifted, kernels), weights)
-        prediction = prediction + parameters[:, labels.index("baseline")][tf.newaxis, :]
-        columns = [tf.einsum("rtv,rv->tv", tf.einsum("rtk,kv->rtv", shifted, kernel_tangents[j]), weights)
-                   + baseline_tangents[j][tf.newaxis, :] for j in range(n_free)]
-        return prediction, tf.stack(columns, axis=-1)
+            columns.append((accumulator.jvp(kernels, unconnected_gradients="zero"),
+                            accumulator.jvp(parameters, unconnected_gradients="zero")[:, baseline]))
+        shifted = self._lagged(paradigm, kernels, segments)
+        prediction = _weighted_responses(shifted, kernels, weights) + parameters[:, baseline][tf.newaxis, :]
+        jacobian = [_weighted_responses(shifted, d_kernels, weights) + d_baseline[tf.newaxis, :]
+                    for d_kernels, d_baseline in columns]
+        return prediction, tf.stack(jacobian, axis=-1)
 
     def _responses(self, paradigm, hrf_parameters, segments):
+        """Each regressor convolved with each voxel's kernel: (regressors, time, voxels)."""
         kernels = self.hrf_model.get_kernel(hrf_parameters)  # (taps, voxels)
-        shifted = lagged(tf.cast(paradigm, kernels.dtype), kernels.shape[0], segments)
-        return tf.einsum("rtk,kv->rtv", shifted, kernels)
+        return tf.einsum("rtk,kv->rtv", self._lagged(paradigm, kernels, segments), kernels)
 
     def _design(self, paradigm, parameters, segments=None):
         hrf_parameters = None if parameters is None else self._hrf_parameters(parameters)
         if hrf_parameters is None:
             return self.hrf_model.convolve(paradigm, segments=segments)
         return tf.transpose(self._responses(paradigm, hrf_parameters, segments), [1, 2, 0])  # (time, voxels, reg)
+
+
+def _weighted_responses(shifted, kernels, weights):
+    """Σ_r weights[r, v] · (shifted[r] @ kernels)[:, v]: (time, voxels)."""
+    return tf.einsum("rtv,rv->tv", tf.einsum("rtk,kv->rtv", shifted, kernels), tf.cast(weights, kernels.dtype))

@@ -60,8 +60,7 @@ class WeightFitter:
         self.model = model
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
         self.memory_limit = int(memory_limit)
-        basis = confound_basis(confounds, self.data.shape[0])
-        self.confounds = None if basis is None or not basis.shape[1] else basis
+        self.confounds = confound_basis(confounds, self.data.shape[0])  # orthonormal, or None
         if parameters is None:
             self.parameters = None
         elif isinstance(parameters, pd.DataFrame):
@@ -111,16 +110,15 @@ class WeightFitter:
             y_t = y_t - self.parameters["baseline"].to_numpy()[:, np.newaxis]
         intercepts = _intercepts(segments, n_time) if fit_baseline else np.zeros((n_time, 0))
         nuisance = np.zeros((n_time, 0)) if self.confounds is None else self.confounds
-        # confound columns sit between the regressors and the intercepts: [design | confounds | intercepts]
-        intercepts = np.hstack([nuisance, intercepts])
+        # the unpenalised columns after the regressors: [design | confounds | run intercepts]
+        unpenalised = np.hstack([nuisance, intercepts])
         full = self._full_parameters()
         paradigm_tf = tf.constant(self.paradigm.to_numpy())
         if getattr(getattr(self.model, "hrf_model", None), "unique_hrfs", False):
-            coefs, ssr, sst = self._fit_per_voxel(paradigm_tf, full, y_t, intercepts, alpha, segments)
+            coefs, ssr, sst = self._fit_per_voxel(paradigm_tf, full, y_t, unpenalised, alpha, segments)
         else:
             design = self.model._design(paradigm_tf, None, segments=segments).numpy().astype(np.float64)
-            coefs, ssr, sst = self._fit_shared(design, y_t, intercepts, alpha,
-                                               len(segments or (n_time,)) if fit_baseline else 0)
+            coefs, ssr, sst = self._fit_shared(design, y_t, unpenalised, alpha, intercepts.shape[1])
         n_reg = self.paradigm.shape[1]
         n_nuisance = nuisance.shape[1]
         self.weights = pd.DataFrame(coefs[:n_reg], index=self.paradigm.columns, columns=self.data.columns)
@@ -131,7 +129,7 @@ class WeightFitter:
         else:
             full["baseline"] = self.parameters["baseline"].to_numpy()
         self.parameters = full
-        self._intercept_columns = intercepts[:, n_nuisance:]
+        self._intercept_columns = intercepts
         self._nuisance = nuisance
         with np.errstate(invalid="ignore", divide="ignore"):
             r2 = np.where(sst > 0, 1 - np.maximum(ssr, 0) / sst, np.nan)
@@ -142,27 +140,27 @@ class WeightFitter:
     def _penalty(n_reg, n_intercepts, alpha):
         return np.diag(np.r_[np.full(n_reg, alpha), np.zeros(n_intercepts)])
 
-    def _fit_shared(self, design, y_t, intercepts, alpha, n_runs):
+    def _fit_shared(self, design, y_t, unpenalised, alpha, n_runs):
         """One design for all voxels.
 
         The small (columns × columns) system is solved once in float64; the data meet it in one float32
         product, after centring each voxel when run intercepts are fitted (they absorb the mean, so weights are
         unchanged and the residual sum of squares follows from the normal equations without forming predictions).
         """
-        x = np.hstack([design, intercepts])
+        x = np.hstack([design, unpenalised])
         cross = x.T @ x
-        inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], intercepts.shape[1], alpha))
+        inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], unpenalised.shape[1], alpha))
         centre = n_runs > 0
         coefs, ssr, sst, mean = _shared_solve(
             as_tensor(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
             tf.constant(cross.astype(np.float32)), centre,
         )
         coefs = coefs.numpy().T
-        if centre:  # put the voxel means back into the intercepts
+        if centre:  # put the voxel means back into the run intercepts (last columns)
             coefs[coefs.shape[0] - n_runs :] += mean.numpy()[np.newaxis, :]
         sst = sst.numpy().astype(np.float64)
-        if intercepts.shape[1] > max(n_runs, 1):  # confounds or several runs: R² of the variance they leave
-            sst = self._residual_sum_of_squares(y_t, intercepts, centre)
+        if unpenalised.shape[1] > max(n_runs, 1):  # confounds or several runs: R² of the variance they leave
+            sst = self._residual_sum_of_squares(y_t, unpenalised, centre)
         return coefs, np.maximum(ssr.numpy().astype(np.float64), 0.0), sst
 
     @staticmethod
@@ -175,28 +173,22 @@ class WeightFitter:
                                      centre)
         return np.maximum(ssr.numpy().astype(np.float64), 0.0)
 
-    def _fit_per_voxel(self, paradigm_tf, parameters, y_t, intercepts, alpha, segments):
+    def _fit_per_voxel(self, paradigm_tf, parameters, y_t, unpenalised, alpha, segments):
         """One design per voxel (unique HRFs): batched normal equations in float64, in chunks of voxels.
 
-        Confounds and intercepts are shared by all voxels, so they are taken out first (Frisch–Waugh–Lovell):
+        Confounds and run intercepts are shared by all voxels, so they are taken out first (Frisch–Waugh–Lovell):
         data and each voxel's regressors are projected on the complement of their span, the small per-voxel
         systems involve the regressors only, and the nuisance coefficients follow from the residuals.
         """
         n_voxels, n_time = y_t.shape
         n_reg = self.paradigm.shape[1]
-        n_cols = n_reg + intercepts.shape[1]
+        n_cols = n_reg + unpenalised.shape[1]
         bytes_per_voxel = 8 * n_time * (n_reg + 2) * 4
         chunk = max(1, min(n_voxels, self.memory_limit // bytes_per_voxel))
         penalty = tf.constant(np.eye(n_reg) * alpha)
-        if intercepts.shape[1]:
-            u, s, _ = np.linalg.svd(intercepts, full_matrices=False)
-            basis = u[:, s > s.max() * max(intercepts.shape) * np.finfo(float).eps]
-            nuisance_pinv = np.linalg.pinv(intercepts)
-        else:
-            basis = np.zeros((n_time, 0))
-            nuisance_pinv = np.zeros((0, n_time))
-        basis_tf = tf.constant(basis)
-        nuisance_pinv_tf = tf.constant(nuisance_pinv)
+        basis = confound_basis(unpenalised, n_time) if unpenalised.shape[1] else None
+        basis_tf = tf.constant(np.zeros((n_time, 0)) if basis is None else basis)
+        nuisance_pinv_tf = tf.constant(np.linalg.pinv(unpenalised) if unpenalised.shape[1] else np.zeros((0, n_time)))
         coefs = np.empty((n_cols, n_voxels), dtype=np.float32)
         ssr = np.empty(n_voxels)
         sst = np.empty(n_voxels)
@@ -211,7 +203,7 @@ class WeightFitter:
             coefs[n_reg:, start:stop] = nuisance.numpy()
             ssr[start:stop] = residual_ssr.numpy()
             sst[start:stop] = clean_sst.numpy()
-        if intercepts.shape[1] == 0:  # no intercept: R² still measures variance around the mean
+        if unpenalised.shape[1] == 0:  # no intercept, no confound: R² still measures variance around the mean
             centred = y_t - y_t.mean(axis=1, keepdims=True)
             sst = np.sum(centred.astype(np.float64) ** 2, axis=1)
         return coefs, np.maximum(ssr, 0.0), sst

@@ -20,6 +20,7 @@ import pandas as pd
 from ..hrf import SPMHRFModel
 from ..models import GaussianPRF2DWithHRF, LinearModelWithBaseline, LinearModelWithBaselineHRF
 from ..optimize import ParameterFitter, WeightFitter
+from ..optimize._inputs import meaningful_voxels
 from ..optimize.recipes import SOLVER_DEFAULTS, fit_prf2d
 
 logger = logging.getLogger(__name__)
@@ -51,9 +52,6 @@ class FitResult:
     fitter: dict
     design: pd.DataFrame
     timings: dict = field(default_factory=dict)
-    predictions: pd.DataFrame | None = None
-    history: list = field(default_factory=list)
-    parameters: pd.DataFrame | None = None
 
 
 def _hrf_settings(hrf, tr, fitted=None):
@@ -69,20 +67,15 @@ def _hrf_settings(hrf, tr, fitted=None):
     return settings
 
 
-def _run_indicators(index):
-    """Columns marking runs 2..n: with a single baseline parameter they give every run its own mean."""
+def _run_columns(index):
+    """One indicator column per run (time × runs)."""
     runs = index.get_level_values("run").to_numpy()
-    return np.stack([(runs == run).astype(float) for run in np.unique(runs)[1:]], axis=1) if len(
-        np.unique(runs)) > 1 else np.zeros((len(runs), 0))
+    return (runs[:, np.newaxis] == np.unique(runs)[np.newaxis, :]).astype(float)
 
 
 def _nuisance(inputs):
-    return np.hstack([inputs.confounds.to_numpy(), _run_indicators(inputs.data.index)])
-
-
-def _constant(data):
-    values = data.to_numpy()
-    return np.ptp(values, axis=0) == 0
+    """Confounds and indicators of runs 2..n: with one baseline parameter, every run gets its own mean."""
+    return np.hstack([inputs.confounds.to_numpy(), _run_columns(inputs.data.index)[:, 1:]])
 
 
 def _lm_settings(max_iterations):
@@ -103,7 +96,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         fitter.fit(alpha=alpha)
         timings["weights"] = time.perf_counter() - start
         fitter_settings = {"WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha}}
-        model_class, hrf_parameters, history = "LinearModelWithBaseline", None, []
+        model_class, hrf_parameters = "LinearModelWithBaseline", None
     else:
         canonical = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr))
         first = WeightFitter(canonical, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
@@ -118,8 +111,8 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         estimator = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
         # every run's mean joins the confounds, so the baseline drops out of the projected problem: it stays
         # fixed and the solver spends its passes on the HRF parameters only (the final weights refit it)
-        intercepts = np.hstack([np.ones((len(data), 1)), _run_indicators(data.index)])
-        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=np.hstack([confounds, intercepts]),
+        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=np.hstack([confounds, _run_columns(
+                                    data.index)]),
                                 fixed_pars=["baseline"], noise_model=noise_model, progressbar=progressbar,
                                 **settings)
         timings["hrf"] = time.perf_counter() - start
@@ -139,8 +132,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
                                 "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]}},
         }
         model_class = "LinearModelWithBaselineHRF"
-        history = [h.tolist() for h in estimator.history]
-    constant = _constant(data)
+    constant = ~meaningful_voxels(data)
     r2 = fitter.r2.to_numpy().astype(np.float32)
     maps = []
     for condition in paradigm.columns:
@@ -156,8 +148,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
     fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
     design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
     return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
-                     fitter=fitter_settings, design=design, timings=timings,
-                     history=history)
+                     fitter=fitter_settings, design=design, timings=timings)
 
 
 PRF_MAPS = {
@@ -197,8 +188,7 @@ def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressb
     design = pd.concat([stimulus, inputs.confounds], axis=1)
     return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
                      hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
-                     timings=result.timings,
-                     history=[h.tolist() for h in result.fitter.history], parameters=parameters)
+                     timings=result.timings)
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",

@@ -10,10 +10,11 @@ import numpy as np
 from .._version import __version__
 from ..bids.derivatives import atomic_write, bids_label, derivative_path, write_json
 from ..bids.images import map_extension
+from .fit import MapSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_entities", "planned_outputs", "write_fit"]
+__all__ = ["output_entities", "write_fit"]
 
 OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxels or vertices whose BOLD is "
                "constant (not fitted)")
@@ -44,24 +45,6 @@ def _sidecar_path(path):
         name = path["L"].name.replace("_hemi-L", "")
         return path["L"].with_name(name.split(".")[0] + ".json")
     return path.with_name(path.name.split(".")[0] + ".json")
-
-
-def _map_names(kind, output_dir, base, stats):
-    files = []
-    for stat, contrast in stats:
-        entities = {**base, "stat": stat, **({"contrast": contrast} if contrast else {})}
-        path = _paths(output_dir, entities, kind)
-        files += list(path.values()) if isinstance(path, dict) else [path]
-        files.append(_sidecar_path(path))
-    return files
-
-
-def planned_outputs(output_dir, runs, model, kind, stats):
-    """Every file one fit writes (maps, sidecars, design), for skip-if-done and for tests."""
-    base = output_entities(runs, model)
-    files = _map_names(kind, output_dir, base, list(stats) + [("rsquared", None)])
-    files.append(derivative_path(output_dir, base, suffix="design", extension=".tsv"))
-    return files
 
 
 def _uri(path, roots):
@@ -113,8 +96,6 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
                                                         float_format="%.6g"))
     written.append(design_path)
     maps = list(result.maps)
-    from .fit import MapSpec
-
     maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
                         + (" on the variance left by the confounds and run means" if model == "glm" else
                            " (confounds and run means projected out of data and predictions)"), "fraction"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +153,3 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, float(np.nanmedian(r2)) if np.isfinite(
         r2).any() else float("nan"), {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
     return written
-
-
-def options_summary(options):
-    """JSON-friendly view of the options (for logs)."""
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(options).items()}
