@@ -219,6 +219,12 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
 @click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
+@click.option("--min-rsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels whose "
+              "R² is below this before aggregating.")
+@click.option("--atlas", help="Group: label image (NIfTI, GIFTI with {hemi}, CIFTI dlabel) for ROI summaries; "
+              "{subject} in the path for per-participant atlases (required for T1w/fsnative outputs).")
+@click.option("--atlas-labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="Group: TSV with 'index' and 'name' columns naming the atlas labels (default: beside the image).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Work folder (pybids index). Default: ./work")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
@@ -232,7 +238,14 @@ def _keep_log(log_path, handler, output_dir, level, labels):
               help="YAML or JSON file with any of these options; the command line wins.")
 @click.version_option(__version__, "--version", prog_name="bids_encoder", message="%(prog)s %(version)s")
 def cli(bids_dir, output_dir, analysis_level, **options):
-    """Fit fMRI encoding models (GLM, pRF) on fMRIPrep outputs; write BIDS-Derivatives maps."""
+    """Fit fMRI encoding models (GLM, pRF) on fMRIPrep outputs; write BIDS-Derivatives maps.
+
+    The group level aggregates the participant outputs in OUTPUT_DIR (every task, space and model found, unless
+    --task, --space or --model is given) into OUTPUT_DIR/group.
+    """
+    context = click.get_current_context()
+    options["explicit"] = {name for name in ("space", "model")
+                           if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     run_app(bids_dir, output_dir, analysis_level, options)
 
 
@@ -289,13 +302,14 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     log_path, log_handler = _setup_logging(options["verbose"])
     try:
         logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
+        if analysis_level == "group":
+            _run_group(bids_dir, output_dir, labels, options)
+            return
         used_device = _configure_device(options["device"], options["nthreads"])
         if options["seed"] is not None:
             import tensorflow as tf
 
             tf.keras.utils.set_random_seed(options["seed"])  # Python, NumPy and TensorFlow
-        if analysis_level == "group":
-            raise AppError("The group level is not available in this version; run the participant level", 1)
         from .bids.layout import InputError
         from .workflows.participant import ParticipantOptions, run_participant
 
@@ -318,6 +332,26 @@ def run_app(bids_dir, output_dir, analysis_level, options):
                    err=True)
     finally:
         _keep_log(log_path, log_handler, output_dir, analysis_level, labels)
+
+
+def _run_group(bids_dir, output_dir, labels, options):
+    from .bids.layout import InputError
+    from .workflows.group import GroupOptions, run_group
+
+    if options["atlas_labels"] is not None and options["atlas"] is None:
+        raise AppError("--atlas-labels names the labels of an --atlas image: give --atlas too", 64)
+    group_options = GroupOptions(
+        participant_label=labels, task=options["task"],
+        space=options["space"] if "space" in options["explicit"] else None,
+        model=options["model"] if "model" in options["explicit"] else None,
+        min_rsquared=options["min_rsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
+        work_dir=options["work_dir"] or Path.cwd() / "work")
+    try:
+        written = run_group(bids_dir, output_dir, group_options)
+    except InputError as error:
+        raise AppError(str(error), error.exit_code) from error
+    click.echo(f"bids_encoder: group level done, {len(written)} file(s) written under {output_dir / 'group'}",
+               err=True)
 
 
 def _terminate(signum, _frame):

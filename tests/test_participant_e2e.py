@@ -15,6 +15,8 @@ from bids_encoder.bids.derivatives import output_layout
 from bids_encoder.bids.example_dataset import make_example_dataset
 from bids_encoder.cli import main
 
+pytestmark = pytest.mark.xdist_group(name="participant_e2e")  # one worker builds the dataset once
+
 CONDITIONS = ("faces", "houses", "scenes")
 VOLUME = "space-MNI152NLin2009cAsym_res-2"
 SURFACE = "space-fsaverage5"
@@ -199,7 +201,11 @@ def test_readme_example_command_runs(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| sub-")]
     assert len(rows) == 6
     assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
-    assert len(list((tmp_path / "example/derivatives/bids_encoder").rglob("*_statmap.json"))) == 16
+    out = tmp_path / "example/derivatives/bids_encoder"
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 16
+    group = [line for line in done.stdout.splitlines() if line.startswith("| group mean")]
+    assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
+    assert (out / "group/participants_summary.tsv").is_file()
 
 
 def test_config_filters_and_fitted_hrf(dataset, tmp_path):

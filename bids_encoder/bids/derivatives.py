@@ -10,15 +10,15 @@ from pathlib import Path
 
 from .._version import __version__
 
-__all__ = ["PYBIDS_CONFIG", "bids_label", "derivative_path", "atomic_write", "write_json",
+__all__ = ["PYBIDS_CONFIG", "bids_label", "derivative_path", "map_extension", "map_paths", "sidecar_path", "atomic_write", "write_json",
            "write_dataset_description", "container_info", "output_layout"]
 
 #: pybids configuration declaring the entities bids_encoder adds (``stat``, ``contrast``; ``model`` is standard)
 PYBIDS_CONFIG = Path(__file__).resolve().parent.parent / "data" / "bids_encoder_config.json"
 
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"), ("run", "run"),
-                ("hemi", "hemi"), ("space", "space"), ("res", "res"), ("den", "den"), ("model", "model"),
-                ("contrast", "contrast"), ("stat", "stat"), ("desc", "desc")]
+                ("hemi", "hemi"), ("space", "space"), ("res", "res"), ("den", "den"), ("atlas", "atlas"),
+                ("model", "model"), ("contrast", "contrast"), ("stat", "stat"), ("desc", "desc")]
 
 
 def bids_label(text):
@@ -30,7 +30,10 @@ def bids_label(text):
 
 
 def derivative_path(output_dir, entities, suffix="statmap", extension=".nii.gz"):
-    """``OUTPUT_DIR/sub-X/[ses-Y/]func/sub-X[_ses-Y]_task-T…_model-m_stat-s_<suffix><extension>``."""
+    """``OUTPUT_DIR/sub-X/[ses-Y/]func/sub-X[_ses-Y]_task-T…_model-m_stat-s_<suffix><extension>``.
+
+    Without a subject (group results): ``OUTPUT_DIR/group/task-T…_<suffix><extension>``.
+    """
     parts = []
     for key, short in ENTITY_ORDER:
         value = entities.get(key)
@@ -39,10 +42,32 @@ def derivative_path(output_dir, entities, suffix="statmap", extension=".nii.gz")
         if key == "run" and isinstance(value, int):
             value = str(value)
         parts.append(f"{short}-{bids_label(value) if key in ('contrast', 'stat', 'model') else value}")
+    if entities.get("subject") is None:
+        return Path(output_dir) / "group" / ("_".join(parts) + f"_{suffix}{extension}")
     folder = Path(output_dir) / f"sub-{entities['subject']}"
     if entities.get("session"):
         folder = folder / f"ses-{entities['session']}"
     return folder / "func" / ("_".join(parts) + f"_{suffix}{extension}")
+
+
+def map_extension(kind):
+    return {"volume": ".nii.gz", "gifti": ".func.gii", "cifti": ".dscalar.nii"}[kind]
+
+
+def map_paths(output_dir, entities, kind):
+    extension = map_extension(kind)
+    if kind == "gifti":
+        return {hemi: derivative_path(output_dir, {**entities, "hemi": hemi}, extension=extension)
+                for hemi in ("L", "R")}
+    return derivative_path(output_dir, entities, extension=extension)
+
+
+def sidecar_path(path):
+    """The sidecar of a map: ``…_statmap.json`` (one per GIFTI pair, without the hemi entity)."""
+    if isinstance(path, dict):
+        name = path["L"].name.replace("_hemi-L", "")
+        return path["L"].with_name(name.split(".")[0] + ".json")
+    return path.with_name(path.name.split(".")[0] + ".json")
 
 
 def atomic_write(path, write):

@@ -96,8 +96,13 @@ def _write_gifti(path, signal):
 
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
                          conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0,
-                         surface_vertices=0, mask_radius=0.95):
-    """Write the dataset under ``root`` and return its :class:`ExampleTruth`."""
+                         surface_vertices=0, mask_radius=0.95, shared_effects=False):
+    """Write the dataset under ``root`` and return its :class:`ExampleTruth`.
+
+    By default every subject has each condition's effect somewhere else. With ``shared_effects``, a condition's
+    effect sits in the same region for every subject (a blob cut to exactly zero beyond twice its width, its
+    amplitude varying by ±10 % across subjects): what a group analysis should find, with true nulls elsewhere.
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
     conditions = list(conditions)
@@ -121,14 +126,20 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
 
     frame_times = np.arange(n_volumes) * tr
     sphere = {hemi: _sphere(rng, surface_vertices) for hemi in ("L", "R")} if surface_vertices else None
+    shared = {condition: rng.uniform(-0.4, 0.4, 3) for condition in conditions} if shared_effects else None
     for number, subject in enumerate(subjects):
         for index, condition in enumerate(conditions):
-            centre = rng.uniform(-0.4, 0.4, 3)
-            blob = np.exp(-((grid - centre) ** 2).sum(axis=-1) / (2 * 0.25**2))
-            truth.effects[(subject, condition)] = np.where(mask, (1.5 + index) * blob, 0.0)
+            centre = shared[condition] if shared_effects else rng.uniform(-0.4, 0.4, 3)
+            distance2 = ((grid - centre) ** 2).sum(axis=-1)
+            blob = np.exp(-distance2 / (2 * 0.25**2))
+            amplitude = 1.5 + index
+            if shared_effects:
+                blob = np.where(distance2 <= 0.5**2, blob, 0.0)
+                amplitude *= rng.uniform(0.9, 1.1)
+            truth.effects[(subject, condition)] = np.where(mask, amplitude * blob, 0.0)
             if sphere is not None:
                 truth.surface_effects[(subject, condition)] = np.concatenate([
-                    (1.5 + index) * np.exp(-((points - centre / np.linalg.norm(centre)) ** 2).sum(axis=1) / 0.5)
+                    amplitude * np.exp(-((points - centre / np.linalg.norm(centre)) ** 2).sum(axis=1) / 0.5)
                     for points in sphere.values()])
         baseline = np.where(mask, rng.uniform(80, 120, shape), 0.0)
         func = root / f"sub-{subject}" / "func"

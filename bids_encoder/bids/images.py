@@ -18,7 +18,7 @@ from .layout import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["space_kind", "MapWriter", "load_bold_runs", "map_extension"]
+__all__ = ["space_kind", "MapWriter", "load_bold_runs"]
 
 
 def space_kind(space):
@@ -28,10 +28,6 @@ def space_kind(space):
     if space.startswith("fsLR"):
         return "cifti"
     return "volume"
-
-
-def map_extension(kind):
-    return {"volume": ".nii.gz", "gifti": ".func.gii", "cifti": ".dscalar.nii"}[kind]
 
 
 def _load(path, **options):

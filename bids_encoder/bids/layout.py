@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,29 +54,48 @@ class RunInputs:
         return "_".join(parts)
 
 
-def load_layout(bids_dir, derivatives=None, database_dir=None):
-    """One pybids layout over the raw dataset and the fMRIPrep derivatives.
+def load_layout(bids_dir, derivatives=None, database_dir=None, raw_only=False):
+    """One pybids layout over the raw dataset and the fMRIPrep derivatives (only the raw dataset: ``raw_only``).
 
-    With ``database_dir``, the index is kept there (one database per pair of inputs) and reused by later calls.
+    With ``database_dir``, the index is kept there (one database per set of inputs) and reused by later calls.
     """
-    from bids import BIDSLayout
-
     bids_dir = Path(bids_dir).resolve()
     if not bids_dir.is_dir():
         raise InputError(f"BIDS_DIR {bids_dir} does not exist", exit_code=66)
     if not (bids_dir / "dataset_description.json").is_file():
         raise InputError(f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json)", exit_code=16)
-    derivatives = Path(derivatives).resolve() if derivatives else bids_dir / "derivatives" / "fmriprep"
-    if not (derivatives / "dataset_description.json").is_file():
-        raise InputError(f"No fMRIPrep derivatives at {derivatives} (dataset_description.json missing)",
-                         exit_code=66)
-    database_path = None
-    if database_dir is not None:
-        key = hashlib.sha1(f"{bids_dir}|{derivatives}".encode()).hexdigest()[:12]
-        database_path = Path(database_dir) / f"pybids-{key}"
+    folders = []
+    if not raw_only:
+        derivatives = Path(derivatives).resolve() if derivatives else bids_dir / "derivatives" / "fmriprep"
+        if not (derivatives / "dataset_description.json").is_file():
+            raise InputError(f"No fMRIPrep derivatives at {derivatives} (dataset_description.json missing)",
+                             exit_code=66)
+        folders = [str(derivatives)]
+    return _indexed(bids_dir, folders, database_dir)
+
+
+def _indexed(bids_dir, derivatives, database_dir):
+    from bids import BIDSLayout
+
+    arguments = {"derivatives": derivatives or False, "validate": False}
+    if database_dir is None:
+        return BIDSLayout(str(bids_dir), **arguments)
+    key = hashlib.sha1("|".join([str(bids_dir), *derivatives]).encode()).hexdigest()[:12]
+    database_path = Path(database_dir) / f"pybids-{key}"
+    if not (database_path / "layout_index.sqlite").is_file():
+        # Index in memory, save under a private name, then rename into place: jobs started together (a SLURM
+        # array sharing --work-dir) never read a half-written index; when several finish, the first rename wins.
         database_path.parent.mkdir(parents=True, exist_ok=True)
-    return BIDSLayout(str(bids_dir), derivatives=[str(derivatives)], validate=False,
-                      database_path=None if database_path is None else str(database_path))
+        private = Path(tempfile.mkdtemp(prefix=f".{database_path.name}-", dir=database_path.parent))
+        try:
+            BIDSLayout(str(bids_dir), **arguments).save(str(private))
+            private.chmod(0o755)  # mkdtemp makes it private; the index is shared like the rest of the work dir
+            os.replace(private, database_path)
+        except OSError:  # another job's index is in place already
+            pass
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+    return BIDSLayout(str(bids_dir), database_path=str(database_path), **arguments)
 
 
 def _one(files, what, bold):

@@ -160,7 +160,10 @@ class ParameterFitter:
         Returns
         -------
         DataFrame, shape (voxels × parameters)
-            NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set.
+            NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set, and
+            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel's last accepted step
+            changed its residual sum of squares by less than a relative 1e-6; with gradient descent, whether
+            the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
         """
         if noise_model not in NOISE_MODELS:
             raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
@@ -195,6 +198,7 @@ class ParameterFitter:
         predictions = np.full(self.data.shape, np.nan, dtype=np.float32)
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         sigma2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
+        voxel_converged = np.zeros(self.data.shape[1], dtype=bool)
         self.history = []
         intermediate = []
         self.n_iterations = 0
@@ -223,6 +227,7 @@ class ParameterFitter:
             result.iloc[chunk] = outcome["parameters"]
             predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
+            voxel_converged[chunk] = outcome.get("voxel_converged", outcome["converged"])
             if outcome["sigma2"] is not None:
                 sigma2[chunk] = outcome["sigma2"]
             self.history.append(outcome["history"])
@@ -232,6 +237,7 @@ class ParameterFitter:
                 intermediate.append((chunk, outcome["intermediate"]))
 
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
+        self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
         self.estimated_sigma2 = (
             pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None

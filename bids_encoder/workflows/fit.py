@@ -52,6 +52,7 @@ class FitResult:
     fitter: dict
     design: pd.DataFrame
     timings: dict = field(default_factory=dict)
+    converged: np.ndarray | None = None  # per voxel, iterative fits only (closed-form fits always converge)
 
 
 def _hrf_settings(hrf, tr, fitted=None):
@@ -147,8 +148,9 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
             maps.append(MapSpec(label, values, HRF_DESCRIPTIONS[label], HRF_UNITS[label]))
     fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
     design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
+    converged = None if hrf == "canonical" else estimator.voxel_converged.to_numpy()
     return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
-                     fitter=fitter_settings, design=design, timings=timings)
+                     fitter=fitter_settings, design=design, timings=timings, converged=converged)
 
 
 PRF_MAPS = {
@@ -188,7 +190,7 @@ def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressb
     design = pd.concat([stimulus, inputs.confounds], axis=1)
     return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
                      hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
-                     timings=result.timings)
+                     timings=result.timings, converged=result.fitter.voxel_converged.to_numpy())
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..bids.derivatives import atomic_write, bids_label, derivative_path, write_json
-from ..bids.images import map_extension
+from ..bids.derivatives import atomic_write, bids_label, derivative_path, map_paths, sidecar_path, write_json
 from .fit import MapSpec
 
 logger = logging.getLogger(__name__)
@@ -29,22 +28,6 @@ def output_entities(runs, model):
         if len(values) == 1 and first.get(key) is not None:
             entities[key] = first[key]
     return entities
-
-
-def _paths(output_dir, entities, kind):
-    extension = map_extension(kind)
-    if kind == "gifti":
-        return {hemi: derivative_path(output_dir, {**entities, "hemi": hemi}, extension=extension)
-                for hemi in ("L", "R")}
-    return derivative_path(output_dir, entities, extension=extension)
-
-
-def _sidecar_path(path):
-    """The sidecar of a map: ``…_statmap.json`` (one per GIFTI pair, without the hemi entity)."""
-    if isinstance(path, dict):
-        name = path["L"].name.replace("_hemi-L", "")
-        return path["L"].with_name(name.split(".")[0] + ".json")
-    return path.with_name(path.name.split(".")[0] + ".json")
 
 
 def _uri(path, roots):
@@ -103,7 +86,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         entities = {**base, "stat": bids_label(spec.stat)}
         if spec.contrast:
             entities["contrast"] = spec.contrast
-        path = _paths(output_dir, entities, kind)
+        path = map_paths(output_dir, entities, kind)
         inputs.writer.write(spec.values, path, name=spec.stat)
         sidecar = {"Description": spec.description, "Units": spec.units, **common}
         sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
@@ -112,8 +95,8 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         finite = spec.values[np.isfinite(spec.values)]
         sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
                               "Median": float(np.median(finite)) if finite.size else None}
-        write_json(_sidecar_path(path), sidecar)
+        write_json(sidecar_path(path), sidecar)
         written += list(path.values()) if isinstance(path, dict) else [path]
-        written.append(_sidecar_path(path))
+        written.append(sidecar_path(path))
     logger.info("Wrote %d files for %s", len(written), derivative_path(output_dir, base).name)
     return written

@@ -144,8 +144,15 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     settings = {"confounds": _confound_settings(strategy, options.confounds_parameters, inputs),
                 "device": options.device}
     r2 = result.r2
+    fitted = np.isfinite(r2)
+    if not fitted.any():
+        converged = None
+    elif result.converged is None:  # closed-form weights
+        converged = 1.0
+    else:
+        converged = float(result.converged[fitted].mean())
     extra = {"Processing": {
-        "VoxelsFitted": int(np.isfinite(r2).sum()), "VoxelsTotal": int(r2.size),
+        "VoxelsFitted": int(fitted.sum()), "VoxelsTotal": int(r2.size), "FractionConverged": converged,
         "Volumes": [int(n) for n in inputs.n_volumes], "SmoothingFWHM": options.smoothing_fwhm,
         "Seed": options.seed, "WallTime": {k: round(v, 3) for k, v in timings.items()}}}
     written = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)

@@ -1,0 +1,306 @@
+"""Group level: aggregate the participants' maps of every (task, space, model) into group maps and tables.
+
+Every input is checked before the first output is written: missing or unfinished participant fits, spaces that
+differ across participants, native spaces without an atlas and groups of fewer than two participants all stop
+the run with an :class:`~bids_encoder.bids.layout.InputError` naming what is wrong.
+
+Per participant, maps of several sessions are averaged (circularly for angles) so that each participant counts
+once; ``min_rsquared`` blanks a participant's voxels whose R² is below it (or NaN) in every map of that fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import stats
+from .._version import __version__
+from ..bids.atlas import Atlas, is_native
+from ..bids.derivatives import map_paths, sidecar_path, write_json
+from ..bids.layout import InputError, load_layout
+from ..bids.participant_maps import find_participant_fits, fit_name, read_map
+from .group_tables import CIRCULAR_STATS, TESTED_STATS, roi_tables, sources, write_participants_summary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GroupOptions", "run_group"]
+
+
+
+@dataclass
+class GroupOptions:
+    """Options of the group level (the CLI fills them)."""
+
+    participant_label: tuple = ()
+    task: str | None = None
+    space: str | None = None  # None: every space found
+    model: str | None = None  # None: every model found
+    min_rsquared: float | None = None
+    atlas: str | None = None
+    atlas_labels: Path | None = None
+    work_dir: Path | None = None
+
+
+def _expected_subjects(bids_dir, tasks, options):
+    """{task: subjects that must be in the group}: the labels given, else the raw dataset's subjects with BOLD
+    of that task."""
+    if options.participant_label:
+        return {task: set(options.participant_label) for task in tasks}
+    database_dir = None if options.work_dir is None else Path(options.work_dir) / "pybids"
+    layout = load_layout(bids_dir, database_dir=database_dir, raw_only=True)
+    return {task: set(layout.get_subjects(task=task, suffix="bold")) for task in tasks}
+
+
+def _check(fits, expected, atlas, options):
+    """Group the fits by key, subject → fits; raise on anything that prevents a sound group result."""
+    problems = [f"{fit.label} is unfinished (no R² sidecar)" for fit in fits if not fit.finished]
+    if problems:
+        raise InputError("Participant outputs are incomplete: " + "; ".join(problems) + " — re-run the "
+                         "participant level for them", exit_code=66)
+    groups = {}
+    for fit in fits:
+        groups.setdefault(fit.key, {}).setdefault(fit.subject, []).append(fit)
+    by_analysis = {}  # (task, model, …) without space → {space key: subjects}
+    for key, subjects in groups.items():
+        analysis = tuple(item for item in key if item[0] not in ("space", "res", "den"))
+        by_analysis.setdefault(analysis, {})[key] = set(subjects)
+    for analysis, spaces in by_analysis.items():
+        task = dict(analysis).get("task")
+        wanted = expected.get(task, set()) | set().union(*spaces.values())
+        label = fit_name(analysis)
+        if len(spaces) > 1 and not set.intersection(*spaces.values()):
+            where = "; ".join(f"{fit_name(key)}: " + ", ".join(f"sub-{s}" for s in sorted(subjects))
+                              for key, subjects in spaces.items())
+            raise InputError(f"Participants' outputs for {label} are in different spaces ({where}); run the "
+                             "participant level with the same --space for everyone, or pick one with --space",
+                             exit_code=65)
+        for key, subjects in spaces.items():
+            missing = sorted(wanted - subjects)
+            if missing:
+                raise InputError(f"No finished participant outputs {fit_name(key)} for "
+                                 f"{', '.join('sub-' + s for s in missing)}: run the participant level for them, "
+                                 "or leave them out with --participant-label", exit_code=66)
+    for key, subjects in groups.items():
+        space = dict(key).get("space", "")
+        if len(subjects) < 2:
+            raise InputError(f"{fit_name(key)} has {len(subjects)} participant (sub-{next(iter(subjects))}): a "
+                             "group needs at least 2", exit_code=18)
+        if is_native(space) and atlas is None:
+            raise InputError(f"space-{space} is each participant's own space: its maps cannot be averaged voxel "
+                             "by voxel; give --atlas with a per-participant label image ({subject} in its path)",
+                             exit_code=64)
+        if is_native(space) and not atlas.per_subject:
+            raise InputError(f"space-{space} needs one atlas per participant: write {{subject}} in the --atlas "
+                             "path where the participant label goes", exit_code=64)
+    return groups
+
+
+def run_group(bids_dir, output_dir, options):
+    """Aggregate the participant outputs under ``output_dir``; returns the written paths."""
+    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    atlas = Atlas(options.atlas, options.atlas_labels) if options.atlas else None
+    filters = {"task": options.task, "space": options.space, "model": options.model}
+    fits = find_participant_fits(output_dir, subjects=options.participant_label or None, filters=filters)
+    if not fits:
+        chosen = ", ".join(f"{k} {v}" for k, v in filters.items() if v) or "any task, space and model"
+        raise InputError(f"No participant outputs under {output_dir} for {chosen}"
+                         + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
+                            if options.participant_label else ""), exit_code=18)
+    expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
+    groups = _check(fits, expected, atlas, options)
+    for subjects in groups.values() if atlas is not None else []:
+        atlas.check(subjects, _kind(subjects))
+    # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
+    # interrupted run leaves the previous group results whole, never a mix.
+    staging = Path(tempfile.mkdtemp(prefix=".group-", dir=output_dir))
+    try:
+        written = []
+        for key, subjects in groups.items():
+            written += _aggregate(key, subjects, output_dir, staging, options, atlas)
+        written += write_participants_summary(staging, [fit for fits in groups.values()
+                                                         for subject in fits.values() for fit in subject])
+        (staging / "group").chmod(0o755)
+        final = output_dir / "group"
+        if final.exists():
+            os.replace(final, staging / "previous")
+        os.replace(staging / "group", final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    written = [final / path.relative_to(staging / "group") for path in written]
+    logger.info("Group level: %d group(s), %d file(s) written to %s", len(groups), len(written), final)
+    return written
+
+
+def _kind(subjects):
+    first = next(iter(subjects.values()))[0]
+    path = first.maps[(None, "rsquared")]
+    return "gifti" if isinstance(path, dict) else "cifti" if str(path).endswith(".dscalar.nii") else "volume"
+
+
+def _combine(arrays, circular):
+    """Average a participant's sessions (one array each): NaN-aware, circular for angles."""
+    if len(arrays) == 1:
+        return arrays[0]
+    stacked = np.vstack(arrays)
+    if circular:
+        return stats.circular_mean(stacked)
+    finite = np.isfinite(stacked)
+    n = finite.sum(axis=0)
+    total = np.where(finite, stacked, 0.0).sum(axis=0)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+class _SubjectMaps:
+    """Reads one participant's maps of a group key: R²-thresholded, sessions averaged, checked geometry."""
+
+    def __init__(self, subject, fits, min_rsquared):
+        self.subject, self.fits = subject, fits
+        self.keep = []
+        self.geometry = None
+        for fit in fits:
+            r2, geometry = read_map(fit.maps[(None, "rsquared")])
+            if self.geometry is None:
+                self.geometry = geometry
+            elif not geometry.same_as(self.geometry):
+                raise InputError(f"The sessions of sub-{subject} ({fit_name(fit.key)}) are on different "
+                                 "grids", exit_code=65)
+            keep = np.isfinite(r2)
+            if min_rsquared is not None:
+                keep &= np.where(keep, r2, -np.inf) >= min_rsquared
+            self.keep.append(keep)
+
+    def values(self, stat):
+        """The participant's map of (contrast, stat), flat; None when none of its fits has it."""
+        arrays = []
+        for fit, keep in zip(self.fits, self.keep, strict=True):
+            if stat not in fit.maps:
+                continue
+            values, geometry = read_map(fit.maps[stat])
+            if not geometry.same_as(self.geometry):
+                raise InputError(f"{fit.label}: the {stat[1]} map is not on the grid of its R² map", exit_code=65)
+            arrays.append(np.where(keep, values, np.nan))
+        return _combine(arrays, stat[1] in CIRCULAR_STATS) if arrays else None
+
+
+def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas):
+    """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
+    subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared)
+                for subject, fits in sorted(fits_by_subject.items())}
+    reference = next(iter(subjects.values())).geometry
+    native = is_native(dict(key).get("space", ""))
+    if not native:
+        for subject, maps in subjects.items():
+            if not maps.geometry.same_as(reference):
+                raise InputError(f"sub-{subject}'s {fit_name(key)} maps are on {maps.geometry.describe()}, "
+                                 f"the others' on {reference.describe()}", exit_code=65)
+    stat_keys = sorted({stat for fits in fits_by_subject.values() for fit in fits for stat in fit.maps},
+                       key=lambda s: (s[1] == "rsquared", s[1], s[0] or ""))
+    first_fit = next(iter(fits_by_subject.values()))[0]
+    described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
+    common = _common_sidecar(fits_by_subject, options)
+    written = []
+    if not native:
+        written += _group_maps(key, subjects, stat_keys, described, reference, output_dir, staging, common)
+    if atlas is not None:
+        written += roi_tables(key, subjects, stat_keys, described, atlas, output_dir, staging, common)
+    return written
+
+
+def _participant_description(fit, stat):
+    try:
+        sidecar = fit.metadata(*stat)
+    except (KeyError, OSError, ValueError):
+        return {"Description": stat[1], "Units": None}
+    return {"Description": sidecar.get("Description", stat[1]), "Units": sidecar.get("Units")}
+
+
+def _common_sidecar(fits_by_subject, options):
+    participants = [f"sub-{s}" for s in sorted(fits_by_subject)]
+    sessions = {f"sub-{s}": [fit.session for fit in fits] for s, fits in fits_by_subject.items() if len(fits) > 1}
+    common = {"Participants": participants, "NumberOfParticipants": len(participants),
+              "MinRSquared": options.min_rsquared, "SoftwareVersion": __version__}
+    if sessions:
+        common["SessionsAveraged"] = sessions
+    return common
+
+
+SUMMARY_TESTS = {
+    "mean": "Mean across participants", "median": "Median across participants",
+    "sd": "Standard deviation across participants (n - 1 denominator)",
+}
+CIRCULAR_TESTS = {
+    "mean": "Circular mean across participants (direction of the mean resultant vector)",
+    "median": "Circular median across participants (the angle minimising the summed arc distance; ties: their "
+              "circular mean)",
+    "sd": "Circular standard deviation across participants, sqrt(-2 ln R)",
+}
+
+
+def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, staging, common):
+    """Voxel-wise group maps (written under ``staging``; participant maps are read from ``output_dir``)."""
+    base = dict(key)
+    kind = geometry.kind
+    r2 = np.vstack([maps.values((None, "rsquared")) for maps in subjects.values()])
+    mask = np.isfinite(r2).any(axis=0) if kind == "volume" else np.ones(r2.shape[1], bool)
+    writer = geometry.writer(mask)
+    written = []
+
+    def write(entities, values, sidecar, stat):
+        path = map_paths(staging, entities, kind)
+        writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
+        used = sources(subjects, sorted({stat, (None, "rsquared")}, key=str), output_dir)
+        write_json(sidecar_path(path), {**sidecar, **common, "OutOfMaskValue": OUT_OF_GROUP, "Sources": used})
+        written.extend(list(path.values()) if isinstance(path, dict) else [path])
+        written.append(sidecar_path(path))
+
+    n = stats.count(r2[:, mask])
+    write({**base, "stat": "count"}, n.astype(np.float64), {
+        "Description": "Number of participants with a value at each voxel"
+                       + (" (R² at least MinRSquared)" if common["MinRSquared"] is not None else ""),
+        "Units": "participants", "Test": {"Name": "count"}}, (None, "rsquared"))
+    for stat in stat_keys:
+        contrast, name = stat
+        values = np.vstack([_or_nan(maps.values(stat), r2.shape[1]) for maps in subjects.values()])[:, mask]
+        included = [f"sub-{s}" for s, row in zip(subjects, values, strict=True) if np.isfinite(row).any()]
+        entities = {**base, "stat": name, **({"contrast": contrast} if contrast else {})}
+        circular = name in CIRCULAR_STATS
+        summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
+        tests = CIRCULAR_TESTS if circular else SUMMARY_TESTS
+        for desc, result in summary.items():
+            write({**entities, "desc": desc}, result, {
+                "Description": f"{tests[desc]} of: {described[stat]['Description']}",
+                "Units": described[stat]["Units"], "Test": {"Name": desc, "Definition": tests[desc],
+                                                            "Circular": circular},
+                "ParticipantsWithValues": included}, stat)
+        if name in TESTED_STATS:
+            t, z, _ = stats.one_sample_t(values)
+            test = {"Name": "one-sample t-test", "NullHypothesis": "mean across participants = 0",
+                    "DegreesOfFreedom": "participants with a value at the voxel - 1",
+                    "Implementation": "numpy mean and SD (n - 1), scipy.stats.t"}
+            write({**entities, "stat": "t"}, t, {
+                "Description": f"One-sample t statistic of: {described[stat]['Description']}", "Units": "t",
+                "Test": test, "ParticipantsWithValues": included}, stat)
+            write({**entities, "stat": "z"}, z, {
+                "Description": f"z score with the upper-tail p-value of the t statistic of: "
+                               f"{described[stat]['Description']}", "Units": "z",
+                "Test": {**test, "Conversion": "z = Phi^-1(1 - p), p the upper-tail p-value of t under Student's "
+                                               "t with the voxel's degrees of freedom; sign of t"},
+                "ParticipantsWithValues": included}, stat)
+    logger.info("%s: %d participants, %d maps, %d voxels with a value", fit_name(key), len(subjects),
+                len(stat_keys), int(mask.sum()))
+    return written
+
+
+OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "
+                "MinRSquared); SD, t and z also where fewer than two participants have one")
+
+
+def _or_nan(values, size):
+    return np.full(size, np.nan) if values is None else values
+

@@ -1,0 +1,155 @@
+"""Group-level tables: ``group/participants_summary.tsv`` and ROI summaries per participant and group."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .. import stats
+from ..bids.derivatives import atomic_write, derivative_path, write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["write_participants_summary", "roi_tables", "sources", "SUMMARY_COLUMNS", "CIRCULAR_STATS", "TESTED_STATS"]
+
+CIRCULAR_STATS = ("polarAngle",)  # degrees: circular statistics
+TESTED_STATS = ("effect",)  # one-sample t-test against 0
+
+SUMMARY_COLUMNS = {
+    "participant_id": "Participant", "session_id": "Session (n/a: none)", "task": "Task",
+    "space": "Output space", "res": "Resolution entity of the space (n/a: none)", "model": "Encoding model",
+    "runs": "Runs fitted jointly (comma-separated; n/a: no run entity)", "n_runs": "Number of runs",
+    "volumes": "Number of volumes fitted (all runs)", "voxels_fitted": "Voxels (or vertices) fitted",
+    "voxels_total": "Voxels (or vertices) in the maps' layout",
+    "median_rsquared": "Median R² over the fitted voxels",
+    "fraction_converged": "Fraction of fitted voxels whose fit converged (closed-form fits: 1)",
+    "device": "Device TensorFlow ran on", "wall_time_s": "Wall time of the fit, loading included (seconds)",
+    "software_version": "bids_encoder version of the participant level",
+}
+
+
+def _table(path, frame, columns, extra):
+    """Write a TSV (n/a for missing values) and its JSON sidecar describing the columns."""
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g"))
+    sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
+    write_json(sidecar, {**{name: {"Description": text} for name, text in columns.items()}, **extra})
+    return [path, sidecar]
+
+
+def write_participants_summary(output_dir, fits):
+    """One row per participant fit (per participant when each has one fit), from the fits' R² sidecars."""
+    rows = []
+    for fit in sorted(fits, key=lambda f: (f.subject, f.session or "", f.key)):
+        metadata = fit.metadata()
+        processing = metadata.get("Processing", {})
+        key = dict(fit.key)
+        runs = [run for run in metadata.get("Runs", []) if run is not None]
+        wall = processing.get("WallTime") or {}
+        rows.append({
+            "participant_id": f"sub-{fit.subject}", "session_id": f"ses-{fit.session}" if fit.session else None,
+            "task": key.get("task"), "space": key.get("space"), "res": key.get("res"), "model": key.get("model"),
+            "runs": ",".join(map(str, runs)) or None, "n_runs": len(metadata.get("Runs", [])),
+            "volumes": sum(processing.get("Volumes", [])) or None,
+            "voxels_fitted": processing.get("VoxelsFitted"), "voxels_total": processing.get("VoxelsTotal"),
+            "median_rsquared": metadata.get("MedianRSquared"),
+            "fraction_converged": processing.get("FractionConverged"), "device": metadata.get("Device"),
+            "wall_time_s": round(sum(wall.values()), 3) if wall else None,
+            "software_version": metadata.get("SoftwareVersion"),
+        })
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    path = output_dir / "group" / "participants_summary.tsv"
+    return _table(path, frame, SUMMARY_COLUMNS, {})
+
+
+def sources(subjects, stats_used, output_dir):
+    """``bids::`` URIs (this dataset) of the participant maps behind a group result."""
+    uris = []
+    for maps in subjects.values():
+        for fit in maps.fits:
+            for stat in stats_used:
+                value = fit.maps.get(stat)
+                for path in [] if value is None else value.values() if isinstance(value, dict) else [value]:
+                    uris.append(f"bids::{path.relative_to(output_dir).as_posix()}")
+    return sorted(uris)
+
+
+def _column(stat):
+    contrast, name = stat
+    return name if contrast is None else f"{name}_{contrast}"
+
+
+def _roi_means(labels, values, indices, circular):
+    """Mean of ``values`` over each label in ``indices`` (finite values only; circular for angles)."""
+    finite = np.isfinite(values) & (labels > 0)
+    size = int(max(indices.max(initial=0), labels.max(initial=0))) + 1
+    counts = np.bincount(labels[finite], minlength=size)[indices]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if circular:
+            radians = np.radians(values[finite])
+            cos = np.bincount(labels[finite], np.cos(radians), minlength=size)[indices]
+            sin = np.bincount(labels[finite], np.sin(radians), minlength=size)[indices]
+            return np.where(counts > 0, np.degrees(np.arctan2(sin, cos)), np.nan), counts
+        total = np.bincount(labels[finite], values[finite], minlength=size)[indices]
+        return np.where(counts > 0, total / counts, np.nan), counts
+
+
+def roi_tables(key, subjects, stat_keys, described, atlas, output_dir, staging, common):
+    """Per-participant and group ROI summaries of one group key (TSV + JSON each, written under ``staging``)."""
+    labelled, names, shared = {}, {}, None
+    for subject, maps in subjects.items():
+        if atlas.per_subject or shared is None:
+            shared = atlas.labels(maps.geometry, subject if atlas.per_subject else None)
+        labelled[subject] = shared[0]
+        names.update(shared[1])
+    indices = np.unique(np.concatenate([labels[labels > 0] for labels in labelled.values()]))
+    if indices.size == 0:
+        raise ValueError(f"The atlas {atlas.template} has no label inside the maps")
+    region_names = [names.get(int(i), str(int(i))) for i in indices]
+    per_subject = {}
+    rows = []
+    for subject, maps in subjects.items():
+        r2 = maps.values((None, "rsquared"))
+        _, n_voxels = _roi_means(labelled[subject], r2, indices, False)
+        frame = pd.DataFrame({"participant_id": f"sub-{subject}", "index": indices, "name": region_names,
+                              "n_voxels": n_voxels})
+        for stat in stat_keys:
+            values = maps.values(stat)
+            frame[_column(stat)] = np.nan if values is None else _roi_means(
+                labelled[subject], values, indices, stat[1] in CIRCULAR_STATS)[0]
+        per_subject[subject] = frame
+        rows.append(frame)
+    participants = pd.concat(rows, ignore_index=True)
+    base = {**dict(key), "atlas": atlas.name}
+    atlas_info = {"Atlas": {"Name": atlas.name, "Image": atlas.template,
+                            "Labels": None if atlas.labels_file is None else str(atlas.labels_file)}}
+    columns = {"participant_id": "Participant", "index": "Atlas label", "name": "Region name",
+               "n_voxels": "Voxels of the region with a value (R² at least MinRSquared when set)"}
+    columns.update({_column(stat): f"Mean over the region's voxels{' (circular)' if stat[1] in CIRCULAR_STATS else ''}"
+                    f" of: {described[stat]['Description']} ({described[stat]['Units']})" for stat in stat_keys})
+    common = {**common, "Sources": sources(subjects, stat_keys, output_dir)}
+    written = _table(derivative_path(staging, {**base, "desc": "participants"}, suffix="rois", extension=".tsv"),
+                     participants, columns, {**atlas_info, **common})
+
+    group = pd.DataFrame({"index": indices, "name": region_names})
+    group["n_participants"] = np.vstack([(f["n_voxels"] > 0).to_numpy() for f in per_subject.values()]).sum(axis=0)
+    group_columns = {"index": "Atlas label", "name": "Region name",
+                     "n_participants": "Participants with at least one voxel of the region"}
+    for stat in stat_keys:
+        column = _column(stat)
+        values = np.vstack([f[column].to_numpy(dtype=np.float64) for f in per_subject.values()])
+        circular = stat[1] in CIRCULAR_STATS
+        summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
+        for desc, result in summary.items():
+            group[f"{column}_{desc}"] = result
+            group_columns[f"{column}_{desc}"] = (f"{'Circular ' if circular else ''}{desc} across participants of "
+                                                 f"the region means of {column}")
+        if stat[1] in TESTED_STATS:
+            t, z, _ = stats.one_sample_t(values)
+            group[f"{column}_t"], group[f"{column}_z"] = t, z
+            group_columns[f"{column}_t"] = f"One-sample t statistic (mean = 0) of the region means of {column}"
+            group_columns[f"{column}_z"] = f"z score with the upper-tail p-value of {column}_t"
+    written += _table(derivative_path(staging, {**base, "desc": "group"}, suffix="rois", extension=".tsv"),
+                      group, group_columns, {**atlas_info, **common})
+    return written
