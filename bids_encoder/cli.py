@@ -232,6 +232,7 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
 @click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
 @click.option("--overwrite", is_flag=True, help="Refit subjects whose outputs exist.")
+@click.option("--no-report", is_flag=True, help="Skip the HTML reports (OUTPUT_DIR/sub-X.html, group.html).")
 @click.option("--seed", type=int, help="Random seed (TensorFlow and numpy).")
 @click.option("-v", "--verbose", count=True, help="More messages (-vv for debug).")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True, expose_value=False,
@@ -322,7 +323,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
             overwrite=options["overwrite"], progressbar=options["verbose"] > 0 or sys.stderr.isatty(),
-            device=used_device, seed=options["seed"])
+            device=used_device, seed=options["seed"], report=not options["no_report"])
         try:
             written = run_participant(bids_dir, output_dir, participant_options)
         except InputError as error:
@@ -345,7 +346,7 @@ def _run_group(bids_dir, output_dir, labels, options):
         space=options["space"] if "space" in options["explicit"] else None,
         model=options["model"] if "model" in options["explicit"] else None,
         min_rsquared=options["min_rsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
-        work_dir=options["work_dir"] or Path.cwd() / "work")
+        work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"])
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

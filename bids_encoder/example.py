@@ -30,7 +30,7 @@ def main(folder, noise):
     out = folder / "derivatives" / "bids_encoder"
     if not (bids / "dataset_description.json").is_file():
         click.echo(f"Generating an fMRIPrep-like dataset with known effects in {bids} …")
-    truth = make_example_dataset(bids, n_subjects=2, n_runs=2, n_volumes=120, noise=noise, surface_vertices=2562,
+    truth = make_example_dataset(bids, n_subjects=2, n_runs=2, n_volumes=120, noise=noise, surface_vertices=10242,
                                  shared_effects=True)
     common = [str(bids), str(out), "participant", "--work-dir", str(folder / "work"), "--overwrite"]
     for space in ("MNI152NLin2009cAsym", "fsaverage5"):

@@ -76,7 +76,8 @@ def test_separate_processes_then_group_write_every_file(study):
     _, _, out = study
     for subject in SUBJECTS:
         assert (out / f"sub-{subject}/func/sub-{subject}_{VOLUME}_stat-rsquared_statmap.json").is_file()
-    assert sorted(p.name for p in (out / "group").iterdir()) == expected_group_files()
+    assert sorted(p.name for p in (out / "group").iterdir() if p.is_file()) == expected_group_files()
+    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 10
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
     assert len(list((out / "logs").glob("participant_sub-*.log"))) == 4
     assert len(list((out / "logs").glob("group_*.log"))) == 1

@@ -55,8 +55,12 @@ def expected_files():
 
 def test_exact_output_files(dataset):
     _, _, out = dataset
-    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parts[-2] != "logs")
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                   and p.parts[-2] not in ("logs", "figures") and p.suffix != ".html")
     assert found == expected_files()
+    assert sorted(p.name for p in out.glob("*.html")) == ["sub-01.html", "sub-02.html"]
+    for subject in ("01", "02"):  # per fit: design, confounds, R², 3 effects, data and fit, section JSON
+        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 8
     logs = list((out / "logs").glob("participant_*.log"))
     assert len(logs) == 2 and all(log.stat().st_size > 0 for log in logs)
     assert not list(out.rglob(".*"))  # no temporary files left
@@ -193,21 +197,6 @@ def test_module_entry_point_version_and_help():
         assert option in done.stdout
 
 
-def test_readme_example_command_runs(tmp_path):
-    """The README's first command (after installing): generate the example dataset, run the app, report."""
-    done = subprocess.run([sys.executable, "-m", "bids_encoder.example", str(tmp_path / "example")],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| sub-")]
-    assert len(rows) == 6
-    assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
-    out = tmp_path / "example/derivatives/bids_encoder"
-    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 16
-    group = [line for line in done.stdout.splitlines() if line.startswith("| group mean")]
-    assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
-    assert (out / "group/participants_summary.tsv").is_file()
-
-
 def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     """--config (YAML) sets options, the command line wins, --bids-filter-file keeps run 1, --hrf fit adds maps."""
     _, root, _ = dataset
@@ -232,3 +221,7 @@ def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     finite = delay[np.isfinite(delay)]
     assert finite.size > 0 and np.all((finite >= 3.0) & (finite <= 7.0))
     assert abs(np.median(finite) - 6.0) < 0.5  # the data were made with the canonical HRF
+    section = json.loads((out / "sub-01/figures" / f"{prefix}_report.json").read_text())
+    assert {"curve", "hrf", "timeseries", "rsquared", "design"} <= set(section["figures"])  # iterative-fit sections
+    assert all((out / item["file"]).is_file() for item in section["figures"]["parameters"])
+    assert "confounds" not in section["figures"]  # --confounds none

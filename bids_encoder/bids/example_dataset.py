@@ -30,6 +30,7 @@ from nilearn.glm.first_level import compute_regressor
 
 SPACE = "MNI152NLin2009cAsym"
 FMRIPREP_VERSION = "23.2.1"
+FSAVERAGE5_VERTICES = 10242
 
 
 @dataclass
@@ -82,8 +83,15 @@ def _confounds(rng, n_volumes):
     return frame
 
 
-def _sphere(rng, n):
+def _sphere(rng, n, hemi):
+    """Vertex positions on the unit sphere: fsaverage5's own (nilearn bundles the mesh) for 10,242 vertices, so
+    that effects are smooth on its surface; random points otherwise."""
     points = rng.standard_normal((n, 3))
+    if n == FSAVERAGE5_VERTICES:
+        from nilearn import datasets
+
+        points = np.asarray(datasets.load_fsaverage("fsaverage5")["sphere"].parts[
+            "left" if hemi == "L" else "right"].coordinates, dtype=np.float64)
     return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
@@ -125,7 +133,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
         "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
 
     frame_times = np.arange(n_volumes) * tr
-    sphere = {hemi: _sphere(rng, surface_vertices) for hemi in ("L", "R")} if surface_vertices else None
+    sphere = {hemi: _sphere(rng, surface_vertices, hemi) for hemi in ("L", "R")} if surface_vertices else None
     shared = {condition: rng.uniform(-0.4, 0.4, 3) for condition in conditions} if shared_effects else None
     for number, subject in enumerate(subjects):
         for index, condition in enumerate(conditions):

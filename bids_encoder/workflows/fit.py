@@ -20,7 +20,7 @@ import pandas as pd
 from ..hrf import SPMHRFModel
 from ..models import GaussianPRF2DWithHRF, LinearModelWithBaseline, LinearModelWithBaselineHRF
 from ..optimize import ParameterFitter, WeightFitter
-from ..optimize._inputs import meaningful_voxels
+from ..optimize._inputs import confound_basis, meaningful_voxels
 from ..optimize.recipes import SOLVER_DEFAULTS, fit_prf2d
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class FitResult:
     design: pd.DataFrame
     timings: dict = field(default_factory=dict)
     converged: np.ndarray | None = None  # per voxel, iterative fits only (closed-form fits always converge)
+    history: list | None = None  # mean R² per iteration, one array per chunk of voxels (iterative fits)
+    predict: object = None  # voxel indices → (observed, fitted) time × voxels arrays, for the report
 
 
 def _hrf_settings(hrf, tr, fitted=None):
@@ -149,8 +151,20 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
     fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
     design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
     converged = None if hrf == "canonical" else estimator.voxel_converged.to_numpy()
+    history = None if hrf == "canonical" else estimator.history
+
+    def predict(voxels):
+        """Data and full fit (regressors, run intercepts, confounds) of a few voxels, refitted alone (per-voxel
+        least squares: the same weights as the whole-brain fit)."""
+        chosen = data.iloc[:, voxels]
+        parameters = None if hrf_parameters is None else hrf_parameters.iloc[voxels]
+        refit = WeightFitter(fitter.model, parameters, chosen, paradigm, confounds=confounds)
+        refit.fit(alpha=alpha)
+        return chosen.to_numpy(), refit.predictions.to_numpy()
+
     return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
-                     fitter=fitter_settings, design=design, timings=timings, converged=converged)
+                     fitter=fitter_settings, design=design, timings=timings, converged=converged, history=history,
+                     predict=predict)
 
 
 PRF_MAPS = {
@@ -188,9 +202,21 @@ def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressb
                    "sd": "half a pixel to the stimulus extent"}}}
     stimulus = pd.DataFrame({"stimulus_area": inputs.paradigm.to_numpy().mean(axis=1)}, index=inputs.data.index)
     design = pd.concat([stimulus, inputs.confounds], axis=1)
+    basis = confound_basis(_nuisance(inputs), inputs.data.shape[0])
+
+    def predict(voxels):
+        """Data and prediction of a few voxels, both with confounds and run means projected out (as fitted)."""
+        observed = inputs.data.iloc[:, voxels].to_numpy(dtype=np.float64)
+        fitted = result.fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
+        if basis is not None:
+            observed = observed - basis @ (basis.T @ observed)
+            fitted = fitted - basis @ (basis.T @ fitted)
+        return observed, fitted
+
     return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
                      hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
-                     timings=result.timings, converged=result.fitter.voxel_converged.to_numpy())
+                     timings=result.timings, converged=result.fitter.voxel_converged.to_numpy(),
+                     history=result.fitter.history, predict=predict)
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..bids.atlas import Atlas, is_native
 from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
+from ..report.group import write_group_report
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, roi_tables, sources, write_participants_summary
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class GroupOptions:
     atlas: str | None = None
     atlas_labels: Path | None = None
     work_dir: Path | None = None
+    report: bool = True
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -120,9 +123,9 @@ def run_group(bids_dir, output_dir, options):
     # interrupted run leaves the previous group results whole, never a mix.
     staging = Path(tempfile.mkdtemp(prefix=".group-", dir=output_dir))
     try:
-        written = []
+        written, shown = [], []
         for key, subjects in groups.items():
-            written += _aggregate(key, subjects, output_dir, staging, options, atlas)
+            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown)
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
         (staging / "group").chmod(0o755)
@@ -134,6 +137,13 @@ def run_group(bids_dir, output_dir, options):
         shutil.rmtree(staging, ignore_errors=True)
     written = [final / path.relative_to(staging / "group") for path in written]
     logger.info("Group level: %d group(s), %d file(s) written to %s", len(groups), len(written), final)
+    if options.report:
+        start = time.perf_counter()
+        for item in shown:
+            item["path"] = ({hemi: final / p.relative_to(staging / "group") for hemi, p in item["path"].items()}
+                            if isinstance(item["path"], dict) else final / item["path"].relative_to(staging / "group"))
+        written.append(write_group_report(output_dir, shown))
+        logger.info("Report group.html written in %.1f s", time.perf_counter() - start)
     return written
 
 
@@ -188,7 +198,7 @@ class _SubjectMaps:
         return _combine(arrays, stat[1] in CIRCULAR_STATS) if arrays else None
 
 
-def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas):
+def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown):
     """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
     subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared)
                 for subject, fits in sorted(fits_by_subject.items())}
@@ -206,7 +216,7 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas):
     common = _common_sidecar(fits_by_subject, options)
     written = []
     if not native:
-        written += _group_maps(key, subjects, stat_keys, described, reference, output_dir, staging, common)
+        written += _group_maps(key, subjects, stat_keys, described, reference, output_dir, staging, common, shown)
     if atlas is not None:
         written += roi_tables(key, subjects, stat_keys, described, atlas, output_dir, staging, common)
     return written
@@ -242,7 +252,7 @@ CIRCULAR_TESTS = {
 }
 
 
-def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, staging, common):
+def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, staging, common, shown):
     """Voxel-wise group maps (written under ``staging``; participant maps are read from ``output_dir``)."""
     base = dict(key)
     kind = geometry.kind
@@ -253,6 +263,11 @@ def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, stagi
 
     def write(entities, values, sidecar, stat):
         path = map_paths(staging, entities, kind)
+        if _in_report(entities):
+            label = " ".join(str(entities[k]) for k in ("contrast", "stat", "desc") if entities.get(k))
+            shown.append({"group": fit_name(key), "space": base.get("space", ""), "label": label,
+                          "stat": "count" if entities["stat"] in ("count", "rsquared") else entities["stat"],
+                          "caption": sidecar["Description"], "path": path})
         writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
         used = sources(subjects, sorted({stat, (None, "rsquared")}, key=str), output_dir)
         write_json(sidecar_path(path), {**sidecar, **common, "OutOfMaskValue": OUT_OF_GROUP, "Sources": used})
@@ -299,6 +314,14 @@ def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, stagi
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "
                 "MinRSquared); SD, t and z also where fewer than two participants have one")
+
+
+def _in_report(entities):
+    """Report figures: participant counts, mean R², z of the effects, and means of the other parameters."""
+    stat, desc = entities["stat"], entities.get("desc")
+    if stat in ("count", "z"):
+        return True
+    return desc == "mean" and stat not in TESTED_STATS and stat != "baseline"
 
 
 def _or_nan(values, size):

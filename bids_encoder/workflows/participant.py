@@ -6,6 +6,7 @@ A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ..bids.derivatives import derivative_path, write_dataset_description
 from ..bids.images import space_kind
 from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
+from ..report.participant import fit_section, write_participant_report
 from .fit import fit_model
 from .outputs import output_entities, write_fit
 
@@ -54,6 +56,7 @@ class ParticipantOptions:
     progressbar: bool = True
     device: str = "CPU"
     seed: int | None = None
+    report: bool = True
 
 
 def select_subjects(layout, labels):
@@ -115,7 +118,23 @@ def run_participant(bids_dir, output_dir, options):
         written[subject] = []
         for group in _groups(runs):
             written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+        if options.report:
+            start = time.perf_counter()
+            path = write_participant_report(output_dir, subject)
+            written[subject].append(path)
+            logger.info("Report %s written in %.1f s", path.name, time.perf_counter() - start)
     return written
+
+
+class _Collect(logging.Handler):
+    """Keeps the warnings logged during one fit, for its report."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(f"{record.name}: {record.getMessage()}")
 
 
 def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
@@ -125,6 +144,15 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     if marker.exists() and not options.overwrite:
         logger.info("%s is finished (%s exists): skipped; --overwrite refits it", name, marker.name)
         return []
+    collected = _Collect()
+    logging.getLogger().addHandler(collected)
+    try:
+        return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages)
+    finally:
+        logging.getLogger().removeHandler(collected)
+
+
+def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings):
     started = time.perf_counter()
     timings = {}
     logger.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
@@ -157,6 +185,37 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
         "Seed": options.seed, "WallTime": {k: round(v, 3) for k, v in timings.items()}}}
     written = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
     timings["write"] = time.perf_counter() - start
-    logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, float(np.nanmedian(r2)) if np.isfinite(
-        r2).any() else float("nan"), {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
+    median = float(np.nanmedian(r2)) if fitted.any() else float("nan")
+    logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, median,
+                {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
+    if options.report:
+        start = time.perf_counter()
+        entities = output_entities(runs, options.model)
+        fit_section(output_dir, runs[0].subject, name, inputs, result, {
+            "model": options.model, "space": entities.get("space", ""), "warnings": list(warnings),
+            "summary": _summary_rows(runs, inputs, result, settings, options, timings, fitted),
+            "convergence": [("Iterations", result.fitter.get("ParameterFitter", {}).get("Iterations", "n/a")),
+                            ("Stopping rule met", result.fitter.get("ParameterFitter", {}).get("Converged", "n/a")),
+                            ("Fraction of voxels converged", "n/a" if converged is None else f"{converged:.3f}"),
+                            ("Median R²", f"{median:.4f}")]})
+        logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
     return written
+
+
+def _summary_rows(runs, inputs, result, settings, options, timings, fitted):
+    confounds = settings["confounds"]
+    return [
+        ("Runs", ", ".join(run.label for run in runs)),
+        ("BOLD files", ", ".join(Path(p).name for run in runs for p in ([*run.surfaces.values()] or [run.bold]))),
+        ("Repetition time", f"{inputs.tr:g} s"),
+        ("Volumes per run", " + ".join(map(str, inputs.n_volumes))),
+        ("Space", runs[0].space + (f" (res-{runs[0].entities['res']})" if runs[0].entities.get("res") else "")),
+        ("Voxels fitted / total", f"{int(fitted.sum())} / {fitted.size}"),
+        ("Confounds", f"{', '.join(confounds['Strategy']) or 'none'}: {confounds['NumberOfRegressors']} regressors, "
+                      f"{confounds['VolumesCensored']} censored volumes"),
+        ("Model", f"{options.model} ({result.model_class})"),
+        ("HRF", result.hrf["Model"] + (" — fitted per voxel" if result.hrf.get("Fitted") else "")),
+        ("Fitter", json.dumps(result.fitter)),
+        ("Device", settings.get("device")),
+        ("Wall time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),
+    ]

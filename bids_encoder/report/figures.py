@@ -1,0 +1,174 @@
+"""Figures of the reports (matplotlib, Agg backend; brain maps with nilearn's plotting). Each function writes one
+file and returns its path; vector plots are SVG, brain maps PNG."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["design_figure", "confounds_figure", "volume_map_figure", "surface_map_figure", "histogram_figure",
+           "timeseries_figure", "curve_figure", "fsaverage_mesh"]
+
+CYCLIC = "twilight_shifted"  # polar angle: a colour map that wraps around at ±180°
+
+
+def _save(figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, bbox_inches="tight", dpi=90)
+    plt.close(figure)
+    return path
+
+
+def _run_starts(index):
+    runs = index.get_level_values("run").to_numpy()
+    return np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+
+
+def design_figure(design, columns, path, title):
+    """The regressors (``columns`` of ``design``, time × columns) as an image, each column scaled to [-1, 1]."""
+    values = design[columns].to_numpy(dtype=np.float64)
+    scale = np.abs(values).max(axis=0)
+    values = values / np.where(scale > 0, scale, 1.0)
+    figure, axis = plt.subplots(figsize=(max(3.0, 0.35 * len(columns) + 1.5), 4.5))
+    axis.imshow(values, aspect="auto", cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+    axis.set_xticks(range(len(columns)), [str(c) for c in columns], rotation=60, ha="right", fontsize=8)
+    for start in _run_starts(design.index)[1:]:
+        axis.axhline(start - 0.5, color="tab:red", linewidth=1)
+    axis.set_ylabel("volume (runs separated by red lines)")
+    axis.set_title(title, fontsize=10)
+    return _save(figure, path)
+
+
+def confounds_figure(design, columns, path, title, maximum=12):
+    """Confound time series, one panel per run with that run's own columns, standardised (at most ``maximum``)."""
+    runs = design.index.get_level_values("run").to_numpy()
+    labels = list(dict.fromkeys(runs))
+    figure, axes = plt.subplots(len(labels), 1, figsize=(9, 2.2 * len(labels)), squeeze=False)
+    for axis, run in zip(axes[:, 0], labels, strict=True):
+        rows = design.loc[runs == run, list(columns)]
+        shown = [c for c in columns if np.any(rows[c].to_numpy() != 0)][:maximum]  # block-diagonal: this run's
+        block = rows[shown].to_numpy(dtype=np.float64)
+        spread = block.std(axis=0)
+        block = (block - block.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+        for k, name in enumerate(shown):
+            axis.plot(block[:, k] + 3 * k, linewidth=0.8, label=str(name))
+        axis.set_yticks([3 * k for k in range(len(shown))], [str(n) for n in shown], fontsize=7)
+        axis.set_title(f"run {run}", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("volume")
+    figure.suptitle(title + f" (at most {maximum} per run)", fontsize=10)
+    return _save(figure, path)
+
+
+def volume_map_figure(image, path, title, background=None, cmap="cold_hot", vmin=None, vmax=None, symmetric=True,
+                      threshold=None):
+    """Axial slices of a 3-D map over ``background`` (nilearn ``plot_stat_map``)."""
+    from nilearn import plotting
+
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    finite = data[np.isfinite(data)]
+    if vmax is None:
+        vmax = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+    figure = plt.figure(figsize=(11, 2.8))
+    image = _nan_to_zero(image)
+    background = _nan_to_zero(background) if background is not None else False
+    plotting.plot_stat_map(image, bg_img=background, display_mode="z",
+                           cut_coords=6, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, symmetric_cbar=symmetric,
+                           threshold=threshold, title=title, figure=figure, colorbar=True, black_bg=False,
+                           draw_cross=False, annotate=True)
+    return _save(figure, path)
+
+
+def _nan_to_zero(image):
+    import nibabel as nib
+
+    data = np.nan_to_num(np.asarray(image.dataobj, dtype=np.float32))
+    return nib.Nifti1Image(data, image.affine)
+
+
+def fsaverage_mesh(n_left, n_right):
+    """nilearn's bundled fsaverage5 inflated mesh ({'left', 'right'}) when the vertex counts match, else None."""
+    if n_left != 10242 or n_right != 10242:
+        return None
+    try:
+        from nilearn import datasets
+
+        meshes = datasets.load_fsaverage("fsaverage5")["inflated"]
+        return {"left": meshes.parts["left"], "right": meshes.parts["right"]}
+    except Exception:  # noqa: BLE001 - no mesh: the caller falls back to a histogram
+        logger.debug("fsaverage5 mesh unavailable", exc_info=True)
+        return None
+
+
+def surface_map_figure(values, hemisphere_sizes, mesh, path, title, cmap="cold_hot", vmin=None, vmax=None,
+                       symmetric=True):
+    """Lateral and medial views of both hemispheres on ``mesh`` (nilearn ``plot_surf_stat_map``)."""
+    from nilearn import plotting
+
+    finite = values[np.isfinite(values)]
+    if vmax is None:
+        vmax = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+    if symmetric:
+        vmin = -vmax
+    halves = {"left": values[: hemisphere_sizes["L"]], "right": values[hemisphere_sizes["L"]:]}
+    figure, axes = plt.subplots(1, 4, figsize=(12, 3.2), subplot_kw={"projection": "3d"})
+    for k, (hemi, view) in enumerate([("left", "lateral"), ("left", "medial"), ("right", "lateral"),
+                                      ("right", "medial")]):
+        plotting.plot_surf_stat_map(mesh[hemi], np.nan_to_num(halves[hemi]), hemi=hemi, view=view, axes=axes[k],
+                                    figure=figure, cmap=cmap, vmin=vmin, vmax=vmax, colorbar=k == 3,
+                                    symmetric_cbar=symmetric, engine="matplotlib")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def histogram_figure(series, path, title, xlabel):
+    """Histograms of one or more value sets ({label: values}), NaN dropped."""
+    figure, axis = plt.subplots(figsize=(6, 3))
+    for label, values in series.items():
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size:
+            axis.hist(values, bins=50, alpha=0.6, label=f"{label} (median {np.median(values):.3g})")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("voxels")
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    return _save(figure, path)
+
+
+def timeseries_figure(observed, fitted, labels, tr, path, title):
+    """Data (grey) and fit (colour) of a few voxels, one panel each."""
+    n = observed.shape[1]
+    figure, axes = plt.subplots(n, 1, figsize=(10, 1.7 * n), squeeze=False, sharex=True)
+    time = np.arange(observed.shape[0]) * tr
+    for k in range(n):
+        axis = axes[k, 0]
+        axis.plot(time, observed[:, k], color="0.55", linewidth=0.8, label="data")
+        axis.plot(time, fitted[:, k], color="tab:blue", linewidth=1.2, label="fit")
+        axis.set_title(labels[k], fontsize=8, loc="left")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s, runs concatenated)")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
+
+
+def curve_figure(histories, path, title):
+    """Mean R² over iterations, one line per chunk of voxels."""
+    figure, axis = plt.subplots(figsize=(6, 3))
+    for k, history in enumerate(histories):
+        axis.plot(np.arange(1, len(history) + 1), history, marker=".", label=f"chunk {k + 1}" if len(histories) > 1
+                  else None)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("mean R²")
+    if len(histories) > 1:
+        axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=10)
+    return _save(figure, path)

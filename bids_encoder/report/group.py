@@ -1,0 +1,49 @@
+"""Group HTML report: ``OUTPUT_DIR/group.html`` with figures in ``OUTPUT_DIR/group/figures/``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..bids.participant_maps import read_map
+from .participant import MapPlotter
+from .render import render
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["write_group_report"]
+
+
+def _background(space):
+    """nilearn's bundled MNI152 template for MNI152 spaces, else none."""
+    if not space.startswith("MNI152"):
+        return None
+    from nilearn import datasets
+
+    return datasets.load_mni152_template(resolution=2)
+
+
+def write_group_report(output_dir, items):
+    """Draw the group maps listed in ``items`` and render ``group.html``.
+
+    ``items`` : list of {'group': name, 'space': space, 'label': caption, 'stat': style key, 'path': map path
+    (a dict hemi → path for GIFTI)}, in display order.
+    """
+    output_dir = Path(output_dir)
+    folder = output_dir / "group" / "figures"
+    sections = {}
+    for item in items:
+        values, geometry = read_map(item["path"])
+        writer = geometry.writer(np.ones(values.size, dtype=bool))
+        plotter = MapPlotter(writer, _background(item["space"]) if geometry.kind == "volume" else None,
+                             item["space"])
+        name = f"{item['group']}_{item['label'].replace(' ', '_').replace('(', '').replace(')', '')}"
+        path, _ = plotter.plot(values, folder / name, item["label"], item["stat"])
+        sections.setdefault(item["group"], []).append(
+            {"file": path.relative_to(output_dir).as_posix(), "caption": item["caption"]})
+    summary = pd.read_csv(output_dir / "group" / "participants_summary.tsv", sep="\t", dtype=str).fillna("n/a")
+    return render("group.html", output_dir / "group.html", title="group", sections=sections,
+                  columns=list(summary.columns), rows=summary.to_numpy().tolist())

@@ -1,0 +1,154 @@
+"""Per-participant HTML report: ``OUTPUT_DIR/sub-X.html`` with its figures in ``OUTPUT_DIR/sub-X/figures/``.
+
+Each fit (session, task, space, model) adds a section: its figures and a ``<fit>_report.json`` describing them are
+written right after the fit, so the subject's page can be rebuilt from every finished fit, including those of
+earlier runs of the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..bids.derivatives import write_json
+from . import figures
+from .render import render
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fit_section", "write_participant_report", "map_style"]
+
+MAX_PARAMETER_MAPS = 24
+SAMPLE_SEED = 0
+
+
+def map_style(stat):
+    """Colour map and range of a parameter: cyclic for polar angle, sequential for sizes and delays."""
+    if stat == "polarAngle":
+        return {"cmap": figures.CYCLIC, "vmin": -180.0, "vmax": 180.0, "symmetric": False}
+    if stat in ("eccentricity", "sd", "rsquared", "hrf_delay", "hrf_dispersion", "count"):
+        return {"cmap": "viridis", "vmin": 0.0 if stat != "hrf_delay" else None, "vmax": None, "symmetric": False}
+    return {"cmap": "cold_hot", "vmin": None, "vmax": None, "symmetric": True}
+
+
+class MapPlotter:
+    """Draws per-voxel values with the geometry of a MapWriter: slices, a mesh, or a histogram without one."""
+
+    def __init__(self, writer, background=None, space=""):
+        self.writer, self.background = writer, background
+        self.mesh = None
+        if writer.kind == "gifti" and space.startswith("fsaverage"):
+            self.mesh = figures.fsaverage_mesh(writer.hemisphere_sizes["L"], writer.hemisphere_sizes["R"])
+
+    def plot(self, values, path, title, stat):
+        style = map_style(stat)
+        values = np.asarray(values, dtype=np.float64)
+        if self.writer.kind == "volume":
+            if style["vmax"] is None and stat in ("rsquared", "sd", "eccentricity", "count"):
+                finite = values[np.isfinite(values)]
+                style["vmax"] = float(np.percentile(finite, 99)) if finite.size else 1.0
+            return figures.volume_map_figure(self.writer.to_image(values, stat), path.with_suffix(".png"), title,
+                                             background=self.background, cmap=style["cmap"], vmin=style["vmin"],
+                                             vmax=style["vmax"], symmetric=style["symmetric"]), "slices"
+        if self.mesh is not None:
+            return figures.surface_map_figure(values, self.writer.hemisphere_sizes, self.mesh,
+                                              path.with_suffix(".png"), title, cmap=style["cmap"],
+                                              vmin=style["vmin"], vmax=style["vmax"],
+                                              symmetric=style["symmetric"]), "mesh"
+        return figures.histogram_figure({stat: values}, path.with_suffix(".svg"), title, stat), "histogram"
+
+
+def _sample_voxels(r2):
+    """Best, median and three random fitted voxels: [(label, index)]."""
+    fitted = np.flatnonzero(np.isfinite(r2))
+    if fitted.size == 0:
+        return []
+    best = fitted[np.argmax(r2[fitted])]
+    median = fitted[np.argmin(np.abs(r2[fitted] - np.median(r2[fitted])))]
+    rng = np.random.default_rng(SAMPLE_SEED)
+    chosen = [("best", best), ("median", median)]
+    chosen += [("random", i) for i in rng.choice(fitted, size=min(3, fitted.size), replace=False)]
+    return chosen
+
+
+def _voxel_name(writer, index):
+    if writer.kind == "volume":
+        return "voxel (" + ", ".join(str(int(c)) for c in np.argwhere(writer.mask)[index]) + ")"
+    if writer.kind == "gifti":
+        left = writer.hemisphere_sizes["L"]
+        return f"vertex {index} (hemi-L)" if index < left else f"vertex {index - left} (hemi-R)"
+    return f"grayordinate {index}"
+
+
+def _figure(path, output_dir, caption):
+    return {"file": Path(path).relative_to(output_dir).as_posix(), "caption": caption}
+
+
+def fit_section(output_dir, subject, name, inputs, result, info):
+    """Draw the figures of one fit and write its ``<name>_report.json``; returns the section."""
+    output_dir = Path(output_dir)
+    folder = output_dir / f"sub-{subject}" / "figures"
+    stem = folder / name
+    writer = inputs.writer
+    background = None
+    if writer.kind == "volume":
+        background = writer.to_image(inputs.data.to_numpy().mean(axis=0), "mean BOLD")
+    plotter = MapPlotter(writer, background, info.get("space", ""))
+    section = {"name": name, "summary": info["summary"], "warnings": info["warnings"],
+               "convergence": info["convergence"], "figures": {}}
+    design = result.design
+    regressors = [c for c in design.columns if c not in inputs.confounds.columns]
+    section["figures"]["design"] = _figure(figures.design_figure(
+        design, regressors, f"{stem}_design.svg", "Model regressors (each scaled to its maximum)"), output_dir,
+        "Regressors of the model, all runs; red lines separate runs.")
+    confounds = list(inputs.confounds.columns)
+    if confounds:
+        section["figures"]["confounds"] = _figure(figures.confounds_figure(
+            design, confounds, f"{stem}_confounds.svg", "Confound regressors (standardised per run)"), output_dir,
+            f"{len(confounds)} confound regressors, block-diagonal per run.")
+    r2 = np.asarray(result.r2, dtype=np.float64)
+    path, how = plotter.plot(r2, Path(f"{stem}_rsquared"), "R²", "rsquared")
+    section["figures"]["rsquared"] = _figure(path, output_dir, "R² of the model" + (
+        " over the mean BOLD image" if how == "slices" else " on the fsaverage5 inflated mesh" if how == "mesh"
+        else ": distribution (no mesh bundled for this space)"))
+    parameter_figures = []
+    for spec in result.maps[:MAX_PARAMETER_MAPS]:
+        label = spec.stat + (f" ({spec.contrast})" if spec.contrast else "")
+        file_name = f"{stem}_{spec.stat}" + (f"_{spec.contrast}" if spec.contrast else "")
+        path, _ = plotter.plot(spec.values, Path(file_name), label, spec.stat)
+        parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"))
+    section["figures"]["parameters"] = parameter_figures
+    section["notes"] = {"parameters": f"First {MAX_PARAMETER_MAPS} of {len(result.maps)} maps shown."
+                        if len(result.maps) > MAX_PARAMETER_MAPS else ""}
+    chosen = _sample_voxels(r2)
+    if chosen and result.predict is not None:
+        observed, fitted = result.predict([index for _, index in chosen])
+        labels = [f"{kind} R² = {r2[index]:.3f}: {_voxel_name(writer, index)}" for kind, index in chosen]
+        section["figures"]["timeseries"] = _figure(figures.timeseries_figure(
+            observed, fitted, labels, inputs.tr, f"{stem}_timeseries.svg", "Data and fit"), output_dir,
+            "Best, median and three random voxels (seed 0): data (grey) and fit (blue)"
+            + (" with confounds and run means projected out." if info["model"] != "glm" else
+               " (model, run intercepts and confounds)."))
+    if result.history:
+        section["figures"]["curve"] = _figure(figures.curve_figure(
+            result.history, f"{stem}_curve.svg", "Mean R² over iterations"), output_dir,
+            "Levenberg–Marquardt: mean R² of the fitted voxels after each iteration.")
+    hrf_maps = {spec.stat: spec.values for spec in result.maps if spec.stat in ("hrf_delay", "hrf_dispersion")}
+    if hrf_maps:
+        section["figures"]["hrf"] = _figure(figures.histogram_figure(
+            hrf_maps, f"{stem}_hrf.svg", "Fitted HRF parameters", "seconds"), output_dir,
+            "Distribution of the fitted HRF delay and dispersion over voxels.")
+    write_json(f"{stem}_report.json", section)
+    return section
+
+
+def write_participant_report(output_dir, subject):
+    """Render ``OUTPUT_DIR/sub-X.html`` from every fit section of the subject."""
+    output_dir = Path(output_dir)
+    sections = [json.loads(path.read_text()) for path in
+                sorted((output_dir / f"sub-{subject}" / "figures").glob("*_report.json"))]
+    return render("participant.html", output_dir / f"sub-{subject}.html", title=f"sub-{subject}",
+                  subject=subject, sections=sections)

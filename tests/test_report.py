@@ -1,0 +1,119 @@
+"""The README's example command end to end, and its HTML reports rendered in headless Chromium.
+
+The rendering test drives Debian's chromium through chromedriver (selenium): it fails on any console error or
+figure that does not load, checks every section, and saves full-page screenshots as test artifacts (in
+``$BIDS_ENCODER_TEST_ARTIFACTS`` when set, else the test's temporary folder). It skips only when chromium or
+chromedriver is absent.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group(name="example")
+
+SECTIONS = ("summary", "design", "rsquared", "parameters", "timeseries", "convergence", "hrf")
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The README's first command (after installing): generate the example dataset, run the app, report."""
+    folder = tmp_path_factory.mktemp("readme")
+    done = subprocess.run([sys.executable, "-m", "bids_encoder.example", str(folder / "example")],
+                          capture_output=True, text=True, cwd=folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, folder / "example/derivatives/bids_encoder"
+
+
+def test_readme_example_command_recovers_effects(example):
+    stdout, out = example
+    rows = [line for line in stdout.splitlines() if line.startswith("| sub-")]
+    assert len(rows) == 6
+    assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 16
+    group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
+    assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
+    assert (out / "group/participants_summary.tsv").is_file()
+
+
+def test_report_files_and_sections_are_written(example):
+    _, out = example
+    assert sorted(p.name for p in out.glob("*.html")) == ["group.html", "sub-01.html", "sub-02.html"]
+    sections = sorted((out / "sub-01/figures").glob("*_report.json"))
+    assert [p.name for p in sections] == [
+        "sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm_report.json",
+        "sub-01_task-localizer_space-fsaverage5_model-glm_report.json"]
+    surface = json.loads(sections[1].read_text())
+    assert surface["figures"]["rsquared"]["caption"].endswith("on the fsaverage5 inflated mesh")
+    assert len(surface["figures"]["parameters"]) == 3
+    for section in map(json.loads, (p.read_text() for p in sections)):
+        for item in [*section["figures"]["parameters"], section["figures"]["design"], section["figures"]["rsquared"],
+                     section["figures"]["timeseries"], section["figures"]["confounds"]]:
+            assert (out / item["file"]).stat().st_size > 1000
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    assert "Report sub-01.html written in" in logs and "Report group.html written in" in logs
+
+
+def _browser(tmp_path):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium and chromedriver are not installed (Debian packages chromium, chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
+                 f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1300,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _artifacts(tmp_path):
+    folder = Path(os.environ.get("BIDS_ENCODER_TEST_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize("page", ["sub-01.html", "group.html"])
+def test_reports_render_in_headless_chromium(example, tmp_path, page):
+    _, out = example
+    browser = _browser(tmp_path)
+    try:
+        browser.get((out / page).as_uri())
+        browser.implicitly_wait(0)
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 60).until(lambda b: b.execute_script(
+            "return document.readyState === 'complete' && "
+            "document.getElementById('report-check').hasAttribute('data-broken')"))
+        images = browser.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), "
+                                        "i.complete && i.naturalWidth > 0])")
+        assert images and all(loaded for _, loaded in images), [src for src, ok in images if not ok]
+        check = browser.find_element("id", "report-check")
+        assert check.get_attribute("data-broken") == "0"
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+        assert not errors, errors
+        ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
+        if page == "group.html":
+            assert "participants" in ids and len(images) == 10  # 2 spaces × (count, mean R², 3 z maps)
+            assert {"task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm",
+                    "task-localizer_space-fsaverage5_model-glm"} <= ids
+        else:
+            for fit in ("task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm",
+                        "task-localizer_space-fsaverage5_model-glm"):
+                name = f"sub-01_{fit}"
+                assert {f"{name}-{section}" for section in SECTIONS} <= ids, sorted(ids)
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(1300, min(int(height), 16000))
+        shot = _artifacts(tmp_path) / f"report_{page.replace('.html', '')}.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 50_000
+    finally:
+        browser.quit()
