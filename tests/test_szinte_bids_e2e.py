@@ -93,3 +93,7 @@ def test_prf_maps_agree_with_direct_core_fit(szinte_bids, tmp_path):
     assert sidecar["Sources"] == ["bids:fmriprep:sub-01/func/sub-01_task-prf_space-T1w_desc-preproc_bold.nii.gz",
                                   "bids:fmriprep:sub-01/func/sub-01_task-prf_space-T1w_desc-brain_mask.nii.gz",
                                   "bids:raw:sub-01/func/sub-01_task-prf_events.tsv", "bids:raw:stimuli/bars.npz"]
+    section = json.loads((out / "sub-01/figures/sub-01_task-prf_space-T1w_model-prf2d_report.json").read_text())
+    captions = [item["caption"] for item in section["figures"]["parameters"]]
+    assert any(c.startswith("polarAngle:") for c in captions) and any(c.startswith("eccentricity:") for c in captions)
+    assert {"curve", "timeseries", "rsquared"} <= set(section["figures"]) and (out / "sub-01.html").is_file()
