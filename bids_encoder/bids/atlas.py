@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .derivatives import bids_label
+from .images import load_image
 from .layout import InputError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Atlas:
             parts, table = [], {}
             for hemi in ("L", "R"):
                 path = self.path(subject, hemi)
-                image = _load(path)
+                image = load_image(path, "atlas")
                 values = np.rint(np.asarray(image.darrays[0].data)).astype(np.int64).ravel()
                 if values.size != geometry.hemisphere_sizes[hemi]:
                     raise InputError(f"Atlas {path.name} has {values.size} vertices, the maps' hemi-{hemi} "
@@ -84,7 +85,7 @@ class Atlas:
                 table.update({k: v for k, v in image.labeltable.get_labels_as_dict().items() if k})
             return np.concatenate(parts), self._names(table)
         path = self.path(subject)
-        image = _load(path)
+        image = load_image(path, "atlas")
         if geometry.kind == "cifti":
             values = np.rint(np.asarray(image.dataobj)[0]).astype(np.int64)
             if values.size != geometry.shape[0]:
@@ -119,10 +120,3 @@ class Atlas:
             raise InputError(f"Atlas label table {tsv} needs 'index' and 'name' columns ({error})",
                              exit_code=65) from error
 
-
-def _load(path):
-    try:
-        return nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for damaged files
-        raise InputError(f"Cannot read atlas {Path(path).name}: {' '.join(str(error).split())}",
-                         exit_code=65) from error

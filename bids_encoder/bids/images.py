@@ -18,7 +18,7 @@ from .layout import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["space_kind", "MapWriter", "load_bold_runs"]
+__all__ = ["space_kind", "MapWriter", "load_bold_runs", "load_image"]
 
 
 def space_kind(space):
@@ -30,11 +30,13 @@ def space_kind(space):
     return "volume"
 
 
-def _load(path, **options):
+def load_image(path, what="", **options):
+    """``nib.load`` whose failures become one-line InputErrors (exit 65) naming the file (``what``: its role)."""
     try:
         return nib.load(str(path), **options)
     except Exception as error:  # nibabel raises many types for damaged files
-        raise InputError(f"Cannot read {Path(path).name}: {' '.join(str(error).split())}", exit_code=65) from error
+        raise InputError(f"Cannot read {what + ' ' if what else ''}{Path(path).name}: "
+                         f"{' '.join(str(error).split())}", exit_code=65) from error
 
 
 def _read(image, path):
@@ -103,7 +105,7 @@ def _common_mask(runs):
     mask, reference, images = None, None, []
     for run in runs:
         # kept open: the chunked reads then decompress a gzipped image once, front to back
-        image = _load(run.bold, keep_file_open=True)
+        image = load_image(run.bold, keep_file_open=True)
         images.append(image)
         if len(image.shape) != 4:
             raise InputError(f"{run.bold.name} is not a 4-D image (shape {image.shape})", exit_code=65)
@@ -116,7 +118,7 @@ def _common_mask(runs):
             logger.warning("No brain mask for %s: every voxel is fitted", run.bold.name)
             run_mask = np.ones(image.shape[:3], dtype=bool)
         else:
-            mask_image = _load(run.mask)
+            mask_image = load_image(run.mask)
             if mask_image.shape[:3] != image.shape[:3] or not np.allclose(mask_image.affine, image.affine,
                                                                            atol=1e-3):
                 raise InputError(f"The mask {run.mask.name} (shape {mask_image.shape}) does not match "
@@ -194,7 +196,7 @@ def _load_volumes(runs, smoothing_fwhm):
 
 def _hemisphere(path):
     """(time × vertices) of one GIFTI BOLD file (one data array per volume)."""
-    image = _load(path)
+    image = load_image(path)
     try:
         return np.stack([np.asarray(d.data, np.float32) for d in image.darrays], axis=0)
     except ValueError as error:
@@ -221,7 +223,7 @@ def _load_surfaces(runs):
 def _load_cifti(runs):
     arrays, brain_models = [], None
     for run in runs:
-        image = _load(run.bold)
+        image = load_image(run.bold)
         axis = image.header.get_axis(1)
         if brain_models is not None and axis != brain_models:
             raise InputError(f"{run.bold.name} has other grayordinates than the first run", exit_code=65)

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from .derivatives import output_layout
-from .images import MapWriter
+from .images import MapWriter, load_image
 from .layout import InputError
 
 logger = logging.getLogger(__name__)
@@ -135,13 +135,6 @@ class MapGeometry:
         return MapWriter("cifti", brain_models=self.brain_models)
 
 
-def _load(path):
-    try:
-        return nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for damaged files
-        raise InputError(f"Cannot read participant map {Path(path).name}: {' '.join(str(error).split())}",
-                         exit_code=65) from error
-
 
 def read_map(path):
     """(flat float64 values, MapGeometry) of a participant map; ``path`` is a dict hemi → path for GIFTI."""
@@ -149,12 +142,12 @@ def read_map(path):
         if set(path) != {"L", "R"}:
             raise InputError(f"{next(iter(path.values())).name}: both hemispheres are needed, found "
                              f"{sorted(path)}", exit_code=66)
-        halves = {hemi: np.asarray(_load(path[hemi]).darrays[0].data, dtype=np.float64).ravel()
+        halves = {hemi: np.asarray(load_image(path[hemi], "participant map").darrays[0].data, dtype=np.float64).ravel()
                   for hemi in ("L", "R")}
         sizes = {hemi: values.size for hemi, values in halves.items()}
         values = np.concatenate([halves["L"], halves["R"]])
         return values, MapGeometry("gifti", shape=(values.size,), hemisphere_sizes=sizes)
-    image = _load(path)
+    image = load_image(path, "participant map")
     if str(path).endswith(".dscalar.nii"):
         values = np.asarray(image.dataobj, dtype=np.float64)[0]
         return values, MapGeometry("cifti", shape=(values.size,), brain_models=image.header.get_axis(1))

@@ -60,7 +60,7 @@ def _expected_subjects(bids_dir, tasks, options):
     return {task: set(layout.get_subjects(task=task, suffix="bold")) for task in tasks}
 
 
-def _check(fits, expected, atlas, options):
+def _check(fits, expected, atlas):
     """Group the fits by key, subject → fits; raise on anything that prevents a sound group result."""
     problems = [f"{fit.label} is unfinished (no R² sidecar)" for fit in fits if not fit.finished]
     if problems:
@@ -116,7 +116,7 @@ def run_group(bids_dir, output_dir, options):
                          + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
                             if options.participant_label else ""), exit_code=18)
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
-    groups = _check(fits, expected, atlas, options)
+    groups = _check(fits, expected, atlas)
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
@@ -171,10 +171,11 @@ class _SubjectMaps:
 
     def __init__(self, subject, fits, min_rsquared):
         self.subject, self.fits = subject, fits
-        self.keep = []
+        self.keep, self.r2 = [], []
         self.geometry = None
         for fit in fits:
             r2, geometry = read_map(fit.maps[(None, "rsquared")])
+            self.r2.append(r2)
             if self.geometry is None:
                 self.geometry = geometry
             elif not geometry.same_as(self.geometry):
@@ -188,8 +189,11 @@ class _SubjectMaps:
     def values(self, stat):
         """The participant's map of (contrast, stat), flat; None when none of its fits has it."""
         arrays = []
-        for fit, keep in zip(self.fits, self.keep, strict=True):
+        for fit, keep, r2 in zip(self.fits, self.keep, self.r2, strict=True):
             if stat not in fit.maps:
+                continue
+            if stat == (None, "rsquared"):  # read once, in __init__
+                arrays.append(np.where(keep, r2, np.nan))
                 continue
             values, geometry = read_map(fit.maps[stat])
             if not geometry.same_as(self.geometry):
