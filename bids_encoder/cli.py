@@ -133,13 +133,21 @@ def _load_config(ctx, _param, value):
     return value
 
 
+def _limit_threads(nthreads):
+    """--nthreads: the BLAS/OpenMP pools of numpy and scipy (already loaded, hence threadpoolctl) and children."""
+    if not nthreads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(nthreads)
+    threadpool_limits(limits=nthreads)
+
+
 def _configure_device(device, nthreads):
     """Pick the device before TensorFlow starts; returns 'GPU' or 'CPU'."""
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    if nthreads:
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[variable] = str(nthreads)
     import tensorflow as tf
 
     if nthreads:
@@ -228,7 +236,8 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Work folder (pybids index). Default: ./work")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
-@click.option("--nthreads", type=click.IntRange(min=1), help="CPU threads for TensorFlow and BLAS.")
+@click.option("--nthreads", type=click.IntRange(min=1),
+              help="CPU threads for TensorFlow and BLAS (default: TensorFlow's choice; the images start BLAS at 1).")
 @click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
 @click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
 @click.option("--overwrite", is_flag=True, help="Refit subjects whose outputs exist.")
@@ -303,6 +312,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     log_path, log_handler = _setup_logging(options["verbose"])
     try:
         logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
+        _limit_threads(options["nthreads"])
         if analysis_level == "group":
             _run_group(bids_dir, output_dir, labels, options)
             return

@@ -5,7 +5,7 @@
 Writes FOLDER/bids (2 subjects × 2 runs, MNI volume and fsaverage5 surfaces, events, confounds; each condition's
 effect in the same region for both subjects), runs ``bids_encoder FOLDER/bids FOLDER/derivatives/bids_encoder
 participant`` for both spaces and then the group level, and prints how well the GLM effect maps recover the
-planted effects and where the maps are.
+planted effects and where the maps and reports are.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def main(folder, noise):
         expected = np.mean([truth.effects[(s, condition)] for s in ("01", "02")], axis=0)
         r_group = np.corrcoef(mean[truth.mask], expected[truth.mask])[0, 1]
         click.echo(f"| group mean | {condition} | {r_group:.3f} | |")
-    click.echo(f"\nMaps, sidecars and designs: {out}/sub-*/func/   group: {out}/group/   logs: {out}/logs/")
+    click.echo(f"\nMaps, sidecars and designs: {out}/sub-*/func/\nGroup maps and tables:      {out}/group/\n"
+               f"Reports:                    {out}/sub-01.html, sub-02.html, group.html\n"
+               f"Logs:                       {out}/logs/")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from bids_encoder import __version__
 from bids_encoder.bids.derivatives import output_layout
 from bids_encoder.bids.example_dataset import make_example_dataset
 from bids_encoder.cli import main
@@ -167,7 +168,7 @@ def test_participants_summary_matches_the_participant_outputs(study):
         assert row["runs"] == "1,2" and row["n_runs"] == 2 and row["fraction_converged"] == 1.0
         assert row["device"] == "CPU" and row["wall_time_s"] > 0 and pd.isna(row["session_id"])
     description = json.loads((out / "group/participants_summary.json").read_text())
-    assert set(description) == set(table.columns)
+    assert set(description) == {*table.columns, "SoftwareVersion"} and description["SoftwareVersion"] == __version__
 
 
 def test_group_outputs_are_queryable_with_pybids(study):

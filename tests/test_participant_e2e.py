@@ -42,7 +42,7 @@ def expected_files():
         stem = f"sub-{subject}/func/sub-{subject}_task-localizer"
         for space, extensions in ((VOLUME, [".nii.gz"]), (SURFACE, None)):
             model = f"{stem}_{space}_model-glm"
-            files.append(f"{model}_design.tsv")
+            files += [f"{model}_design.tsv", f"{model}_design.json"]
             stats = [f"contrast-{c}_stat-effect" for c in CONDITIONS] + ["stat-rsquared"]
             for stat in stats:
                 files.append(f"{model}_{stat}_statmap.json")
@@ -136,6 +136,13 @@ def test_design_tsv(dataset):
     assert list(design.columns[:6]) == ["run", "volume", "onset", *CONDITIONS]
     assert len(design) == 240 and list(design["run"].unique()) == [1, 2]
     assert design.shape[1] == 6 + 18
+    sidecar = json.loads((out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_design.json").read_text())
+    assert sidecar["ModelRegressors"] == list(CONDITIONS)
+    assert sidecar["ConfoundRegressors"] + sidecar["CensoredVolumeRegressors"] == list(design.columns[6:])
+    assert sidecar["ConfoundRegressors"][0].endswith("_run1") and sidecar["ConfoundRegressors"][-1].endswith("_run2")
+    assert sidecar["onset"]["Units"] == "s" and sidecar["RepetitionTime"] == 2.0
+    assert sidecar["SoftwareVersion"] == __version__
+    assert any(source.endswith("_desc-confounds_timeseries.tsv") for source in sidecar["Sources"])
 
 
 def test_pybids_queries_outputs(dataset):

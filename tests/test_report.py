@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bids_encoder import __version__
+
 pytestmark = pytest.mark.xdist_group(name="example")
 
 SECTIONS = ("summary", "design", "rsquared", "parameters", "timeseries", "convergence", "hrf")
@@ -39,6 +41,19 @@ def test_readme_example_command_recovers_effects(example):
     group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
     assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
     assert (out / "group/participants_summary.tsv").is_file()
+    assert f"Reports:                    {out}/sub-01.html, sub-02.html, group.html" in stdout
+
+
+def test_every_sidecar_carries_the_version(example):
+    """The version of one place (bids_encoder/_version.py) is in dataset_description.json and every sidecar."""
+    _, out = example
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0]["Version"] == __version__
+    sidecars = [p for p in out.rglob("*.json") if "figures" not in p.parts and p.name != "dataset_description.json"]
+    assert len(sidecars) == 16 + 4 + len(list((out / "group").glob("*.json")))  # maps, designs, group
+    assert len(list((out / "group").glob("*.json"))) > 20
+    assert {p.name: json.loads(p.read_text()).get("SoftwareVersion") for p in sidecars} == {
+        p.name: __version__ for p in sidecars}
 
 
 def test_report_files_and_sections_are_written(example):
@@ -60,7 +75,9 @@ def test_report_files_and_sections_are_written(example):
 
 
 def _browser(tmp_path):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    # Debian's chromium (.ci/run), or the Google Chrome that GitHub's Ubuntu runners ship with its chromedriver.
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
     if not chromium or not driver:
         pytest.skip("chromium and chromedriver are not installed (Debian packages chromium, chromium-driver)")
     from selenium import webdriver

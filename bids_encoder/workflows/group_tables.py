@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from .._version import __version__
 from ..bids.derivatives import atomic_write, derivative_path, write_json
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def _table(path, frame, columns, extra):
     """Write a TSV (n/a for missing values) and its JSON sidecar describing the columns."""
     atomic_write(path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g"))
     sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
-    write_json(sidecar, {**{name: {"Description": text} for name, text in columns.items()}, **extra})
+    write_json(sidecar, {**{name: {"Description": text} for name, text in columns.items()}, **extra,
+                         "SoftwareVersion": __version__})
     return [path, sidecar]
 
 

@@ -77,7 +77,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     design.insert(2, "onset", [(vol * inputs.tr) for vol in design["volume"]])
     atomic_write(design_path, lambda tmp: design.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
                                                         float_format="%.6g"))
-    written.append(design_path)
+    written += [design_path, _write_design_sidecar(design_path, design, inputs, sources)]
     maps = list(result.maps)
     maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
                         + (" on the variance left by the confounds and run means" if model == "glm" else
@@ -100,3 +100,26 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         written.append(sidecar_path(path))
     logger.info("Wrote %d files for %s", len(written), derivative_path(output_dir, base).name)
     return written
+
+
+def _write_design_sidecar(design_path, design, inputs, sources):
+    """Describe the design TSV's columns: model regressors, confounds (per run) and spikes of censored volumes."""
+    confounds = [str(c) for c in inputs.confounds.columns]
+    spikes = [c for c in confounds if c.startswith("censored_run")]
+    regressors = [str(c) for c in design.columns if c not in ("run", "volume", "onset") and str(c) not in confounds]
+    content = {
+        "Description": "Design of the fit: one row per volume of every run fitted jointly; the model's regressors "
+                       "(before the HRF for fits that estimate it), then the confounds, each run's in its own "
+                       "columns (zero in other runs), then one spike column per censored volume",
+        "run": {"Description": "Run label of the volume (n/a: the BOLD has no run entity)"},
+        "volume": {"Description": "Volume index within its run, from 0"},
+        "onset": {"Description": "Time of the volume from the start of its run (volume × RepetitionTime)",
+                  "Units": "s"},
+        "ModelRegressors": regressors,
+        "ConfoundRegressors": [c for c in confounds if c not in spikes],
+        "CensoredVolumeRegressors": spikes,
+        "RepetitionTime": inputs.tr,
+        "Sources": sources,
+        "SoftwareVersion": __version__,
+    }
+    return write_json(sidecar_path(design_path), content)
