@@ -2,7 +2,8 @@
 
 Only options, validation and dispatch live here. Exit codes (BIDS-Apps execution spec): 0 success, 1 any other
 error, 16 dataset invalid, 17 unknown analysis level, 18 filters select no files, 64 usage error, 65 bad data,
-66 required input missing, 73 cannot create output, 130 interrupted. Errors are printed on one line.
+66 required input missing, 73 cannot create output, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+Errors are printed on one line.
 """
 
 from __future__ import annotations
@@ -272,8 +273,14 @@ def _check_paths(bids_dir, output_dir, work_dir):
     existing = output_dir
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise AppError(f"Cannot create or write OUTPUT_DIR {output_dir}", 73)
+    try:  # a real write, not os.access: root passes os.access on read-only mounts
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".bids_encoder-write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise AppError(f"Cannot create or write OUTPUT_DIR {output_dir} ({error.strerror or error})", 73) from error
     return bids_dir, output_dir
 
 
@@ -321,6 +328,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             import tensorflow as tf
 
             tf.keras.utils.set_random_seed(options["seed"])  # Python, NumPy and TensorFlow
+            tf.config.experimental.enable_op_determinism()  # same reduction orders: identical maps run to run
         from .bids.layout import InputError
         from .workflows.participant import ParticipantOptions, run_participant
 
@@ -365,8 +373,20 @@ def _run_group(bids_dir, output_dir, labels, options):
                err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from a scheduler hitting its time limit, ``docker stop``, ``kill``): stop like Ctrl-C does."""
+
+
 def _terminate(signum, _frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _interrupted(cause):
+    """Exit code 130 for SIGINT (Ctrl-C), 143 for SIGTERM, with one line on what was kept."""
+    terminated = isinstance(cause, Terminated)
+    click.echo(f"bids_encoder: interrupted ({'SIGTERM' if terminated else 'SIGINT'}); finished outputs are kept, "
+               "unfinished ones removed; a re-run resumes", err=True)
+    return 143 if terminated else 130
 
 
 def main(argv=None):
@@ -381,16 +401,13 @@ def main(argv=None):
     except click.exceptions.UsageError as error:
         click.echo(f"bids_encoder: error: {' '.join(error.format_message().split())} (see --help)", err=True)
         return 64
-    except click.exceptions.Abort:
-        click.echo("bids_encoder: interrupted; finished outputs are kept, a re-run resumes", err=True)
-        return 130
+    except click.exceptions.Abort as abort:  # click turns KeyboardInterrupt (and our SIGTERM) into Abort
+        return _interrupted(abort.__cause__)
     except AppError as error:
         click.echo(f"bids_encoder: error: {' '.join(str(error).split())}", err=True)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
-        click.echo(f"bids_encoder: interrupted ({interrupt or 'SIGINT'}); finished outputs are kept, a re-run "
-                   "resumes", err=True)
-        return 130
+        return _interrupted(interrupt)
     except Exception as error:  # noqa: BLE001 - the one place that reports unexpected failures
         logger.debug("Unexpected error", exc_info=True)
         click.echo(f"bids_encoder: error: {type(error).__name__}: {' '.join(str(error).split())}", err=True)

@@ -200,3 +200,26 @@ def test_positive_amplitude_and_bad_grid(rng):
         model.get_paradigm(paradigm.iloc[:, :10])
     with pytest.raises(ValueError, match="grid_coordinates"):
         GaussianPRF2D(grid_coordinates=np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_prf_recipe_is_unaffected_by_the_signal_scale(rng, scale):
+    """Grid → refine → Levenberg–Marquardt on BOLD ×1e-6 and ×1e6 (plus a constant voxel): the same positions,
+    sizes and R², amplitudes and baselines scaled, nothing infinite, the constant voxel NaN."""
+    from bids_encoder.optimize.recipes import fit_prf2d
+
+    paradigm, grid_coordinates, truth = two_dimensional(rng, ["x", "y", "sd", "baseline", "amplitude"])
+    model = GaussianPRF2DWithHRF(grid_coordinates=grid_coordinates, paradigm=paradigm, hrf_model=SPMHRFModel(TR))
+    data = model.simulate(parameters=truth.assign(baseline=truth["baseline"] + 100), noise=0.1, random_state=5)
+    data[N_VOXELS] = 100.0  # a voxel without signal
+    original = fit_prf2d(model, data, paradigm, progressbar=False)
+    scaled = fit_prf2d(model, data * scale, paradigm, progressbar=False)
+    assert np.isnan(original.r2[N_VOXELS]) and np.isnan(scaled.r2[N_VOXELS])
+    assert np.isnan(scaled.parameters.iloc[N_VOXELS]).all()
+    fitted = scaled.parameters.iloc[:N_VOXELS]
+    assert np.isfinite(fitted.to_numpy()).all() and np.isfinite(scaled.r2[:N_VOXELS]).all()
+    reference = original.parameters.iloc[:N_VOXELS]
+    np.testing.assert_allclose(scaled.r2[:N_VOXELS], original.r2[:N_VOXELS], atol=2e-3)
+    np.testing.assert_allclose(fitted[["x", "y", "sd"]], reference[["x", "y", "sd"]], atol=0.05)
+    np.testing.assert_allclose(fitted[["amplitude", "baseline"]] / scale, reference[["amplitude", "baseline"]],
+                               rtol=0.02, atol=0.02)

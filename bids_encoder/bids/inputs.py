@@ -120,11 +120,30 @@ def _confounds(runs, n_volumes, strategy, parameters):
     return pd.DataFrame(values, columns=names), censored, per_run
 
 
+def _drop_voxels_without_signal(voxels_by_time, runs, n_volumes):
+    """Make voxels that are constant in any run (no signal there: outside that run's coverage, or NaN samples
+    zeroed on reading) constant in all runs, so that they are not fitted; a run constant everywhere is an error."""
+    without = np.zeros(len(voxels_by_time), dtype=bool)
+    start = 0
+    for run, n in zip(runs, n_volumes, strict=True):
+        constant = np.ptp(voxels_by_time[:, start : start + n], axis=1) == 0
+        if constant.all():
+            raise InputError(f"The BOLD of {run.label} is constant in every voxel or vertex (inside the mask): "
+                             "nothing to fit", exit_code=65)
+        without |= constant
+        start += n
+    partly = without & (np.ptp(voxels_by_time, axis=1) > 0)
+    if partly.any():
+        logger.warning("%d voxel(s) or vertices without signal in some run(s) are not fitted", int(partly.sum()))
+        voxels_by_time[partly] = 0.0
+
+
 def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
                     stimuli_dir=None, kind="volume"):
     """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d')."""
     tr = _common_tr(runs)
     voxels_by_time, n_volumes, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
+    _drop_voxels_without_signal(voxels_by_time, runs, n_volumes)
     index = pd.MultiIndex.from_arrays(
         [np.repeat(np.arange(1, len(runs) + 1), n_volumes), np.concatenate([np.arange(n) for n in n_volumes])],
         names=["run", "volume"])

@@ -169,8 +169,12 @@ def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152N
     query = {key: value for key, value in query.items() if key not in bold_query}  # the kind fixes these
     bolds = layout.get(scope="derivatives", return_type="filename", invalid_filters="drop", **bold_query, **query)
     if not bolds:
-        raise InputError(f"No preprocessed BOLD ({kind}, space-{space}) for sub-{subject} with filters {query}",
-                         exit_code=18)
+        available = layout.get(scope="derivatives", subject=subject, suffix="bold", return_type="object")
+        tasks = sorted({f.entities["task"] for f in available if "task" in f.entities})
+        spaces = sorted({f.entities["space"] for f in available if "space" in f.entities})
+        raise InputError(f"No preprocessed BOLD ({kind}, space-{space}) for sub-{subject} with filters {query} "
+                         f"(sub-{subject} has task(s) {', '.join(tasks) or 'none'}; space(s) "
+                         f"{', '.join(spaces) or 'none'})", exit_code=18)
     runs = []
     for bold in sorted(bolds):
         entities = layout.parse_file_entities(bold)

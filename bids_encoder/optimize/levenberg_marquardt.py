@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 STEPS_PER_CALL = 5
 LAMBDA_INIT, LAMBDA_MIN, LAMBDA_MAX = 1e-2, 1e-7, 1e7
 LAMBDA_DOWN, LAMBDA_UP = 0.3, 10.0
+TINY = 1e-30  # a Jacobian column whose squared norm is below this counts as zero
 RELATIVE_TOLERANCE = 1e-6  # a voxel whose accepted step changes its SSR by less than this has converged
 
 
@@ -33,7 +34,6 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     if n_free == 0:
         return problem.outcome([float(tf.reduce_mean(problem.r2(problem.ssr(problem.natural_parameters()))))],
                                True)
-    eye = tf.eye(n_free, dtype=tf.float32)
     damping = tf.Variable(tf.fill([problem.n_voxels], LAMBDA_INIT), name="damping")
     done = tf.Variable(tf.zeros([problem.n_voxels], tf.bool), name="converged")
 
@@ -76,9 +76,12 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
                 loadings = tf.einsum("tk,tvp->kvp", problem.basis, jac)
                 normal = normal - tf.einsum("kvp,kvq->vpq", loadings, loadings)
             gradient = tf.einsum("tvp,tv->vp", jac, residual)
+            # Marquardt's damping, relative to each parameter's own curvature: the steps do not depend on the
+            # scale of the data or on the units of the parameters (damping >= LAMBDA_MIN keeps the system
+            # positive definite); a parameter without influence (zero column) gets a unit scale and no step
             diagonal = tf.linalg.diag_part(normal)
-            scale = tf.maximum(diagonal, 1e-12 * (1.0 + tf.reduce_max(diagonal, axis=1, keepdims=True)))
-            system = normal + damping[:, tf.newaxis, tf.newaxis] * tf.linalg.diag(scale) + 1e-12 * eye
+            scale = tf.where(diagonal > TINY, diagonal, tf.ones_like(diagonal))
+            system = normal + damping[:, tf.newaxis, tf.newaxis] * tf.linalg.diag(scale)
             step = tf.linalg.solve(system, gradient[..., tf.newaxis])[..., 0]
             step = tf.where(tf.math.is_finite(step), step, 0.0)
             candidate = free + step

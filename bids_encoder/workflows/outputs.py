@@ -13,10 +13,10 @@ from .fit import MapSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_entities", "write_fit"]
+__all__ = ["output_entities", "write_fit", "fit_name", "remove_fit_outputs"]
 
 OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxels or vertices whose BOLD is "
-               "constant (not fitted)")
+               "constant in a run (not fitted)")
 
 
 def output_entities(runs, model):
@@ -41,13 +41,18 @@ def _uri(path, roots):
 
 
 def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
-    """Write the maps, sidecars and design of one fit; returns the written paths.
+    """Write the maps, sidecars and design of one fit, all but the R² sidecar.
 
-    The R² sidecar is written last: its presence marks a finished fit.
+    Returns ``(written, finish)``: the paths written, and a function that writes the R² sidecar — whose presence
+    marks a finished fit — and returns its path. Call it once everything else of the fit (its report too) is
+    written. Outputs of an earlier fit with the same name are removed first, marker first, so that an interrupted
+    re-fit is never taken for a finished one.
     """
     kind = inputs.writer.kind
     base = output_entities(inputs.runs, model)
-    sources = []
+    marker = derivative_path(output_dir, {**base, "stat": "rsquared"}, extension=".json")
+    remove_fit_outputs(marker.parent, fit_name(base, output_dir), marker)
+    written, sources = [], []
     for run in inputs.runs:
         sources += [_uri(p, roots) for p in ([*run.surfaces.values()] or [run.bold])]
         sources += [_uri(p, roots) for p in (run.mask, run.events, run.confounds) if p is not None]
@@ -69,7 +74,6 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     }
     if extra:
         common.update(extra)
-    written = []
     design_path = derivative_path(output_dir, base, suffix="design", extension=".tsv")
     design = result.design.reset_index()
     run_labels = {i + 1: run.run for i, run in enumerate(inputs.runs)}
@@ -82,11 +86,13 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
                         + (" on the variance left by the confounds and run means" if model == "glm" else
                            " (confounds and run means projected out of data and predictions)"), "fraction"))
+    marker = None
     for spec in maps:
         entities = {**base, "stat": bids_label(spec.stat)}
         if spec.contrast:
             entities["contrast"] = spec.contrast
         path = map_paths(output_dir, entities, kind)
+        written += list(path.values()) if isinstance(path, dict) else [path]
         inputs.writer.write(spec.values, path, name=spec.stat)
         sidecar = {"Description": spec.description, "Units": spec.units, **common}
         sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
@@ -95,11 +101,29 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         finite = spec.values[np.isfinite(spec.values)]
         sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
                               "Median": float(np.median(finite)) if finite.size else None}
-        write_json(sidecar_path(path), sidecar)
-        written += list(path.values()) if isinstance(path, dict) else [path]
+        if spec.stat == "rsquared":
+            marker = (sidecar_path(path), sidecar)
+            continue
         written.append(sidecar_path(path))
-    logger.info("Wrote %d files for %s", len(written), derivative_path(output_dir, base).name)
-    return written
+        write_json(sidecar_path(path), sidecar)
+    logger.info("Wrote %d files for %s", len(written) + 1, derivative_path(output_dir, base).name)
+    return written, lambda: write_json(*marker)
+
+
+def fit_name(entities, output_dir):
+    """``sub-01_task-T_space-S_model-m``: the prefix of every output of a fit (GIFTI names add ``hemi-``)."""
+    return derivative_path(output_dir, entities).name.rsplit("_", 1)[0]
+
+
+def remove_fit_outputs(folder, name, marker):
+    """Remove the outputs of an earlier fit called ``name`` (its marker first) and temporary files of its writes."""
+    Path(marker).unlink(missing_ok=True)
+    if not Path(folder).is_dir():
+        return
+    for path in Path(folder).iterdir():  # maps, sidecars, design, report figures; ".name-XXXX" temporaries
+        plain = path.name.lstrip(".").replace("_hemi-L", "").replace("_hemi-R", "")
+        if path.is_file() and plain.startswith(name + "_"):
+            path.unlink(missing_ok=True)
 
 
 def _write_design_sidecar(design_path, design, inputs, sources):

@@ -21,7 +21,7 @@ from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
 from .fit import fit_model
-from .outputs import output_entities, write_fit
+from .outputs import fit_name, output_entities, remove_fit_outputs, write_fit
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,6 @@ def run_participant(bids_dir, output_dir, options):
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
     roots = {"raw": bids_dir, "fmriprep": derivatives}
-    write_dataset_description(output_dir, roots)
     written = {}
     for subject, runs in plan.items():
         written[subject] = []
@@ -140,19 +139,25 @@ class _Collect(logging.Handler):
 def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     entities = output_entities(runs, options.model)
     marker = derivative_path(output_dir, {**entities, "stat": "rsquared"}, extension=".json")
-    name = derivative_path(output_dir, entities).name.rsplit("_", 1)[0]
+    name = fit_name(entities, output_dir)
     if marker.exists() and not options.overwrite:
         logger.info("%s is finished (%s exists): skipped; --overwrite refits it", name, marker.name)
         return []
     collected = _Collect()
     logging.getLogger().addHandler(collected)
+    writing = []
     try:
-        return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages)
+        return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages, writing)
+    except BaseException:  # an error, Ctrl-C or SIGTERM while writing: remove what this fit wrote so far
+        if writing:
+            remove_fit_outputs(marker.parent, name, marker)
+            remove_fit_outputs(output_dir / f"sub-{runs[0].subject}" / "figures", name, marker)
+        raise
     finally:
         logging.getLogger().removeHandler(collected)
 
 
-def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings):
+def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing):
     started = time.perf_counter()
     timings = {}
     logger.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
@@ -183,7 +188,11 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         "VoxelsFitted": int(fitted.sum()), "VoxelsTotal": int(r2.size), "FractionConverged": converged,
         "Volumes": [int(n) for n in inputs.n_volumes], "SmoothingFWHM": options.smoothing_fwhm,
         "Seed": options.seed, "WallTime": {k: round(v, 3) for k, v in timings.items()}}}
-    written = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
+    # Nothing is written before the first fit's inputs loaded and its model fitted: bad input leaves OUTPUT_DIR as
+    # it was. Concurrent participant jobs write the same description (atomically).
+    write_dataset_description(output_dir, roots)
+    writing.append(name)  # from here on, a failure removes what this fit wrote
+    written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
     timings["write"] = time.perf_counter() - start
     median = float(np.nanmedian(r2)) if fitted.any() else float("nan")
     logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, median,
@@ -199,6 +208,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                             ("Fraction of voxels converged", "n/a" if converged is None else f"{converged:.3f}"),
                             ("Median R²", f"{median:.4f}")]})
         logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
+    written.append(finish())  # the R² sidecar, last: the fit is finished
     return written
 
 
