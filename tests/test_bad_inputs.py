@@ -58,9 +58,10 @@ def _files(folder):
 # ---- how each case breaks the dataset: a function (bids, tmp) → extra command-line arguments ----------------------
 
 def _edit_tsv(path, edit):
+    """``edit(frame)`` returns the new table (or None after changing it in place)."""
     frame = pd.read_csv(path, sep="\t", na_values=["n/a"])
-    edit(frame)
-    frame.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    edited = edit(frame)
+    (frame if edited is None else edited).to_csv(path, sep="\t", index=False, na_rep="n/a")
 
 
 def _edit_bold(bids, edit):
@@ -126,7 +127,7 @@ CASES = {  # name: (dataset, break it, exit code, message)
     "events.tsv missing": ("glm", lambda b, t: (b / EVENTS).unlink() or [], 66, "No events.tsv"),
     "events.tsv empty": ("glm", lambda b, t: (b / EVENTS).write_text("") or [], 65, "is empty"),
     "events.tsv lacks columns": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.drop(
-        columns="duration", inplace=True)) or [], 65, "lacks the column(s) ['duration']"),
+        columns="duration")) or [], 65, "lacks the column(s) ['duration']"),
     "negative duration": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.loc.__setitem__(
         (1, "duration"), -1.0)) or [], 65, "negative duration"),
     "onset beyond the run": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.loc.__setitem__(
@@ -134,7 +135,7 @@ CASES = {  # name: (dataset, break it, exit code, message)
     "TR missing": ("glm", lambda b, t: _set_tr(b, None, 0.0), 65, "no RepetitionTime in its sidecars and none in the image header"),
     "TR disagrees": ("glm", lambda b, t: _set_tr(b, 2.0, 1.5), 65, "disagrees with 1.5 s in its header"),
     "confounds shorter than the run": ("glm", lambda b, t: _edit_tsv(b / CONFOUNDS, lambda f: f.drop(
-        index=f.index[-5:], inplace=True)) or [], 65, "has 35 rows but the BOLD has 40 volumes"),
+        index=f.index[-5:])) or [], 65, "has 35 rows but the BOLD has 40 volumes"),
     "confounds n/a mid-run": ("glm", lambda b, t: _edit_tsv(b / CONFOUNDS, lambda f: f.loc.__setitem__(
         (10, "trans_x"), np.nan)) or [], 65, "contains non-finite values after nilearn's filling of n/a rows"),
     "BOLD and mask shapes differ": ("glm", lambda b, t: nib.Nifti1Image(
