@@ -124,15 +124,20 @@ def _drop_voxels_without_signal(voxels_by_time, runs, n_volumes):
     """Make voxels that are constant in any run (no signal there: outside that run's coverage, or NaN samples
     zeroed on reading) constant in all runs, so that they are not fitted; a run constant everywhere is an error."""
     without = np.zeros(len(voxels_by_time), dtype=bool)
+    low, high = None, None  # over all runs, from the per-run extremes: one pass over the data
     start = 0
     for run, n in zip(runs, n_volumes, strict=True):
-        constant = np.ptp(voxels_by_time[:, start : start + n], axis=1) == 0
+        block = voxels_by_time[:, start : start + n]
+        run_low, run_high = block.min(axis=1), block.max(axis=1)
+        constant = run_low == run_high
         if constant.all():
             raise InputError(f"The BOLD of {run.label} is constant in every voxel or vertex (inside the mask): "
                              "nothing to fit", exit_code=65)
         without |= constant
+        low = run_low if low is None else np.minimum(low, run_low)
+        high = run_high if high is None else np.maximum(high, run_high)
         start += n
-    partly = without & (np.ptp(voxels_by_time, axis=1) > 0)
+    partly = without & (low < high)
     if partly.any():
         logger.warning("%d voxel(s) or vertices without signal in some run(s) are not fitted", int(partly.sum()))
         voxels_by_time[partly] = 0.0

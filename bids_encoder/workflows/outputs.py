@@ -13,7 +13,7 @@ from .fit import MapSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_entities", "write_fit", "fit_name", "remove_fit_outputs"]
+__all__ = ["output_entities", "write_fit", "fit_name", "fit_marker", "remove_fit_outputs"]
 
 OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxels or vertices whose BOLD is "
                "constant in a run (not fitted)")
@@ -50,7 +50,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     """
     kind = inputs.writer.kind
     base = output_entities(inputs.runs, model)
-    marker = derivative_path(output_dir, {**base, "stat": "rsquared"}, extension=".json")
+    marker = fit_marker(output_dir, base)
     remove_fit_outputs(marker.parent, fit_name(base, output_dir), marker)
     written, sources = [], []
     for run in inputs.runs:
@@ -115,9 +115,15 @@ def fit_name(entities, output_dir):
     return derivative_path(output_dir, entities).name.rsplit("_", 1)[0]
 
 
-def remove_fit_outputs(folder, name, marker):
-    """Remove the outputs of an earlier fit called ``name`` (its marker first) and temporary files of its writes."""
-    Path(marker).unlink(missing_ok=True)
+def fit_marker(output_dir, entities):
+    """The R² sidecar of the fit with ``entities``: written last, it marks the fit as finished."""
+    return derivative_path(output_dir, {**entities, "stat": "rsquared"}, extension=".json")
+
+
+def remove_fit_outputs(folder, name, marker=None):
+    """Remove the files of the fit called ``name`` in ``folder`` (its ``marker`` first), temporaries included."""
+    if marker is not None:
+        Path(marker).unlink(missing_ok=True)
     if not Path(folder).is_dir():
         return
     for path in Path(folder).iterdir():  # maps, sidecars, design, report figures; ".name-XXXX" temporaries

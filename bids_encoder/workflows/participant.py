@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ..bids.confounds import parse_strategy
-from ..bids.derivatives import derivative_path, write_dataset_description
+from ..bids.derivatives import write_dataset_description
 from ..bids.images import space_kind
 from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
 from .fit import fit_model
-from .outputs import fit_name, output_entities, remove_fit_outputs, write_fit
+from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _Collect(logging.Handler):
 
 def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     entities = output_entities(runs, options.model)
-    marker = derivative_path(output_dir, {**entities, "stat": "rsquared"}, extension=".json")
+    marker = fit_marker(output_dir, entities)
     name = fit_name(entities, output_dir)
     if marker.exists() and not options.overwrite:
         logger.info("%s is finished (%s exists): skipped; --overwrite refits it", name, marker.name)
@@ -151,7 +151,7 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     except BaseException:  # an error, Ctrl-C or SIGTERM while writing: remove what this fit wrote so far
         if writing:
             remove_fit_outputs(marker.parent, name, marker)
-            remove_fit_outputs(output_dir / f"sub-{runs[0].subject}" / "figures", name, marker)
+            remove_fit_outputs(output_dir / f"sub-{runs[0].subject}" / "figures", name)
         raise
     finally:
         logging.getLogger().removeHandler(collected)
