@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
+from .workflows.interrupts import handling_signals, received
 
 logger = logging.getLogger("bids_encoder")
 
@@ -373,41 +373,39 @@ def _run_group(bids_dir, output_dir, labels, options):
                err=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (from a scheduler hitting its time limit, ``docker stop``, ``kill``): stop like Ctrl-C does."""
-
-
-def _terminate(signum, _frame):
-    raise Terminated(signal.Signals(signum).name)
-
-
-def _interrupted(cause):
+def _interrupted():
     """Exit code 130 for SIGINT (Ctrl-C), 143 for SIGTERM, with one line on what was kept."""
-    terminated = isinstance(cause, Terminated)
-    click.echo(f"bids_encoder: interrupted ({'SIGTERM' if terminated else 'SIGINT'}); finished outputs are kept, "
-               "unfinished ones removed; a re-run resumes", err=True)
-    return 143 if terminated else 130
+    name = received() or "SIGINT"
+    click.echo(f"bids_encoder: interrupted ({name}); finished outputs are kept, unfinished ones removed; "
+               "a re-run resumes", err=True)
+    return 143 if name == "SIGTERM" else 130
 
 
 def main(argv=None):
     """Console entry point: runs the command and turns every failure into one line and an exit code."""
     argv = _expand_lists(list(sys.argv[1:] if argv is None else argv))
-    signal.signal(signal.SIGTERM, _terminate)
+    with handling_signals():
+        return _run(argv)
+
+
+def _run(argv):
     try:
         code = cli.main(args=argv, prog_name="bids_encoder", standalone_mode=False)
+        if received():  # a signal whose exception a finaliser swallowed after the pipeline's last check
+            return _interrupted()
         return code if isinstance(code, int) else 0
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.UsageError as error:
         click.echo(f"bids_encoder: error: {' '.join(error.format_message().split())} (see --help)", err=True)
         return 64
-    except click.exceptions.Abort as abort:  # click turns KeyboardInterrupt (and our SIGTERM) into Abort
-        return _interrupted(abort.__cause__)
+    except click.exceptions.Abort:  # click turns KeyboardInterrupt (and our SIGTERM) into Abort
+        return _interrupted()
     except AppError as error:
         click.echo(f"bids_encoder: error: {' '.join(str(error).split())}", err=True)
         return error.exit_code
-    except KeyboardInterrupt as interrupt:
-        return _interrupted(interrupt)
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as error:  # noqa: BLE001 - the one place that reports unexpected failures
         logger.debug("Unexpected error", exc_info=True)
         click.echo(f"bids_encoder: error: {type(error).__name__}: {' '.join(str(error).split())}", err=True)

@@ -28,6 +28,7 @@ from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, roi_tables, sources, write_participants_summary
+from .interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def run_group(bids_dir, output_dir, options):
                                                          for subject in fits.values() for fit in subject])
         (staging / "group").chmod(0o755)
         final = output_dir / "group"
+        raise_if_interrupted()
         if final.exists():
             os.replace(final, staging / "previous")
         os.replace(staging / "group", final)

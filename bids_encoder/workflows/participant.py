@@ -21,6 +21,7 @@ from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
 from .fit import fit_model
+from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,10 @@ def run_participant(bids_dir, output_dir, options):
     for subject, runs in plan.items():
         written[subject] = []
         for group in _groups(runs):
+            raise_if_interrupted()
             written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
         if options.report:
+            raise_if_interrupted()
             start = time.perf_counter()
             path = write_participant_report(output_dir, subject)
             written[subject].append(path)
@@ -190,6 +193,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         "Seed": options.seed, "WallTime": {k: round(v, 3) for k, v in timings.items()}}}
     # Nothing is written before the first fit's inputs loaded and its model fitted: bad input leaves OUTPUT_DIR as
     # it was. Concurrent participant jobs write the same description (atomically).
+    raise_if_interrupted()
     write_dataset_description(output_dir, roots)
     writing.append(name)  # from here on, a failure removes what this fit wrote
     written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
@@ -208,6 +212,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                             ("Fraction of voxels converged", "n/a" if converged is None else f"{converged:.3f}"),
                             ("Median R²", f"{median:.4f}")]})
         logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
+    raise_if_interrupted()  # a signal lost while writing: the fit must not be marked finished
     written.append(finish())  # the R² sidecar, last: the fit is finished
     return written
 
