@@ -45,3 +45,13 @@ def test_confounds_with_too_few_rows(run_files, tmp_path):
     with pytest.raises(InputError, match="has 40 rows but the BOLD has 50 volumes") as error:
         load_run_confounds(tsv, ("motion",), 50)
     assert error.value.exit_code == 65
+
+
+def test_degrees_of_freedom_count_spikes_once():
+    """Censored volumes are spike columns of the confounds: each costs one degree of freedom, not two."""
+    from bids_encoder.bids.inputs import check_degrees_of_freedom
+
+    check_degrees_of_freedom(10, n_regressors=3, n_confounds=4, n_runs=2)  # 4 confounds incl. 2 spikes: 1 left
+    with pytest.raises(InputError, match="10 volumes cannot support 3 regressors, 5 confounds") as error:
+        check_degrees_of_freedom(10, n_regressors=3, n_confounds=5, n_runs=2)
+    assert error.value.exit_code == 65

@@ -18,7 +18,9 @@ from ..hrf import spm_hrf
 from .derivatives import bids_label
 from .layout import InputError
 
-__all__ = ["read_events", "convolved_design", "occupancy_paradigm"]
+__all__ = ["OVERSAMPLING", "read_events", "convolved_design", "occupancy_paradigm"]
+
+OVERSAMPLING = 16  # fine time bins per TR in which events are sampled before convolution or averaging
 
 REQUIRED = ("onset", "duration")
 
@@ -80,7 +82,7 @@ def _fine_boxcars(events, conditions, frame_times, oversampling, tr):
     return grid, boxcars
 
 
-def convolved_design(events, n_volumes, tr, start_time=0.0, oversampling=16, conditions=None, hrf=None):
+def convolved_design(events, n_volumes, tr, start_time=0.0, oversampling=OVERSAMPLING, conditions=None, hrf=None):
     """HRF-convolved regressors (time × conditions) sampled at the frame times ``start_time + k·tr``.
 
     Exact for piecewise-constant inputs: the kernel is the HRF integrated over each fine bin (Simpson's rule).
@@ -106,7 +108,7 @@ def convolved_design(events, n_volumes, tr, start_time=0.0, oversampling=16, con
     return pd.DataFrame(values, columns=conditions, index=pd.Index(frame_times, name="time"))
 
 
-def occupancy_paradigm(events, n_volumes, tr, start_time=0.0, oversampling=16, conditions=None):
+def occupancy_paradigm(events, n_volumes, tr, start_time=0.0, oversampling=OVERSAMPLING, conditions=None):
     """Neural regressors at TR resolution: the time-averaged boxcar over the TR centred on each frame."""
     conditions = sorted(events["condition"].unique()) if conditions is None else list(conditions)
     frame_times = start_time + np.arange(n_volumes) * tr

@@ -7,6 +7,7 @@ Out-of-mask voxels (volumes) are written as NaN; constant vertices or voxels, wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -39,12 +40,19 @@ def load_image(path, what="", **options):
                          f"{' '.join(str(error).split())}", exit_code=65) from error
 
 
-def _read(image, path):
+@contextlib.contextmanager
+def _reading(path):
+    """Failures while reading image data become one-line InputErrors (exit 65) naming the file."""
     try:
-        return np.asarray(image.dataobj, dtype=np.float32)
+        yield
     except Exception as error:  # truncated gzip streams fail only when the data are read
         raise InputError(f"Cannot read the data of {Path(path).name}: {' '.join(str(error).split())}",
                          exit_code=65) from error
+
+
+def _read(image, path):
+    with _reading(path):
+        return np.asarray(image.dataobj, dtype=np.float32)
 
 
 class MapWriter:
@@ -152,14 +160,11 @@ def _masked_volumes(image, mask, path, out):
     array never sits in memory.
     """
     n_volumes = image.shape[3]
-    try:
+    with _reading(path):
         for start in range(0, n_volumes, VOLUMES_PER_READ):
             stop = min(start + VOLUMES_PER_READ, n_volumes)
             block = np.asarray(image.dataobj[..., start:stop], dtype=np.float32)
             out[:, start:stop] = block[mask]
-    except Exception as error:  # truncated gzip streams fail only when the data are read
-        raise InputError(f"Cannot read the data of {Path(path).name}: {' '.join(str(error).split())}",
-                         exit_code=65) from error
 
 
 def load_bold_runs(runs, kind, smoothing_fwhm=None):

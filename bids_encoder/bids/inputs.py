@@ -22,7 +22,7 @@ from .stimuli import run_apertures
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitInputs", "assemble_inputs"]
+__all__ = ["FitInputs", "assemble_inputs", "check_degrees_of_freedom"]
 
 
 @dataclass
@@ -143,6 +143,14 @@ def _drop_voxels_without_signal(voxels_by_time, runs, n_volumes):
         voxels_by_time[partly] = 0.0
 
 
+def check_degrees_of_freedom(n_volumes, n_regressors, n_confounds, n_runs):
+    """A least-squares fit needs more volumes than columns: regressors, confounds (censored volumes' spikes
+    included) and one intercept per run."""
+    if n_volumes - n_regressors - n_confounds - n_runs < 1:
+        raise InputError(f"{n_volumes} volumes cannot support {n_regressors} regressors, {n_confounds} confounds "
+                         f"(censored volumes included) and {n_runs} run intercept(s)", exit_code=65)
+
+
 def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
                     stimuli_dir=None, kind="volume"):
     """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d')."""
@@ -165,8 +173,7 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
     paradigm = pd.DataFrame(values.astype(np.float32), index=index, columns=columns)
     confounds, censored, per_run = _confounds(runs, n_volumes, strategy, confound_parameters or {})
     confounds.index = index
-    if len(data) - censored - confounds.shape[1] - len(runs) <= paradigm.shape[1] and model == "glm":
-        raise InputError(f"{len(data)} volumes cannot support {paradigm.shape[1]} regressors and "
-                         f"{confounds.shape[1]} confounds", exit_code=65)
+    if model == "glm":
+        check_degrees_of_freedom(len(data), paradigm.shape[1], confounds.shape[1], len(runs))
     return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
                      grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files)

@@ -126,9 +126,10 @@ def _header_tr(bold):
     return None
 
 
-def repetition_time(layout, bold, raw_filters):
-    """TR from the derivative sidecar, else the raw sidecar, else the image header; disagreement is an error."""
-    sidecar = layout.get_metadata(str(bold)).get("RepetitionTime")
+def repetition_time(layout, bold, raw_filters, metadata=None):
+    """TR from the derivative sidecar (``metadata``, if already read), else the raw sidecar, else the image
+    header; disagreement is an error."""
+    sidecar = (layout.get_metadata(str(bold)) if metadata is None else metadata).get("RepetitionTime")
     if sidecar is None:
         raw = layout.get(scope="raw", suffix="bold", extension=VOLUME_EXTENSIONS, return_type="filename",
                          **raw_filters)
@@ -202,6 +203,6 @@ def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152N
             subject=subject, task=entities.get("task"), run=entities.get("run"), session=entities.get("session"),
             space=space, bold=Path(bold), mask=mask,
             confounds=_one(confounds, "confounds", Path(bold)), events=_one(events, "events", Path(bold)),
-            tr=repetition_time(layout, bold, common), start_time=float(metadata.get("StartTime", 0.0) or 0.0),
+            tr=repetition_time(layout, bold, common, metadata), start_time=float(metadata.get("StartTime", 0.0) or 0.0),
             entities=entities, surfaces=surfaces))
     return runs

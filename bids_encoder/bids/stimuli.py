@@ -74,8 +74,6 @@ def read_apertures(path):
                 frames = archive[archive.files[0]].astype(np.float32)
         else:
             raise ValueError("use NIfTI (x × y × 1 × t) or NumPy .npy/.npz (t × x × y)")
-    except InputError:
-        raise
     except Exception as error:
         raise InputError(f"Cannot read stimulus file {name}: {' '.join(str(error).split())}", exit_code=65) from error
     if frames.ndim != 3 or min(frames.shape) < 1:
@@ -110,16 +108,16 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
     events = events.dropna(subset=["stim_file"])
     if events.empty:
         raise InputError(f"{name} names no stim_file", exit_code=65)
-    paradigm, grid, shape, used = None, None, None, []
+    paradigm, grid, shape, stimuli = None, None, None, {}  # stimuli: path → (frames, sidecar), each read once
     frame_times = start_time + np.arange(n_volumes) * tr
     for _, event in events.iterrows():
         relative = Path(str(event["stim_file"]))
         if relative.is_absolute() or ".." in relative.parts:
             raise InputError(f"{name}: stim_file {relative} must be a path inside stimuli/", exit_code=65)
         path = Path(stimuli_dir) / relative
-        frames = read_apertures(path)
-        sidecar = stimulus_sidecar(path)
-        used.append(path)
+        if path not in stimuli:
+            stimuli[path] = read_apertures(path), stimulus_sidecar(path)
+        frames, sidecar = stimuli[path]
         if shape is None:
             shape = frames.shape[1:]
             grid = grid_coordinates(sidecar, shape)
@@ -149,4 +147,4 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
         coverage += weights.sum(axis=1)
     logger.info("%s: %d × %d aperture pixels, %d of %d volumes with a stimulus", name, shape[0], shape[1],
                 int((coverage > 0).sum()), n_volumes)
-    return pd.DataFrame(paradigm.astype(np.float32)), grid, used
+    return pd.DataFrame(paradigm.astype(np.float32)), grid, list(stimuli)

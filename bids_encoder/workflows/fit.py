@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..bids.events import OVERSAMPLING
 from ..hrf import SPMHRFModel
 from ..models import GaussianPRF2DWithHRF, LinearModelWithBaseline, LinearModelWithBaselineHRF
 from ..optimize import ParameterFitter, WeightFitter
@@ -57,14 +58,17 @@ class FitResult:
     predict: object = None  # voxel indices → (observed, fitted) time × voxels arrays, for the report
 
 
-def _hrf_settings(hrf, tr, fitted=None):
-    settings = {"Model": "SPM double-gamma (delay 6 s, undershoot 16 s, ratio 0.167)", "Fitted": hrf == "fit",
-                "RepetitionTime": tr}
-    if hrf == "fit":
-        settings["FittedParameters"] = ["hrf_delay", "hrf_dispersion"]
-        settings["Bounds"] = {"hrf_delay": [3.0, 7.0], "hrf_dispersion": [0.3, 2.0]}
-    else:
-        settings["Oversampling"] = 16
+def _hrf_settings(hrf_model, oversampling=None, fitted=None):
+    """The HRF part of the sidecars, read off the model used (``oversampling``: of the events, GLM only)."""
+    settings = {"Model": f"SPM double-gamma (delay {hrf_model.delay:g} s, undershoot {hrf_model.undershoot:g} s, "
+                         f"ratio {hrf_model.ratio:g})",
+                "Fitted": hrf_model.unique_hrfs, "RepetitionTime": hrf_model.tr}
+    if hrf_model.unique_hrfs:
+        settings["FittedParameters"] = hrf_model.get_parameter_labels()
+        settings["Bounds"] = {"hrf_delay": [hrf_model.min_hrf_delay, hrf_model.max_hrf_delay],
+                              "hrf_dispersion": [hrf_model.min_dispersion, hrf_model.max_dispersion]}
+    if oversampling is not None:
+        settings["Oversampling"] = oversampling
     if fitted is not None:
         settings["MedianFittedValues"] = {key: float(np.nanmedian(value)) for key, value in fitted.items()}
     return settings
@@ -100,14 +104,15 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         timings["weights"] = time.perf_counter() - start
         fitter_settings = {"WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha}}
         model_class, hrf_parameters = "LinearModelWithBaseline", None
+        hrf_model = SPMHRFModel(inputs.tr)  # the HRF of the convolved design, for the sidecars
     else:
         canonical = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr))
         first = WeightFitter(canonical, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
         first.fit(alpha=alpha)
         timings["weights_canonical"] = time.perf_counter() - start
         start = time.perf_counter()
-        model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=True),
-                                           weights=first.weights)
+        hrf_model = SPMHRFModel(inputs.tr, unique_hrfs=True)
+        model = LinearModelWithBaselineHRF(hrf_model=hrf_model, weights=first.weights)
         init = model.get_default_parameters(data.shape[1], index=data.columns)
         init["baseline"] = first.run_baselines.iloc[0].to_numpy()
         settings = _lm_settings(max_iterations)
@@ -120,9 +125,8 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
                                 **settings)
         timings["hrf"] = time.perf_counter() - start
         start = time.perf_counter()
-        hrf_parameters = hrf_fit[["hrf_delay", "hrf_dispersion"]].fillna(
-            {"hrf_delay": 6.0, "hrf_dispersion": 1.0})
-        final_model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=True))
+        hrf_parameters = hrf_fit[hrf_model.get_parameter_labels()].fillna(hrf_model.get_default_parameters())
+        final_model = LinearModelWithBaselineHRF(hrf_model=hrf_model)
         fitter = WeightFitter(final_model, hrf_parameters, data, paradigm, memory_limit=memory_limit,
                               confounds=confounds)
         fitter.fit(alpha=alpha)
@@ -162,7 +166,7 @@ def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, prog
         refit.fit(alpha=alpha)
         return chosen.to_numpy(), refit.predictions.to_numpy()
 
-    return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf, inputs.tr, fitted),
+    return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf_model, OVERSAMPLING, fitted),
                      fitter=fitter_settings, design=design, timings=timings, converged=converged, history=history,
                      predict=predict)
 
@@ -214,7 +218,7 @@ def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressb
         return observed, fitted
 
     return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
-                     hrf=_hrf_settings(hrf, inputs.tr, fitted or None), fitter=fitter_settings, design=design,
+                     hrf=_hrf_settings(model.hrf_model, fitted=fitted or None), fitter=fitter_settings, design=design,
                      timings=result.timings, converged=result.fitter.voxel_converged.to_numpy(),
                      history=result.fitter.history, predict=predict)
 

@@ -27,13 +27,12 @@ from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
-from .group_tables import CIRCULAR_STATS, TESTED_STATS, roi_tables, sources, write_participants_summary
+from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
 from .interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GroupOptions", "run_group"]
-
 
 
 @dataclass
@@ -220,11 +219,21 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown)
     first_fit = next(iter(fits_by_subject.values()))[0]
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
     common = _common_sidecar(fits_by_subject, options)
+    group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown)
+    rois = None if atlas is None else RoiTables(atlas, subjects)
+    for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
+        values = {subject: maps.values(stat) for subject, maps in subjects.items()}
+        if group_maps is not None:
+            group_maps.add(stat, values, described[stat])
+        if rois is not None:
+            rois.add(stat, values)
     written = []
-    if not native:
-        written += _group_maps(key, subjects, stat_keys, described, reference, output_dir, staging, common, shown)
-    if atlas is not None:
-        written += roi_tables(key, subjects, stat_keys, described, atlas, output_dir, staging, common)
+    if group_maps is not None:
+        written += group_maps.written
+        logger.info("%s: %d participants, %d maps, %d voxels with a value", fit_name(key), len(subjects),
+                    len(stat_keys), int(group_maps.mask.sum()))
+    if rois is not None:
+        written += rois.write(key, subjects, stat_keys, described, output_dir, staging, common)
     return written
 
 
@@ -258,64 +267,70 @@ CIRCULAR_TESTS = {
 }
 
 
-def _group_maps(key, subjects, stat_keys, described, geometry, output_dir, staging, common, shown):
-    """Voxel-wise group maps (written under ``staging``; participant maps are read from ``output_dir``)."""
-    base = dict(key)
-    kind = geometry.kind
-    r2 = np.vstack([maps.values((None, "rsquared")) for maps in subjects.values()])
-    mask = np.isfinite(r2).any(axis=0) if kind == "volume" else np.ones(r2.shape[1], bool)
-    writer = geometry.writer(mask)
-    written = []
+class _GroupMaps:
+    """Voxel-wise group maps of one group key (written under ``staging``), one statistic at a time; the
+    participant count map first."""
 
-    def write(entities, values, sidecar, stat):
-        path = map_paths(staging, entities, kind)
+    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown):
+        self.key, self.subjects, self.output_dir, self.staging = key, subjects, output_dir, staging
+        self.common, self.shown, self.kind = common, shown, geometry.kind
+        self.base = dict(key)
+        self.written = []
+        r2 = np.vstack([maps.values((None, "rsquared")) for maps in subjects.values()])
+        self.size = r2.shape[1]
+        self.mask = np.isfinite(r2).any(axis=0) if self.kind == "volume" else np.ones(self.size, bool)
+        self.writer = geometry.writer(self.mask)
+        n = stats.count(r2[:, self.mask])
+        self._write({**self.base, "stat": "count"}, n.astype(np.float64), {
+            "Description": "Number of participants with a value at each voxel"
+                           + (" (R² at least MinRSquared)" if common["MinRSquared"] is not None else ""),
+            "Units": "participants", "Test": {"Name": "count"}}, self._sources((None, "rsquared")))
+
+    def _sources(self, stat):
+        return sources(self.subjects, sorted({stat, (None, "rsquared")}, key=str), self.output_dir)
+
+    def _write(self, entities, values, sidecar, used):
+        path = map_paths(self.staging, entities, self.kind)
         if _in_report(entities):
             label = " ".join(str(entities[k]) for k in ("contrast", "stat", "desc") if entities.get(k))
-            shown.append({"group": fit_name(key), "space": base.get("space", ""), "label": label,
-                          "stat": "count" if entities["stat"] in ("count", "rsquared") else entities["stat"],
-                          "caption": sidecar["Description"], "path": path})
-        writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
-        used = sources(subjects, sorted({stat, (None, "rsquared")}, key=str), output_dir)
-        write_json(sidecar_path(path), {**sidecar, **common, "OutOfMaskValue": OUT_OF_GROUP, "Sources": used})
-        written.extend(list(path.values()) if isinstance(path, dict) else [path])
-        written.append(sidecar_path(path))
+            self.shown.append({"group": fit_name(self.key), "space": self.base.get("space", ""), "label": label,
+                               "stat": "count" if entities["stat"] in ("count", "rsquared") else entities["stat"],
+                               "caption": sidecar["Description"], "path": path})
+        self.writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
+        write_json(sidecar_path(path), {**sidecar, **self.common, "OutOfMaskValue": OUT_OF_GROUP, "Sources": used})
+        self.written.extend(list(path.values()) if isinstance(path, dict) else [path])
+        self.written.append(sidecar_path(path))
 
-    n = stats.count(r2[:, mask])
-    write({**base, "stat": "count"}, n.astype(np.float64), {
-        "Description": "Number of participants with a value at each voxel"
-                       + (" (R² at least MinRSquared)" if common["MinRSquared"] is not None else ""),
-        "Units": "participants", "Test": {"Name": "count"}}, (None, "rsquared"))
-    for stat in stat_keys:
+    def add(self, stat, values_by_subject, described):
+        """Summaries (and for effects t and z) of ``stat`` from each participant's map (None: has none)."""
         contrast, name = stat
-        values = np.vstack([_or_nan(maps.values(stat), r2.shape[1]) for maps in subjects.values()])[:, mask]
-        included = [f"sub-{s}" for s, row in zip(subjects, values, strict=True) if np.isfinite(row).any()]
-        entities = {**base, "stat": name, **({"contrast": contrast} if contrast else {})}
+        values = np.vstack([_or_nan(v, self.size) for v in values_by_subject.values()])[:, self.mask]
+        included = [f"sub-{s}" for s, row in zip(values_by_subject, values, strict=True) if np.isfinite(row).any()]
+        entities = {**self.base, "stat": name, **({"contrast": contrast} if contrast else {})}
+        used = self._sources(stat)
         circular = name in CIRCULAR_STATS
         summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
         tests = CIRCULAR_TESTS if circular else SUMMARY_TESTS
         for desc, result in summary.items():
-            write({**entities, "desc": desc}, result, {
-                "Description": f"{tests[desc]} of: {described[stat]['Description']}",
-                "Units": described[stat]["Units"], "Test": {"Name": desc, "Definition": tests[desc],
-                                                            "Circular": circular},
-                "ParticipantsWithValues": included}, stat)
+            self._write({**entities, "desc": desc}, result, {
+                "Description": f"{tests[desc]} of: {described['Description']}",
+                "Units": described["Units"], "Test": {"Name": desc, "Definition": tests[desc],
+                                                      "Circular": circular},
+                "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
             t, z, _ = stats.one_sample_t(values)
             test = {"Name": "one-sample t-test", "NullHypothesis": "mean across participants = 0",
                     "DegreesOfFreedom": "participants with a value at the voxel - 1",
                     "Implementation": "numpy mean and SD (n - 1), scipy.stats.t"}
-            write({**entities, "stat": "t"}, t, {
-                "Description": f"One-sample t statistic of: {described[stat]['Description']}", "Units": "t",
-                "Test": test, "ParticipantsWithValues": included}, stat)
-            write({**entities, "stat": "z"}, z, {
+            self._write({**entities, "stat": "t"}, t, {
+                "Description": f"One-sample t statistic of: {described['Description']}", "Units": "t",
+                "Test": test, "ParticipantsWithValues": included}, used)
+            self._write({**entities, "stat": "z"}, z, {
                 "Description": f"z score with the upper-tail p-value of the t statistic of: "
-                               f"{described[stat]['Description']}", "Units": "z",
+                               f"{described['Description']}", "Units": "z",
                 "Test": {**test, "Conversion": "z = Phi^-1(1 - p), p the upper-tail p-value of t under Student's "
                                                "t with the voxel's degrees of freedom; sign of t"},
-                "ParticipantsWithValues": included}, stat)
-    logger.info("%s: %d participants, %d maps, %d voxels with a value", fit_name(key), len(subjects),
-                len(stat_keys), int(mask.sum()))
-    return written
+                "ParticipantsWithValues": included}, used)
 
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "

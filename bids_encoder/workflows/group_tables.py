@@ -13,7 +13,8 @@ from ..bids.derivatives import atomic_write, derivative_path, write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_participants_summary", "roi_tables", "sources", "SUMMARY_COLUMNS", "CIRCULAR_STATS", "TESTED_STATS"]
+__all__ = ["write_participants_summary", "RoiTables", "sources", "SUMMARY_COLUMNS", "CIRCULAR_STATS",
+           "TESTED_STATS"]
 
 CIRCULAR_STATS = ("polarAngle",)  # degrees: circular statistics
 TESTED_STATS = ("effect",)  # one-sample t-test against 0
@@ -97,61 +98,69 @@ def _roi_means(labels, values, indices, circular):
         return np.where(counts > 0, total / counts, np.nan), counts
 
 
-def roi_tables(key, subjects, stat_keys, described, atlas, output_dir, staging, common):
-    """Per-participant and group ROI summaries of one group key (TSV + JSON each, written under ``staging``)."""
-    labelled, names, shared = {}, {}, None
-    for subject, maps in subjects.items():
-        if atlas.per_subject or shared is None:
-            shared = atlas.labels(maps.geometry, subject if atlas.per_subject else None)
-        labelled[subject] = shared[0]
-        names.update(shared[1])
-    indices = np.unique(np.concatenate([labels[labels > 0] for labels in labelled.values()]))
-    if indices.size == 0:
-        raise ValueError(f"The atlas {atlas.template} has no label inside the maps")
-    region_names = [names.get(int(i), str(int(i))) for i in indices]
-    per_subject = {}
-    rows = []
-    for subject, maps in subjects.items():
-        r2 = maps.values((None, "rsquared"))
-        _, n_voxels = _roi_means(labelled[subject], r2, indices, False)
-        frame = pd.DataFrame({"participant_id": f"sub-{subject}", "index": indices, "name": region_names,
-                              "n_voxels": n_voxels})
-        for stat in stat_keys:
-            values = maps.values(stat)
-            frame[_column(stat)] = np.nan if values is None else _roi_means(
-                labelled[subject], values, indices, stat[1] in CIRCULAR_STATS)[0]
-        per_subject[subject] = frame
-        rows.append(frame)
-    participants = pd.concat(rows, ignore_index=True)
-    base = {**dict(key), "atlas": atlas.name}
-    atlas_info = {"Atlas": {"Name": atlas.name, "Image": atlas.template,
-                            "Labels": None if atlas.labels_file is None else str(atlas.labels_file)}}
-    columns = {"participant_id": "Participant", "index": "Atlas label", "name": "Region name",
-               "n_voxels": "Voxels of the region with a value (R² at least MinRSquared when set)"}
-    columns.update({_column(stat): f"Mean over the region's voxels{' (circular)' if stat[1] in CIRCULAR_STATS else ''}"
-                    f" of: {described[stat]['Description']} ({described[stat]['Units']})" for stat in stat_keys})
-    common = {**common, "Sources": sources(subjects, stat_keys, output_dir)}
-    written = _table(derivative_path(staging, {**base, "desc": "participants"}, suffix="rois", extension=".tsv"),
-                     participants, columns, {**atlas_info, **common})
+class RoiTables:
+    """Per-participant and group ROI summaries of one group key, filled one statistic at a time, then written
+    (TSV + JSON each, under ``staging``)."""
 
-    group = pd.DataFrame({"index": indices, "name": region_names})
-    group["n_participants"] = np.vstack([(f["n_voxels"] > 0).to_numpy() for f in per_subject.values()]).sum(axis=0)
-    group_columns = {"index": "Atlas label", "name": "Region name",
-                     "n_participants": "Participants with at least one voxel of the region"}
-    for stat in stat_keys:
-        column = _column(stat)
-        values = np.vstack([f[column].to_numpy(dtype=np.float64) for f in per_subject.values()])
-        circular = stat[1] in CIRCULAR_STATS
-        summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
-        for desc, result in summary.items():
-            group[f"{column}_{desc}"] = result
-            group_columns[f"{column}_{desc}"] = (f"{'Circular ' if circular else ''}{desc} across participants of "
-                                                 f"the region means of {column}")
-        if stat[1] in TESTED_STATS:
-            t, z, _ = stats.one_sample_t(values)
-            group[f"{column}_t"], group[f"{column}_z"] = t, z
-            group_columns[f"{column}_t"] = f"One-sample t statistic (mean = 0) of the region means of {column}"
-            group_columns[f"{column}_z"] = f"z score with the upper-tail p-value of {column}_t"
-    written += _table(derivative_path(staging, {**base, "desc": "group"}, suffix="rois", extension=".tsv"),
-                      group, group_columns, {**atlas_info, **common})
-    return written
+    def __init__(self, atlas, subjects):
+        self.atlas = atlas
+        self.labelled, names, shared = {}, {}, None
+        for subject, maps in subjects.items():
+            if atlas.per_subject or shared is None:
+                shared = atlas.labels(maps.geometry, subject if atlas.per_subject else None)
+            self.labelled[subject] = shared[0]
+            names.update(shared[1])
+        self.indices = np.unique(np.concatenate([labels[labels > 0] for labels in self.labelled.values()]))
+        if self.indices.size == 0:
+            raise ValueError(f"The atlas {atlas.template} has no label inside the maps")
+        self.region_names = [names.get(int(i), str(int(i))) for i in self.indices]
+        self.frames = {}
+        for subject, maps in subjects.items():
+            _, n_voxels = _roi_means(self.labelled[subject], maps.values((None, "rsquared")), self.indices, False)
+            self.frames[subject] = pd.DataFrame({"participant_id": f"sub-{subject}", "index": self.indices,
+                                                 "name": self.region_names, "n_voxels": n_voxels})
+
+    def add(self, stat, values_by_subject):
+        """Region means of ``stat`` from each participant's map (None: the participant has none)."""
+        for subject, values in values_by_subject.items():
+            self.frames[subject][_column(stat)] = np.nan if values is None else _roi_means(
+                self.labelled[subject], values, self.indices, stat[1] in CIRCULAR_STATS)[0]
+
+    def write(self, key, subjects, stat_keys, described, output_dir, staging, common):
+        """Write both tables; returns their paths (TSV and JSON each)."""
+        atlas, per_subject = self.atlas, self.frames
+        participants = pd.concat(list(per_subject.values()), ignore_index=True)
+        base = {**dict(key), "atlas": atlas.name}
+        atlas_info = {"Atlas": {"Name": atlas.name, "Image": atlas.template,
+                                "Labels": None if atlas.labels_file is None else str(atlas.labels_file)}}
+        columns = {"participant_id": "Participant", "index": "Atlas label", "name": "Region name",
+                   "n_voxels": "Voxels of the region with a value (R² at least MinRSquared when set)"}
+        columns.update({_column(stat): f"Mean over the region's voxels"
+                        f"{' (circular)' if stat[1] in CIRCULAR_STATS else ''} of: "
+                        f"{described[stat]['Description']} ({described[stat]['Units']})" for stat in stat_keys})
+        common = {**common, "Sources": sources(subjects, stat_keys, output_dir)}
+        written = _table(derivative_path(staging, {**base, "desc": "participants"}, suffix="rois",
+                                         extension=".tsv"), participants, columns, {**atlas_info, **common})
+
+        group = pd.DataFrame({"index": self.indices, "name": self.region_names})
+        group["n_participants"] = np.vstack([(f["n_voxels"] > 0).to_numpy()
+                                             for f in per_subject.values()]).sum(axis=0)
+        group_columns = {"index": "Atlas label", "name": "Region name",
+                         "n_participants": "Participants with at least one voxel of the region"}
+        for stat in stat_keys:
+            column = _column(stat)
+            values = np.vstack([f[column].to_numpy(dtype=np.float64) for f in per_subject.values()])
+            circular = stat[1] in CIRCULAR_STATS
+            summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
+            for desc, result in summary.items():
+                group[f"{column}_{desc}"] = result
+                group_columns[f"{column}_{desc}"] = (f"{'Circular ' if circular else ''}{desc} across participants "
+                                                     f"of the region means of {column}")
+            if stat[1] in TESTED_STATS:
+                t, z, _ = stats.one_sample_t(values)
+                group[f"{column}_t"], group[f"{column}_z"] = t, z
+                group_columns[f"{column}_t"] = f"One-sample t statistic (mean = 0) of the region means of {column}"
+                group_columns[f"{column}_z"] = f"z score with the upper-tail p-value of {column}_t"
+        written += _table(derivative_path(staging, {**base, "desc": "group"}, suffix="rois", extension=".tsv"),
+                          group, group_columns, {**atlas_info, **common})
+        return written

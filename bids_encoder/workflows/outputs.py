@@ -78,7 +78,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     design = result.design.reset_index()
     run_labels = {i + 1: run.run for i, run in enumerate(inputs.runs)}
     design["run"] = design["run"].map(run_labels).fillna("n/a")
-    design.insert(2, "onset", [(vol * inputs.tr) for vol in design["volume"]])
+    design.insert(2, "onset", design["volume"] * inputs.tr)
     atomic_write(design_path, lambda tmp: design.to_csv(tmp, sep="\t", index=False, na_rep="n/a",
                                                         float_format="%.6g"))
     written += [design_path, _write_design_sidecar(design_path, design, inputs, sources)]
@@ -86,7 +86,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
                         + (" on the variance left by the confounds and run means" if model == "glm" else
                            " (confounds and run means projected out of data and predictions)"), "fraction"))
-    marker = None
+    rsquared_sidecar = None
     for spec in maps:
         entities = {**base, "stat": bids_label(spec.stat)}
         if spec.contrast:
@@ -102,12 +102,12 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
                               "Median": float(np.median(finite)) if finite.size else None}
         if spec.stat == "rsquared":
-            marker = (sidecar_path(path), sidecar)
+            rsquared_sidecar = (sidecar_path(path), sidecar)
             continue
         written.append(sidecar_path(path))
         write_json(sidecar_path(path), sidecar)
     logger.info("Wrote %d files for %s", len(written) + 1, derivative_path(output_dir, base).name)
-    return written, lambda: write_json(*marker)
+    return written, lambda: write_json(*rsquared_sidecar)
 
 
 def fit_name(entities, output_dir):
