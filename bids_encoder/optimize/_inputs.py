@@ -42,6 +42,15 @@ def confound_basis(confounds, n_time):
     return u[:, :rank] if rank else None  # no confounds at all: the same as none given
 
 
+def projected_constant(basis, n_time):
+    """A constant time series with the span of ``basis`` (orthonormal confounds, or None) removed: the part of a
+    baseline that the confounds do not explain."""
+    constant = np.ones(n_time)
+    if basis is not None and basis.shape[1]:
+        constant = constant - basis @ (basis.T @ constant)
+    return constant
+
+
 def meaningful_voxels(data):
     """Boolean mask of voxels whose time series is not constant."""
     values = data.to_numpy()

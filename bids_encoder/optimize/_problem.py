@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ._inputs import projected_constant
+
 logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 25  # compiled steps between two checks of the early-stopping rule
@@ -44,9 +46,7 @@ class FitProblem:
         self.y = tf.constant(y, tf.float32)
         # R² is relative to the variance the confounds and a constant leave: regress the projected data on the
         # projected constant (the constant itself without confounds)
-        constant = np.ones(y.shape[0])
-        if self.basis is not None:
-            constant = constant - basis @ (basis.T @ constant)
+        constant = projected_constant(basis, y.shape[0])
         norm = float(constant @ constant)
         sst = np.sum(y**2, axis=0) - ((constant @ y) ** 2 / norm if norm > 1e-9 else 0.0)
         self.sst = tf.constant(np.maximum(sst, np.finfo(np.float32).tiny), tf.float32)

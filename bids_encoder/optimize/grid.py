@@ -10,6 +10,8 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ._inputs import projected_constant
+
 logger = logging.getLogger(__name__)
 
 LINEAR_LABELS = ("baseline", "amplitude")
@@ -127,10 +129,9 @@ def refine_baseline(model, paradigm, data, segments, parameters, basis=None):
     parameters[:, labels.index("baseline")] = 0.0
     prediction = model._predict(tf.constant(paradigm, tf.float32), tf.constant(parameters), None, segments=segments)
     residual = np.asarray(data, dtype=np.float64) - prediction.numpy()
-    constant = np.ones(residual.shape[0])
     if basis is not None and basis.shape[1]:
         residual = residual - basis @ (basis.T @ residual)
-        constant = constant - basis @ (basis.T @ constant)
+    constant = projected_constant(basis, residual.shape[0])
     norm = float(constant @ constant)
     # a constant inside the confounds' span cannot be estimated: fall back to the mean residual
     parameters[:, labels.index("baseline")] = (constant @ residual) / norm if norm > 1e-6 * len(constant) \

@@ -151,27 +151,21 @@ class WeightFitter:
         cross = x.T @ x
         inverse = np.linalg.pinv(cross + self._penalty(design.shape[1], unpenalised.shape[1], alpha))
         centre = n_runs > 0
+        nuisance_inverse = None
+        if unpenalised.shape[1] > max(n_runs, 1):  # confounds or several runs: R² of the variance they leave
+            # the nuisance-only fit from the same moments X'y: its inverse, padded with zeros over the regressors
+            nuisance_inverse = np.zeros_like(inverse)
+            nuisance_inverse[design.shape[1]:, design.shape[1]:] = np.linalg.pinv(cross[design.shape[1]:,
+                                                                                        design.shape[1]:])
+            nuisance_inverse = tf.constant(nuisance_inverse.astype(np.float32))
         coefs, ssr, sst, mean = _shared_solve(
             as_tensor(y_t), tf.constant(x.astype(np.float32)), tf.constant(inverse.astype(np.float32)),
-            tf.constant(cross.astype(np.float32)), centre,
+            tf.constant(cross.astype(np.float32)), centre, nuisance_inverse,
         )
         coefs = coefs.numpy().T
         if centre:  # put the voxel means back into the run intercepts (last columns)
             coefs[coefs.shape[0] - n_runs :] += mean.numpy()[np.newaxis, :]
-        sst = sst.numpy().astype(np.float64)
-        if unpenalised.shape[1] > max(n_runs, 1):  # confounds or several runs: R² of the variance they leave
-            sst = self._residual_sum_of_squares(y_t, unpenalised, centre)
-        return coefs, np.maximum(ssr.numpy().astype(np.float64), 0.0), sst
-
-    @staticmethod
-    def _residual_sum_of_squares(y_t, columns, centre):
-        """Residual sum of squares of each voxel after least squares on ``columns`` alone."""
-        cross = columns.T @ columns
-        inverse = np.linalg.pinv(cross)
-        _, ssr, _, _ = _shared_solve(as_tensor(y_t), tf.constant(columns.astype(np.float32)),
-                                     tf.constant(inverse.astype(np.float32)), tf.constant(cross.astype(np.float32)),
-                                     centre)
-        return np.maximum(ssr.numpy().astype(np.float64), 0.0)
+        return coefs, np.maximum(ssr.numpy().astype(np.float64), 0.0), np.maximum(sst.numpy().astype(np.float64), 0.0)
 
     def _fit_per_voxel(self, paradigm_tf, parameters, y_t, unpenalised, alpha, segments):
         """One design per voxel (unique HRFs): batched normal equations in float64, in chunks of voxels.
@@ -244,18 +238,26 @@ def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
 
 
 @tf.function(reduce_retracing=True)
-def _shared_solve(y_t, design, inverse, cross, centre):
+def _shared_solve(y_t, design, inverse, cross, centre, nuisance_inverse=None):
     """Weights (voxels × columns), SSR, SST and voxel means for one shared design.
 
     With intercepts in the design (``centre``), the data are centred first: the intercepts absorb the mean,
-    and the residual sum of squares ``y'y - 2 b'X'y + b'X'X b`` then suffers no cancellation.
+    and the residual sum of squares ``y'y - 2 b'X'y + b'X'X b`` then suffers no cancellation. With
+    ``nuisance_inverse`` (the inverse over the nuisance columns only, zero elsewhere), SST is the residual sum
+    of squares of the nuisance columns alone, from the same moments ``X'y``: one pass over the data.
     """
     mean = tf.reduce_mean(y_t, axis=1, keepdims=True)
     centred = y_t - mean
     sst = tf.reduce_sum(tf.square(centred), axis=1)
     target = centred if centre else y_t
     moments = tf.matmul(target, design)  # X'y for every voxel
-    coefs = tf.matmul(moments, inverse)
     total = sst if centre else tf.reduce_sum(tf.square(y_t), axis=1)
-    ssr = total - 2.0 * tf.reduce_sum(coefs * moments, axis=1) + tf.reduce_sum(tf.matmul(coefs, cross) * coefs, axis=1)
-    return coefs, ssr, sst, mean[:, 0]
+
+    def residual_sum_of_squares(coefs):
+        return (total - 2.0 * tf.reduce_sum(coefs * moments, axis=1)
+                + tf.reduce_sum(tf.matmul(coefs, cross) * coefs, axis=1))
+
+    coefs = tf.matmul(moments, inverse)
+    if nuisance_inverse is not None:
+        sst = residual_sum_of_squares(tf.matmul(moments, nuisance_inverse))
+    return coefs, residual_sum_of_squares(coefs), sst, mean[:, 0]
