@@ -28,8 +28,7 @@ def main(folder, noise):
 
     bids = folder / "bids"
     out = folder / "derivatives" / "bids_encoder"
-    if not (bids / "dataset_description.json").is_file():
-        click.echo(f"Generating an fMRIPrep-like dataset with known effects in {bids} …")
+    click.echo(f"Generating an fMRIPrep-like dataset with known effects in {bids} (rewritten on every run) …")
     truth = make_example_dataset(bids, n_subjects=2, n_runs=2, n_volumes=120, noise=noise, surface_vertices=10242,
                                  shared_effects=True)
     common = [str(bids), str(out), "participant", "--work-dir", str(folder / "work"), "--overwrite"]
