@@ -215,8 +215,12 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--res", help="Resolution entity of the template space (res-).")
 @click.option("--model", type=click.Choice(["glm", "prf2d"]), default="glm", show_default=True,
               help="Encoding model.")
-@click.option("--hrf", type=click.Choice(["canonical", "fit"]), default="canonical", show_default=True,
-              help="canonical (SPM) or fit (per-voxel delay and dispersion).")
+@click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
+              show_default=True, help="canonical (SPM), shared (one delay and dispersion per fit, from the best "
+              "voxels), fit (per-voxel delay and dispersion), or auto (the one with the best median cvR²).")
+@click.option("--cv", type=click.Choice(["auto", "loro", "split-half", "none"]), default="auto", show_default=True,
+              help="Cross-validated R²: leave one run out (loro), two contiguous halves of every run (split-half), "
+              "auto (loro with ≥2 runs, else split-half) or none.")
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True,
               help="nilearn fMRIPrep strategies, comma separated (motion,high_pass,wm_csf,global_signal,compcor,"
                    "ica_aroma,scrub,non_steady_state), or none.")
@@ -230,6 +234,8 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
 @click.option("--min-rsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels whose "
               "R² is below this before aggregating.")
+@click.option("--min-cvrsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels "
+              "whose cross-validated R² is below this (with --min-rsquared, a voxel must pass both).")
 @click.option("--atlas", help="Group: label image (NIfTI, GIFTI with {hemi}, CIFTI dlabel) for ROI summaries; "
               "{subject} in the path for per-participant atlases (required for T1w/fsnative outputs).")
 @click.option("--atlas-labels", type=click.Path(dir_okay=False, path_type=Path),
@@ -336,7 +342,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         participant_options = ParticipantOptions(
             derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
             task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
-            model=options["model"], hrf=options["hrf"], confounds=options["confounds"],
+            model=options["model"], hrf=options["hrf"], cv=options["cv"], confounds=options["confounds"],
             confounds_parameters=confound_parameters, noise_model=options["noise_model"],
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
@@ -363,7 +369,7 @@ def _run_group(bids_dir, output_dir, labels, options):
         participant_label=labels, task=options["task"],
         space=options["space"] if "space" in options["explicit"] else None,
         model=options["model"] if "model" in options["explicit"] else None,
-        min_rsquared=options["min_rsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
+        min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"])
     try:
         written = run_group(bids_dir, output_dir, group_options)

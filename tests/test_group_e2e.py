@@ -59,7 +59,8 @@ def _participant(out, subject, stat, stem=VOLUME):
 def expected_group_files():
     files = ["participants_summary.tsv", "participants_summary.json"]
     for stem, kind in ((VOLUME, "volume"), (SURFACE, "gifti")):
-        maps = ["stat-count", *[f"stat-rsquared_desc-{d}" for d in ("mean", "median", "sd")]]
+        maps = ["stat-count", *[f"stat-{r}_desc-{d}" for r in ("rsquared", "cvrsquared")
+                                for d in ("mean", "median", "sd")]]
         for condition in CONDITIONS:
             maps += [f"contrast-{condition}_stat-effect_desc-{d}" for d in ("mean", "median", "sd")]
             maps += [f"contrast-{condition}_stat-{s}" for s in ("t", "z")]

@@ -21,7 +21,8 @@ CONDITIONS = ("faces", "houses", "scenes")
 VOLUME = "space-MNI152NLin2009cAsym_res-2"
 SURFACE = "space-fsaverage5"
 SIDECAR_KEYS = {"Description", "Units", "Sources", "Model", "HRF", "Fitter", "Confounds", "Runs", "RepetitionTime",
-                "OutOfMaskValue", "MedianRSquared", "SoftwareVersion", "Device", "Processing", "Summary"}
+                "OutOfMaskValue", "MedianRSquared", "MedianCVRSquared", "SoftwareVersion", "Device", "Processing",
+                "Summary"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def expected_files():
         for space, extensions in ((VOLUME, [".nii.gz"]), (SURFACE, None)):
             model = f"{stem}_{space}_model-glm"
             files += [f"{model}_design.tsv", f"{model}_design.json"]
-            stats = [f"contrast-{c}_stat-effect" for c in CONDITIONS] + ["stat-rsquared"]
+            stats = [f"contrast-{c}_stat-effect" for c in CONDITIONS] + ["stat-rsquared", "stat-cvrsquared"]
             for stat in stats:
                 files.append(f"{model}_{stat}_statmap.json")
                 if extensions:
@@ -97,10 +98,15 @@ def test_sidecars(dataset):
     links = {name: Path(url.removeprefix("file://")) for name, url in description["DatasetLinks"].items()}
     assert links == {"raw": (root / "bids").resolve(), "fmriprep": (root / "bids/derivatives/fmriprep").resolve()}
     sidecars = sorted(out.glob("sub-*/func/*_statmap.json"))
-    assert len(sidecars) == 16
+    assert len(sidecars) == 20
     for path in sidecars:
         sidecar = json.loads(path.read_text())
-        assert set(sidecar) == SIDECAR_KEYS, path.name
+        cv = "_stat-cvrsquared_" in path.name
+        assert set(sidecar) == SIDECAR_KEYS | ({"CrossValidation"} if cv else set()), path.name
+        if cv:
+            assert sidecar["CrossValidation"]["Scheme"] == "loro"
+            assert [f["HeldOut"] for f in sidecar["CrossValidation"]["Folds"]] == ["run 1 held out", "run 2 held out"]
+            assert [f["HeldOutVolumes"] for f in sidecar["CrossValidation"]["Folds"]] == [120, 120]
         assert sidecar["SoftwareVersion"] == __version__
         assert sidecar["Runs"] == [1, 2] and sidecar["RepetitionTime"] == 2.0
         assert sidecar["Model"]["Class"] == "LinearModelWithBaseline" and sidecar["Model"]["Name"] == "glm"
@@ -126,6 +132,42 @@ def test_sidecars(dataset):
             r2 = _surface_values(out, "01", "stat-rsquared")
         assert sidecar["MedianRSquared"] == pytest.approx(float(np.nanmedian(r2)), rel=1e-5)
         assert 0.02 < sidecar["MedianRSquared"] < 1.0  # most voxels lie outside the effect blobs
+
+
+def _bold(root, subject):
+    stem = root / f"bids/derivatives/fmriprep/sub-{subject}/func/sub-{subject}_task-localizer"
+    mask = nib.load(f"{stem}_run-1_{VOLUME}_desc-brain_mask.nii.gz").get_fdata() > 0
+    runs = [nib.load(f"{stem}_run-{run}_{VOLUME}_desc-preproc_bold.nii.gz").get_fdata()[mask].T for run in (1, 2)]
+    return mask, runs
+
+
+def test_cvrsquared_is_leave_one_run_out_least_squares(dataset):
+    """The written cvR² equals an independent numpy computation from the BOLD and the design TSV: fit on one run
+    (regressors, confounds, intercept), predict the other, project the held-out run's confounds and intercept out
+    of data and prediction, 1 - ΣSSE/ΣSST over both folds."""
+    import pandas as pd
+
+    _, root, out = dataset
+    mask, runs = _bold(root, "01")
+    design = pd.read_csv(out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_design.tsv", sep="\t")
+    regressors = design[list(CONDITIONS)].to_numpy()
+    sse, sst = 0.0, 0.0
+    for held in (1, 2):
+        train, test = design["run"] != held, design["run"] == held
+        confounds = design.filter(like=f"_run{3 - held}").to_numpy()[train]
+        x = np.hstack([regressors[train], confounds, np.ones((train.sum(), 1))])
+        beta = np.linalg.lstsq(x, runs[2 - held], rcond=None)[0][: len(CONDITIONS)]
+        nuisance = np.hstack([design.filter(like=f"_run{held}").to_numpy()[test], np.ones((test.sum(), 1))])
+        project = np.eye(test.sum()) - nuisance @ np.linalg.pinv(nuisance)
+        y = project @ runs[held - 1]
+        sse = sse + ((y - project @ (regressors[test] @ beta)) ** 2).sum(0)
+        sst = sst + (y**2).sum(0)
+    expected = 1 - sse / sst
+    written = nib.load(out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_stat-cvrsquared_statmap.nii.gz")
+    values = written.get_fdata()[mask]
+    np.testing.assert_allclose(values, expected, atol=2e-4)
+    r2 = nib.load(out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm_stat-rsquared_statmap.nii.gz")
+    assert (values < 0).any() and np.median(values) < np.median(r2.get_fdata()[mask])  # honest: not clipped
 
 
 def test_design_tsv(dataset):

@@ -39,6 +39,9 @@ class FitInputs:
     n_censored: int = 0
     confounds_per_run: list = field(default_factory=list)
     stimulus_files: list = field(default_factory=list)
+    # GLM: the exact SPM-convolved design (16× oversampled events); the paradigm itself with the canonical HRF,
+    # a second design beside the TR-occupancy paradigm with --hrf auto (which also fits the canonical model)
+    convolved: pd.DataFrame | None = None
 
     @property
     def n_volumes(self):
@@ -171,9 +174,16 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
     else:
         raise InputError(f"Unknown model {model!r}", exit_code=64)
     paradigm = pd.DataFrame(values.astype(np.float32), index=index, columns=columns)
+    convolved = None
+    if model == "glm" and hrf == "canonical":
+        convolved = paradigm
+    elif model == "glm" and hrf == "auto":
+        exact, _ = _glm_paradigm(runs, n_volumes, "canonical")
+        convolved = pd.DataFrame(exact.astype(np.float32), index=index, columns=columns)
     confounds, censored, per_run = _confounds(runs, n_volumes, strategy, confound_parameters or {})
     confounds.index = index
     if model == "glm":
         check_degrees_of_freedom(len(data), paradigm.shape[1], confounds.shape[1], len(runs))
     return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
-                     grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files)
+                     grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files,
+                     convolved=convolved)

@@ -2,35 +2,38 @@
 
 - ``glm``, canonical HRF: the exact SPM-convolved design (16× oversampled events) in ``LinearModelWithBaseline``;
   weights in closed form with ``WeightFitter`` (confounds and run intercepts fitted alongside).
-- ``glm``, ``--hrf fit``: the TR-occupancy paradigm in ``LinearModelWithBaselineHRF``: closed-form weights with the
-  canonical HRF, then per-voxel HRF delay and dispersion with ``ParameterFitter`` (Levenberg–Marquardt, confounds
-  projected out of data and predictions), then closed-form weights again with the fitted HRFs.
-- ``prf2d``: ``GaussianPRF2DWithHRF`` (per-voxel HRF with ``--hrf fit``): grid → refine → Levenberg–Marquardt.
+- ``glm``, ``--hrf shared``: the TR-occupancy paradigm in ``LinearModelWithBaselineHRF``; canonical weights, one
+  HRF delay and dispersion for all voxels estimated from the voxels the canonical fit explains best
+  (:mod:`bids_encoder.optimize.shared_hrf`), then the weights with that HRF.
+- ``glm``, ``--hrf fit``: the same paradigm; canonical weights, then per-voxel HRF delay and dispersion with
+  ``ParameterFitter`` (Levenberg–Marquardt, confounds projected out of data and predictions), then closed-form
+  weights again with the fitted HRFs.
+- ``prf2d``: ``GaussianPRF2DWithHRF``: grid → refine → Levenberg–Marquardt; ``shared`` estimates one HRF from the
+  canonical fit's best voxels and refits from the canonical solution; ``fit`` has a per-voxel HRF (its grid
+  includes HRF values).
+
+Every fit also returns a predictor of the stimulus-driven signal for any runs of the same inputs, which the
+cross-validation (:mod:`bids_encoder.workflows.crossval`) uses on held-out data.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..bids.events import OVERSAMPLING
-from ..hrf import SPMHRFModel
-from ..models import GaussianPRF2DWithHRF, LinearModelWithBaseline, LinearModelWithBaselineHRF
-from ..optimize import ParameterFitter, WeightFitter
-from ..optimize._inputs import confound_basis, meaningful_voxels
-from ..optimize.recipes import SOLVER_DEFAULTS, fit_prf2d
+from ..optimize.recipes import SOLVER_DEFAULTS
 
-logger = logging.getLogger(__name__)
+__all__ = ["FitResult", "HRF_CHOICES", "MapSpec", "fit_model"]
 
-__all__ = ["FitResult", "MapSpec", "fit_model"]
-
+#: --hrf values that fit one model (``auto`` chooses among them by cross-validation)
+HRF_CHOICES = ("canonical", "shared", "fit")
 HRF_UNITS = {"hrf_delay": "s", "hrf_dispersion": "s"}
 HRF_DESCRIPTIONS = {"hrf_delay": "Delay of the positive lobe of the fitted SPM HRF",
                     "hrf_dispersion": "Dispersion of the positive lobe of the fitted SPM HRF"}
+#: A fitted HRF parameter within this fraction of its range from a bound counts as "at the bound"
+AT_BOUND = 0.01
 
 
 @dataclass
@@ -56,36 +59,60 @@ class FitResult:
     converged: np.ndarray | None = None  # per voxel, iterative fits only (closed-form fits always converge)
     history: list | None = None  # mean R² per iteration, one array per chunk of voxels (iterative fits)
     predict: object = None  # voxel indices → (observed, fitted) time × voxels arrays, for the report
+    predict_runs: object = None  # (inputs, run numbers) → (row mask, stimulus-driven prediction rows × voxels)
+    hrf_choice: str = "canonical"
+    cv: dict | None = None  # filled by the cross-validation: scheme, folds, cvR² per voxel
 
 
-def _hrf_settings(hrf_model, oversampling=None, fitted=None):
+def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):
     """The HRF part of the sidecars, read off the model used (``oversampling``: of the events, GLM only)."""
-    settings = {"Model": f"SPM double-gamma (delay {hrf_model.delay:g} s, undershoot {hrf_model.undershoot:g} s, "
-                         f"ratio {hrf_model.ratio:g})",
+    settings = {"Choice": choice,
+                "Model": f"SPM double-gamma (delay {hrf_model.delay:g} s, dispersion {hrf_model.dispersion:g} s, "
+                         f"undershoot {hrf_model.undershoot:g} s, ratio {hrf_model.ratio:g})",
                 "Fitted": hrf_model.unique_hrfs, "RepetitionTime": hrf_model.tr}
     if hrf_model.unique_hrfs:
         settings["FittedParameters"] = hrf_model.get_parameter_labels()
+    if hrf_model.unique_hrfs or shared is not None:
         settings["Bounds"] = {"hrf_delay": [hrf_model.min_hrf_delay, hrf_model.max_hrf_delay],
                               "hrf_dispersion": [hrf_model.min_dispersion, hrf_model.max_dispersion]}
+    if shared is not None:
+        settings["Shared"] = shared.sidecar()
     if oversampling is not None:
         settings["Oversampling"] = oversampling
     if fitted is not None:
         settings["MedianFittedValues"] = {key: float(np.nanmedian(value)) for key, value in fitted.items()}
+        settings["FractionAtBound"] = fraction_at_bound(hrf_model, fitted)
+        settings["AtBoundDefinition"] = f"within {AT_BOUND:.0%} of the parameter's range from either bound"
     return settings
 
 
-def _run_columns(index):
+def fraction_at_bound(hrf_model, fitted):
+    """Per HRF parameter, the fraction of fitted voxels whose value sits at (within 1 % of) a bound."""
+    bounds = {"hrf_delay": (hrf_model.min_hrf_delay, hrf_model.max_hrf_delay),
+              "hrf_dispersion": (hrf_model.min_dispersion, hrf_model.max_dispersion)}
+    fractions = {}
+    for label, values in fitted.items():
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        low, high = bounds[label]
+        tolerance = AT_BOUND * (high - low)
+        at = (values <= low + tolerance) | (values >= high - tolerance)
+        fractions[label] = round(float(at.mean()), 4) if values.size else None
+    return fractions
+
+
+def run_columns(index):
     """One indicator column per run (time × runs)."""
     runs = index.get_level_values("run").to_numpy()
     return (runs[:, np.newaxis] == np.unique(runs)[np.newaxis, :]).astype(float)
 
 
-def _nuisance(inputs):
+def nuisance(inputs):
     """Confounds and indicators of runs 2..n: with one baseline parameter, every run gets its own mean."""
-    return np.hstack([inputs.confounds.to_numpy(), _run_columns(inputs.data.index)[:, 1:]])
+    return np.hstack([inputs.confounds.to_numpy(), run_columns(inputs.data.index)[:, 1:]])
 
 
-def _lm_settings(max_iterations):
+def lm_settings(max_iterations):
     settings = dict(SOLVER_DEFAULTS["lm"])
     if max_iterations is not None:
         settings["max_n_iterations"] = int(max_iterations)
@@ -93,141 +120,58 @@ def _lm_settings(max_iterations):
     return settings
 
 
-def _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar):
-    data, paradigm, confounds = inputs.data, inputs.paradigm, inputs.confounds.to_numpy()
-    timings = {}
-    start = time.perf_counter()
-    if hrf == "canonical":
-        model = LinearModelWithBaseline()
-        fitter = WeightFitter(model, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
-        fitter.fit(alpha=alpha)
-        timings["weights"] = time.perf_counter() - start
-        fitter_settings = {"WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha}}
-        model_class, hrf_parameters = "LinearModelWithBaseline", None
-        hrf_model = SPMHRFModel(inputs.tr)  # the HRF of the convolved design, for the sidecars
-    else:
-        canonical = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(inputs.tr))
-        first = WeightFitter(canonical, None, data, paradigm, memory_limit=memory_limit, confounds=confounds)
-        first.fit(alpha=alpha)
-        timings["weights_canonical"] = time.perf_counter() - start
-        start = time.perf_counter()
-        hrf_model = SPMHRFModel(inputs.tr, unique_hrfs=True)
-        model = LinearModelWithBaselineHRF(hrf_model=hrf_model, weights=first.weights)
-        init = model.get_default_parameters(data.shape[1], index=data.columns)
-        init["baseline"] = first.run_baselines.iloc[0].to_numpy()
-        settings = _lm_settings(max_iterations)
-        estimator = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
-        # every run's mean joins the confounds, so the baseline drops out of the projected problem: it stays
-        # fixed and the solver spends its passes on the HRF parameters only (the final weights refit it)
-        hrf_fit = estimator.fit(init_pars=init, optimizer="lm", confounds=np.hstack([confounds, _run_columns(
-                                    data.index)]),
-                                fixed_pars=["baseline"], noise_model=noise_model, progressbar=progressbar,
-                                **settings)
-        timings["hrf"] = time.perf_counter() - start
-        start = time.perf_counter()
-        hrf_parameters = hrf_fit[hrf_model.get_parameter_labels()].fillna(hrf_model.get_default_parameters())
-        final_model = LinearModelWithBaselineHRF(hrf_model=hrf_model)
-        fitter = WeightFitter(final_model, hrf_parameters, data, paradigm, memory_limit=memory_limit,
-                              confounds=confounds)
-        fitter.fit(alpha=alpha)
-        timings["weights_fitted_hrf"] = time.perf_counter() - start
-        fitter_settings = {
-            "WeightFitter": {"Solver": "closed-form least squares", "Alpha": alpha},
-            "ParameterFitter": {"Solver": "Levenberg-Marquardt", "Parameters": ["hrf_delay", "hrf_dispersion"],
-                                "Iterations": int(estimator.n_iterations), "Converged": bool(estimator.converged),
-                                "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
-                                "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]}},
-        }
-        model_class = "LinearModelWithBaselineHRF"
-    constant = ~meaningful_voxels(data)
-    r2 = fitter.r2.to_numpy().astype(np.float32)
-    maps = []
-    for condition in paradigm.columns:
-        values = fitter.weights.loc[condition].to_numpy().astype(np.float32)
-        values[constant] = np.nan
-        maps.append(MapSpec("effect", values, f"GLM effect (regression weight) of condition {condition}",
-                            "BOLD signal units per unit regressor", contrast=condition))
-    if hrf_parameters is not None:
-        for label in ("hrf_delay", "hrf_dispersion"):
-            values = hrf_parameters[label].to_numpy().astype(np.float32)
-            values[constant] = np.nan
-            maps.append(MapSpec(label, values, HRF_DESCRIPTIONS[label], HRF_UNITS[label]))
-    fitted = None if hrf_parameters is None else {k: hrf_parameters[k].to_numpy()[~constant] for k in HRF_UNITS}
-    design = pd.concat([paradigm.astype(np.float64), inputs.confounds], axis=1)
-    converged = None if hrf == "canonical" else estimator.voxel_converged.to_numpy()
-    history = None if hrf == "canonical" else estimator.history
+def make_predictor(model, parameters, weights, paradigm_of, memory_limit, bytes_per_voxel):
+    """``predict_runs(inputs, runs)``: the model's prediction, baseline removed, on the rows of ``runs``.
 
-    def predict(voxels):
-        """Data and full fit (regressors, run intercepts, confounds) of a few voxels, refitted alone (per-voxel
-        least squares: the same weights as the whole-brain fit)."""
-        chosen = data.iloc[:, voxels]
-        parameters = None if hrf_parameters is None else hrf_parameters.iloc[voxels]
-        refit = WeightFitter(fitter.model, parameters, chosen, paradigm, confounds=confounds)
-        refit.fit(alpha=alpha)
-        return chosen.to_numpy(), refit.predictions.to_numpy()
+    Parameters and weights of voxels that were not fitted (NaN) are replaced by harmless values; callers
+    blank those voxels. ``paradigm_of(inputs)`` picks the paradigm the model reads (the exact convolved design or
+    the neural paradigm). Voxels are predicted in chunks of at most ``memory_limit`` bytes.
+    """
+    labels = model.get_parameter_labels()
+    values = parameters[labels].copy() if parameters is not None else None
+    if values is not None:
+        fallback = {"sd": 1.0}
+        hrf_model = getattr(model, "hrf_model", None)
+        if hrf_model is not None:
+            fallback.update(hrf_model.get_default_parameters())
+        for label in labels:
+            values[label] = values[label].fillna(fallback.get(label, 0.0))
+        if "baseline" in labels:
+            values["baseline"] = 0.0
+    weights = None if weights is None else weights.fillna(0.0)
+    n_voxels = len(values) if values is not None else weights.shape[1]
 
-    return FitResult(maps=maps, r2=r2, model_class=model_class, hrf=_hrf_settings(hrf_model, OVERSAMPLING, fitted),
-                     fitter=fitter_settings, design=design, timings=timings, converged=converged, history=history,
-                     predict=predict)
+    def predict_runs(inputs, runs):
+        paradigm = paradigm_of(inputs)
+        rows = np.isin(paradigm.index.get_level_values("run"), list(runs))
+        selected = paradigm[rows]
+        out = np.empty((int(rows.sum()), n_voxels), dtype=np.float32)
+        size = max(1, int(memory_limit // max(bytes_per_voxel(int(rows.sum())), 1)))
+        for start in range(0, n_voxels, size):
+            chunk = slice(start, min(start + size, n_voxels))
+            out[:, chunk] = model.predict(selected, None if values is None else values.iloc[chunk],
+                                          None if weights is None else weights.iloc[:, chunk]).to_numpy()
+        return rows, out
 
-
-PRF_MAPS = {
-    "x": ("Horizontal position of the pRF centre", "degrees of visual angle"),
-    "y": ("Vertical position of the pRF centre", "degrees of visual angle"),
-    "sd": ("pRF size: standard deviation of the 2-D Gaussian", "degrees of visual angle"),
-    "baseline": ("Baseline BOLD signal", "BOLD signal units"),
-    "amplitude": ("Response amplitude of the pRF", "BOLD signal units per unit aperture"),
-}
-
-
-def _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar):
-    model = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=hrf == "fit"))
-    settings = _lm_settings(max_iterations)
-    result = fit_prf2d(model, inputs.data, inputs.paradigm, optimizer="lm", confounds=_nuisance(inputs),
-                       memory_limit=memory_limit, progressbar=progressbar, noise_model=noise_model, **settings)
-    parameters = result.parameters
-    maps = []
-    for label in parameters.columns:
-        description, units = PRF_MAPS.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
-        maps.append(MapSpec(label, parameters[label].to_numpy().astype(np.float32), description, units))
-    x, y = parameters["x"].to_numpy(), parameters["y"].to_numpy()
-    maps.append(MapSpec("polarAngle", np.degrees(np.arctan2(y, x)).astype(np.float32),
-                        "Polar angle of the pRF centre, counter-clockwise from the right horizontal meridian",
-                        "degrees (-180 to 180)"))
-    maps.append(MapSpec("eccentricity", np.hypot(x, y).astype(np.float32),
-                        "Eccentricity of the pRF centre (distance from fixation)", "degrees of visual angle"))
-    fitted = {k: parameters[k].to_numpy() for k in HRF_UNITS if k in parameters}
-    fitter_settings = {"ParameterFitter": {
-        "Recipe": "grid search (correlation) -> least-squares baseline and amplitude -> Levenberg-Marquardt",
-        "Solver": "Levenberg-Marquardt", "Iterations": int(result.n_iterations), "Converged": bool(result.converged),
-        "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
-        "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]},
-        "Bounds": {"x, y": "stimulus extent widened by half of it on each side",
-                   "sd": "half a pixel to the stimulus extent"}}}
-    stimulus = pd.DataFrame({"stimulus_area": inputs.paradigm.to_numpy().mean(axis=1)}, index=inputs.data.index)
-    design = pd.concat([stimulus, inputs.confounds], axis=1)
-    basis = confound_basis(_nuisance(inputs), inputs.data.shape[0])
-
-    def predict(voxels):
-        """Data and prediction of a few voxels, both with confounds and run means projected out (as fitted)."""
-        observed = inputs.data.iloc[:, voxels].to_numpy(dtype=np.float64)
-        fitted = result.fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
-        if basis is not None:
-            observed = observed - basis @ (basis.T @ observed)
-            fitted = fitted - basis @ (basis.T @ fitted)
-        return observed, fitted
-
-    return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
-                     hrf=_hrf_settings(model.hrf_model, fitted=fitted or None), fitter=fitter_settings, design=design,
-                     timings=result.timings, converged=result.fitter.voxel_converged.to_numpy(),
-                     history=result.fitter.history, predict=predict)
+    return predict_runs
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",
               memory_limit=2_000_000_000, progressbar=True):
-    """Fit ``model`` ('glm' or 'prf2d') to the assembled inputs; returns a :class:`FitResult`."""
+    """Fit ``model`` ('glm' or 'prf2d') with the HRF choice ``hrf`` (see :data:`HRF_CHOICES`) to the inputs.
+
+    Returns a :class:`FitResult`.
+    """
+    from .fit_glm import fit_glm
+    from .fit_prf import fit_prf2d_inputs
+
+    if hrf not in HRF_CHOICES:
+        raise ValueError(f"Unknown HRF choice {hrf!r}; choose from {', '.join(HRF_CHOICES)}")
     if model == "glm":
-        return _fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
-    if model == "prf2d":
-        return _fit_prf2d(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar)
-    raise ValueError(f"Unknown model {model!r}")
+        result = fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
+    elif model == "prf2d":
+        result = fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar)
+    else:
+        raise ValueError(f"Unknown model {model!r}")
+    result.hrf_choice = hrf
+    return result

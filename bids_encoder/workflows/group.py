@@ -5,7 +5,8 @@ differ across participants, native spaces without an atlas and groups of fewer t
 the run with an :class:`~bids_encoder.bids.layout.InputError` naming what is wrong.
 
 Per participant, maps of several sessions are averaged (circularly for angles) so that each participant counts
-once; ``min_rsquared`` blanks a participant's voxels whose R² is below it (or NaN) in every map of that fit.
+once; ``min_rsquared`` blanks a participant's voxels whose R² is below it (or NaN) in every map of that fit, and
+``min_cvrsquared`` those whose cross-validated R² is below it (or NaN); with both, a voxel must pass both.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class GroupOptions:
     space: str | None = None  # None: every space found
     model: str | None = None  # None: every model found
     min_rsquared: float | None = None
+    min_cvrsquared: float | None = None
     atlas: str | None = None
     atlas_labels: Path | None = None
     work_dir: Path | None = None
@@ -170,7 +172,7 @@ def _combine(arrays, circular):
 class _SubjectMaps:
     """Reads one participant's maps of a group key: R²-thresholded, sessions averaged, checked geometry."""
 
-    def __init__(self, subject, fits, min_rsquared):
+    def __init__(self, subject, fits, min_rsquared, min_cvrsquared=None):
         self.subject, self.fits = subject, fits
         self.keep, self.r2 = [], []
         self.geometry = None
@@ -185,6 +187,15 @@ class _SubjectMaps:
             keep = np.isfinite(r2)
             if min_rsquared is not None:
                 keep &= np.where(keep, r2, -np.inf) >= min_rsquared
+            if min_cvrsquared is not None:
+                if (None, "cvrsquared") not in fit.maps:
+                    raise InputError(f"--min-cvrsquared: {fit.label} has no cross-validated R² map (fitted with "
+                                     "--cv none); refit it with cross-validation or drop --min-cvrsquared",
+                                     exit_code=66)
+                cvr2, geometry = read_map(fit.maps[(None, "cvrsquared")])
+                if not geometry.same_as(self.geometry):
+                    raise InputError(f"{fit.label}: the cvrsquared map is not on the grid of its R² map", exit_code=65)
+                keep &= np.where(np.isfinite(cvr2), cvr2, -np.inf) >= min_cvrsquared
             self.keep.append(keep)
 
     def values(self, stat):
@@ -205,7 +216,7 @@ class _SubjectMaps:
 
 def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown):
     """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
-    subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared)
+    subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared, options.min_cvrsquared)
                 for subject, fits in sorted(fits_by_subject.items())}
     reference = next(iter(subjects.values())).geometry
     native = is_native(dict(key).get("space", ""))
@@ -249,7 +260,8 @@ def _common_sidecar(fits_by_subject, options):
     participants = [f"sub-{s}" for s in sorted(fits_by_subject)]
     sessions = {f"sub-{s}": [fit.session for fit in fits] for s, fits in fits_by_subject.items() if len(fits) > 1}
     common = {"Participants": participants, "NumberOfParticipants": len(participants),
-              "MinRSquared": options.min_rsquared, "SoftwareVersion": __version__}
+              "MinRSquared": options.min_rsquared, "MinCVRSquared": options.min_cvrsquared,
+              "SoftwareVersion": __version__}
     if sessions:
         common["SessionsAveraged"] = sessions
     return common
@@ -283,7 +295,8 @@ class _GroupMaps:
         n = stats.count(r2[:, self.mask])
         self._write({**self.base, "stat": "count"}, n.astype(np.float64), {
             "Description": "Number of participants with a value at each voxel"
-                           + (" (R² at least MinRSquared)" if common["MinRSquared"] is not None else ""),
+                           + (" (R² at least MinRSquared)" if common["MinRSquared"] is not None else "")
+                           + (" (cvR² at least MinCVRSquared)" if common["MinCVRSquared"] is not None else ""),
             "Units": "participants", "Test": {"Name": "count"}}, self._sources((None, "rsquared")))
 
     def _sources(self, stat):

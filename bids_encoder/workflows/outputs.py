@@ -19,6 +19,14 @@ OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxel
                "constant in a run (not fitted)")
 
 
+CV_DESCRIPTION = ("Cross-validated coefficient of determination: the model fitted without the held-out data "
+                  "predicts them (can be negative; not clipped)")
+CV_DEFINITION = ("1 - sum(SSE) / sum(SST) over all held-out blocks, each scored after projecting its own confounds "
+                 "and run intercepts out of both the data and the prediction; every parameter (HRF and grid starts "
+                 "included) estimated on the training fold only. loro: leave one run out; split-half: two "
+                 "contiguous halves of every run, the held-out half censored (spike regressors) in the training fit")
+
+
 def output_entities(runs, model):
     """Entities shared by the outputs of one fit: the source entities common to its runs, plus the model."""
     first = runs[0].entities
@@ -69,6 +77,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         "RepetitionTime": inputs.tr,
         "OutOfMaskValue": OUT_OF_MASK,
         "MedianRSquared": median_r2,
+        "MedianCVRSquared": None if result.cv is None else result.cv["MedianCVRSquared"],
         "SoftwareVersion": __version__,
         "Device": settings.get("device"),
     }
@@ -86,6 +95,8 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     maps.append(MapSpec("rsquared", r2, "Coefficient of determination of the model"
                         + (" on the variance left by the confounds and run means" if model == "glm" else
                            " (confounds and run means projected out of data and predictions)"), "fraction"))
+    if result.cv is not None:
+        maps.append(MapSpec("cvrsquared", result.cv["cvr2"], CV_DESCRIPTION, "fraction"))
     rsquared_sidecar = None
     for spec in maps:
         entities = {**base, "stat": bids_label(spec.stat)}
@@ -101,6 +112,9 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         finite = spec.values[np.isfinite(spec.values)]
         sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
                               "Median": float(np.median(finite)) if finite.size else None}
+        if spec.stat == "cvrsquared":
+            sidecar["CrossValidation"] = {key: value for key, value in result.cv.items() if key != "cvr2"}
+            sidecar["CrossValidation"]["Definition"] = CV_DEFINITION
         if spec.stat == "rsquared":
             rsquared_sidecar = (sidecar_path(path), sidecar)
             continue

@@ -20,7 +20,7 @@ from ..bids.images import space_kind
 from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
-from .fit import fit_model
+from .crossval import fit_with_cv
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 
@@ -45,6 +45,7 @@ class ParticipantOptions:
     res: str | None = None
     model: str = "glm"
     hrf: str = "canonical"
+    cv: str = "auto"
     confounds: str = "motion,high_pass,wm_csf"
     confounds_parameters: dict = field(default_factory=dict)
     noise_model: str = "ssq"
@@ -172,10 +173,17 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
                 inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],
                 inputs.n_censored, timings["load"])
-    result = fit_model(inputs, options.model, hrf=options.hrf, alpha=options.alpha,
-                       max_iterations=options.max_iterations, noise_model=options.noise_model,
-                       memory_limit=options.memory_limit, progressbar=options.progressbar)
+    try:
+        result = fit_with_cv(inputs, options.model, hrf=options.hrf, cv=options.cv, alpha=options.alpha,
+                             max_iterations=options.max_iterations, noise_model=options.noise_model,
+                             memory_limit=options.memory_limit, progressbar=options.progressbar)
+    except ValueError as error:
+        if "cross-validat" in str(error) or "--cv" in str(error) or "--hrf auto" in str(error):
+            raise InputError(f"{name}: {error}", exit_code=64) from error
+        raise
     timings.update({f"fit_{key}": value for key, value in result.timings.items()})
+    if result.cv is not None:
+        timings["cross_validation"] = result.cv["WallTime"]
     start = time.perf_counter()
     settings = {"confounds": _confound_settings(strategy, options.confounds_parameters, inputs),
                 "device": options.device}
@@ -199,7 +207,10 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
     timings["write"] = time.perf_counter() - start
     median = float(np.nanmedian(r2)) if fitted.any() else float("nan")
-    logger.info("%s: median R² %.3f; stages %s; total %.1f s", name, median,
+    cv = result.cv or {}
+    median_cv = cv.get("MedianCVRSquared")
+    logger.info("%s: median R² %.3f, cvR² %s (%s); stages %s; total %.1f s", name, median,
+                "n/a" if median_cv is None else f"{median_cv:.3f}", cv.get("Scheme", "no cross-validation"),
                 {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
     if options.report:
         start = time.perf_counter()
@@ -210,7 +221,10 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
             "convergence": [("Iterations", result.fitter.get("ParameterFitter", {}).get("Iterations", "n/a")),
                             ("Stopping rule met", result.fitter.get("ParameterFitter", {}).get("Converged", "n/a")),
                             ("Fraction of voxels converged", "n/a" if converged is None else f"{converged:.3f}"),
-                            ("Median R²", f"{median:.4f}")]})
+                            ("Median R²", f"{median:.4f}"),
+                            ("Median cvR²", "n/a" if median_cv is None else f"{median_cv:.4f}"),
+                            ("Fraction of voxels with cvR² > 0", "n/a" if cv.get("FractionPositive") is None
+                             else f"{cv['FractionPositive']:.3f}")]})
         logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
     raise_if_interrupted()  # a signal lost while writing: the fit must not be marked finished
     written.append(finish())  # the R² sidecar, last: the fit is finished
@@ -229,8 +243,29 @@ def _summary_rows(runs, inputs, result, settings, options, timings, fitted):
         ("Confounds", f"{', '.join(confounds['Strategy']) or 'none'}: {confounds['NumberOfRegressors']} regressors, "
                       f"{confounds['VolumesCensored']} censored volumes"),
         ("Model", f"{options.model} ({result.model_class})"),
-        ("HRF", result.hrf["Model"] + (" — fitted per voxel" if result.hrf.get("Fitted") else "")),
+        ("HRF", _hrf_summary(result.hrf)),
+        ("Cross-validation", _cv_summary(result.cv)),
         ("Fitter", json.dumps(result.fitter)),
         ("Device", settings.get("device")),
         ("Wall time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),
     ]
+
+
+def _hrf_summary(hrf):
+    text = f"{hrf['Choice']}: {hrf['Model']}" + (" — fitted per voxel" if hrf.get("Fitted") else "")
+    if hrf.get("FractionAtBound"):
+        text += "; at a bound: " + ", ".join(f"{k} {v:.0%}" for k, v in hrf["FractionAtBound"].items()
+                                           if v is not None)
+    if hrf.get("Auto"):
+        medians = hrf["Auto"]["MedianCVRSquared"]
+        text += ("; chosen by --hrf auto (median cvR² " + ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in medians.items()) + ")")
+    return text
+
+
+def _cv_summary(cv):
+    if cv is None:
+        return "none (--cv none)"
+    folds = "; ".join(f"{fold['HeldOut']}" for fold in cv["Folds"])
+    median = "n/a" if cv["MedianCVRSquared"] is None else f"{cv['MedianCVRSquared']:.4f}"
+    return f"{cv['Scheme']} ({len(cv['Folds'])} folds: {folds}); median cvR² {median}; {cv['WallTime']:.1f} s"

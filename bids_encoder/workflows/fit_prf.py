@@ -1,0 +1,140 @@
+"""2-D Gaussian pRF fits of one set of inputs: canonical, shared or per-voxel HRF."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from ..hrf import SPMHRFModel
+from ..models import GaussianPRF2D, GaussianPRF2DWithHRF
+from ..models.base import run_lengths
+from ..optimize import ParameterFitter
+from ..optimize._inputs import confound_basis
+from ..optimize.recipes import fit_prf2d
+from ..optimize.shared_hrf import MIN_USABLE, canonical_shared_hrf, estimate_shared_hrf, select_best_voxels
+from .fit import (
+    HRF_DESCRIPTIONS,
+    HRF_UNITS,
+    FitResult,
+    MapSpec,
+    hrf_settings,
+    lm_settings,
+    make_predictor,
+    nuisance,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fit_prf2d_inputs"]
+
+PRF_MAPS = {
+    "x": ("Horizontal position of the pRF centre", "degrees of visual angle"),
+    "y": ("Vertical position of the pRF centre", "degrees of visual angle"),
+    "sd": ("pRF size: standard deviation of the 2-D Gaussian", "degrees of visual angle"),
+    "baseline": ("Baseline BOLD signal", "BOLD signal units"),
+    "amplitude": ("Response amplitude of the pRF", "BOLD signal units per unit aperture"),
+}
+
+
+def _shared_hrf(inputs, canonical, extra):
+    """One delay and dispersion from the voxels the canonical pRF fit explains best (their positions fixed)."""
+    best = select_best_voxels(canonical.r2.to_numpy())
+    if best.size < MIN_USABLE:
+        return canonical_shared_hrf(inputs.tr, best.size)
+    parameters = canonical.parameters.iloc[best][["x", "y", "sd"]].assign(baseline=0.0, amplitude=1.0)
+    neural = GaussianPRF2D(inputs.grid).predict(inputs.paradigm, parameters).to_numpy()
+    nuisance_columns = np.hstack([extra, np.ones((inputs.data.shape[0], 1))])
+    return estimate_shared_hrf(neural, inputs.data.iloc[:, best].to_numpy(), inputs.tr,
+                               segments=run_lengths(inputs.data.index), nuisance=nuisance_columns,
+                               shared_design=False)
+
+
+def fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar):
+    settings = lm_settings(max_iterations)
+    extra = nuisance(inputs)
+    kwargs = {"optimizer": "lm", "confounds": extra, "memory_limit": memory_limit, "progressbar": progressbar,
+              "noise_model": noise_model, **settings}
+    shared = None
+    if hrf == "shared":
+        model = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr))
+        canonical = fit_prf2d(model, inputs.data, inputs.paradigm, **kwargs)
+        start = time.perf_counter()
+        shared = _shared_hrf(inputs, canonical, extra)
+        shared_time = time.perf_counter() - start
+        model = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr, delay=shared.delay,
+                                                                        dispersion=shared.dispersion))
+        result = _refit_from(model, inputs, canonical, extra, kwargs)
+        result.timings = {**{f"canonical_{k}": v for k, v in canonical.timings.items()},
+                          "shared_hrf": shared_time, **result.timings}
+    else:
+        model = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr, unique_hrfs=hrf == "fit"))
+        result = fit_prf2d(model, inputs.data, inputs.paradigm, **kwargs)
+    parameters = result.parameters
+    maps = []
+    for label in parameters.columns:
+        description, units = PRF_MAPS.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
+        maps.append(MapSpec(label, parameters[label].to_numpy().astype(np.float32), description, units))
+    x, y = parameters["x"].to_numpy(), parameters["y"].to_numpy()
+    maps.append(MapSpec("polarAngle", np.degrees(np.arctan2(y, x)).astype(np.float32),
+                        "Polar angle of the pRF centre, counter-clockwise from the right horizontal meridian",
+                        "degrees (-180 to 180)"))
+    maps.append(MapSpec("eccentricity", np.hypot(x, y).astype(np.float32),
+                        "Eccentricity of the pRF centre (distance from fixation)", "degrees of visual angle"))
+    fitted = {k: parameters[k].to_numpy() for k in HRF_UNITS if k in parameters}
+    recipe = "grid search (correlation) -> least-squares baseline and amplitude -> Levenberg-Marquardt"
+    if hrf == "shared":
+        recipe = (f"canonical HRF: {recipe}; shared HRF from the best voxels; least-squares baseline and amplitude "
+                  "-> Levenberg-Marquardt from the canonical solution")
+    fitter_settings = {"ParameterFitter": {
+        "Recipe": recipe,
+        "Solver": "Levenberg-Marquardt", "Iterations": int(result.n_iterations), "Converged": bool(result.converged),
+        "MaxIterations": settings["max_n_iterations"], "NoiseModel": noise_model,
+        "StoppingRule": {"RSquaredTolerance": settings["r2_atol"], "Lag": settings["lag"]},
+        "Bounds": {"x, y": "stimulus extent widened by half of it on each side",
+                   "sd": "half a pixel to the stimulus extent"}}}
+    stimulus = pd.DataFrame({"stimulus_area": inputs.paradigm.to_numpy().mean(axis=1)}, index=inputs.data.index)
+    design = pd.concat([stimulus, inputs.confounds], axis=1)
+    basis = confound_basis(extra, inputs.data.shape[0])
+
+    def predict(voxels):
+        """Data and prediction of a few voxels, both with confounds and run means projected out (as fitted)."""
+        observed = inputs.data.iloc[:, voxels].to_numpy(dtype=np.float64)
+        fitted = result.fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
+        if basis is not None:
+            observed = observed - basis @ (basis.T @ observed)
+            fitted = fitted - basis @ (basis.T @ fitted)
+        return observed, fitted
+
+    taps = len(model.hrf_model.times) if model.hrf_model.unique_hrfs else 1
+    n_pixels = inputs.paradigm.shape[1]
+    predict_runs = make_predictor(model, parameters, None, lambda inputs: inputs.paradigm, memory_limit,
+                                  lambda n_time: 4 * (2 * n_pixels + n_time * (taps + 4)))
+    return FitResult(maps=maps, r2=result.r2.to_numpy().astype(np.float32), model_class=type(model).__name__,
+                     hrf=hrf_settings(model.hrf_model, hrf, fitted=fitted or None, shared=shared),
+                     fitter=fitter_settings, design=design, timings=result.timings,
+                     converged=result.fitter.voxel_converged.to_numpy(), history=result.fitter.history,
+                     predict=predict, predict_runs=predict_runs)
+
+
+class _Refit:
+    """What :func:`fit_prf2d` returns, for a fit started from another solution."""
+
+    def __init__(self, fitter, parameters, timings):
+        self.fitter, self.parameters, self.r2, self.timings = fitter, parameters, fitter.r2, timings
+        self.n_iterations, self.converged = fitter.n_iterations, fitter.converged
+
+
+def _refit_from(model, inputs, previous, extra, kwargs):
+    """Refine baseline and amplitude from ``previous``'s solution under ``model``, then Levenberg–Marquardt."""
+    fit_kwargs = {k: v for k, v in kwargs.items() if k not in ("confounds", "memory_limit")}
+    fitter = ParameterFitter(model, inputs.data, inputs.paradigm, memory_limit=kwargs["memory_limit"])
+    start = time.perf_counter()
+    init = fitter.refine_baseline_and_amplitude(previous.parameters, confounds=extra)
+    timings = {"refine": time.perf_counter() - start}
+    start = time.perf_counter()
+    parameters = fitter.fit(init_pars=init.fillna(0.0), confounds=extra, **fit_kwargs)
+    timings["iterative"] = time.perf_counter() - start
+    return _Refit(fitter, parameters, timings)
