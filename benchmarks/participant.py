@@ -1,34 +1,19 @@
 """Benchmark of the whole participant level on an MNI-sized subject.
 
 A generated fMRIPrep-like subject on the 2 mm MNI grid (97 × 115 × 97, ≈ 200k voxels in the mask), 2 runs × 300
-volumes, 3 conditions, is fitted with ``bids_encoder … participant --model glm --hrf fit`` in a child process.
-Prints the wall time of each stage (from the R² sidecar) and the child's peak resident memory.
+volumes, 3 conditions, is fitted with ``bids_encoder … participant --model glm --hrf H --cv C`` in a child process
+per (H, C) given (``--config H:C``, repeatable). Prints one row per configuration: the wall time of each stage
+(from the R² sidecar; ``cross_validation`` is the cost of cvR²), total wall time and its ratio to the first row
+(measured side by side in one run), the child's peak resident memory, median R² and cvR², and the HRF kept.
 
-    python benchmarks/participant.py [--folder DIR] [--hrf fit|canonical] [--nthreads N]
-
-Targets (2 CPU cores): under 3 minutes and under 8 GB.
-"""
-
-from __future__ import annotations
-
-import json
-import resource
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import click
-
-
-@click.command()
+    python benchmarks/participant.py [--folder DIR] [--config fit:auto@click.command()
 @click.option("--folder", type=click.Path(path_type=Path), default=Path("/tmp/bids_encoder_benchmark"),
               show_default=True, help="Where the dataset is generated (kept and reused) and fitted.")
-@click.option("--hrf", default="fit", show_default=True)
+@click.option("--config", "configs", multiple=True, default=("fit:auto",), show_default=True,
+              help="HRF:CV, e.g. canonical:none, fit:auto, auto:auto (repeatable; the first is the reference).")
 @click.option("--volumes", default=300, show_default=True)
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True)
-def main(folder, hrf, volumes, confounds):
+def main(folder, configs, volumes, confounds):
     from bids_encoder.bids.example_dataset import make_example_dataset
 
     bids = folder / f"bids_{volumes}"
@@ -38,25 +23,36 @@ def main(folder, hrf, volumes, confounds):
                                      noise=1.0, mask_radius=0.707, seed=1)
         print(f"generated {int(truth.mask.sum())} in-mask voxels in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
-    out = folder / f"out_{hrf}"
-    shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "bids_encoder", str(bids), str(out), "participant", "--hrf", hrf,
-               "--confounds", confounds, "--work-dir", str(folder / "work")]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode:
-        sys.exit(f"bids_encoder failed ({done.returncode}): {done.stderr.strip().splitlines()[-1]}")
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB
-    sidecar = next(out.glob("sub-01/func/*_stat-rsquared_statmap.json"))
-    content = json.loads(sidecar.read_text())
-    processing = content["Processing"]
-    print(f"| voxels | volumes | hrf | confounds | {' | '.join(processing['WallTime'])} | total wall s | peak RSS GB |")
-    print("|" + "---|" * (6 + len(processing["WallTime"])))
-    stages = " | ".join(f"{value:.1f}" for value in processing["WallTime"].values())
-    print(f"| {processing['VoxelsTotal']} | {'+'.join(map(str, processing['Volumes']))} | {hrf} | "
-          f"{content['Confounds']['NumberOfRegressors']} | {stages} | {wall:.1f} | {peak_gb:.2f} |")
-    print(f"median R² {content['MedianRSquared']:.3f}; targets: total < 180 s, peak < 8 GB")
+    rows = []
+    for config in configs:
+        hrf, cv = config.split(":")
+        out = folder / f"out_{hrf}_{cv}"
+        shutil.rmtree(out, ignore_errors=True)
+        command = [sys.executable, "benchmarks/_peak.py", sys.executable, "-m", "bids_encoder", str(bids), str(out),
+                   "participant", "--hrf", hrf, "--cv", cv, "--confounds", confounds, "--no-report",
+                   "--work-dir", str(folder / "work")]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        wall = time.perf_counter() - start
+        if done.returncode:
+            sys.exit(f"bids_encoder failed ({done.returncode}): {done.stderr.strip().splitlines()[-1]}")
+        peak_gb = float(done.stdout.strip().splitlines()[-1]) / 1e9
+        content = json.loads(next(out.glob("sub-01/func/*_stat-rsquared_statmap.json")).read_text())
+        rows.append((hrf, cv, content, wall, peak_gb))
+        print(f"done: {config} in {wall:.0f} s", file=sys.stderr, flush=True)
+    stages = list(dict.fromkeys(k for _, _, c, _, _ in rows for k in c["Processing"]["WallTime"]))
+    print(f"| voxels | volumes | hrf | cv | kept | confounds | {' | '.join(stages)} | total wall s | × first | "
+          "peak RSS GB | median R² | median cvR² |")
+    print("|" + "---|" * (12 + len(stages)))
+    for hrf, cv, content, wall, peak_gb in rows:
+        processing = content["Processing"]
+        times = " | ".join(f"{processing['WallTime'].get(k, float('nan')):.1f}" for k in stages)
+        cvr2 = content.get("MedianCVRSquared")
+        print(f"| {processing['VoxelsTotal']} | {'+'.join(map(str, processing['Volumes']))} | {hrf} | {cv} | "
+              f"{content['HRF']['Choice']} | {content['Confounds']['NumberOfRegressors']} | {times} | {wall:.1f} | "
+              f"{wall / rows[0][3]:.2f} | {peak_gb:.2f} | {content['MedianRSquared']:.3f} | "
+              f"{'n/a' if cvr2 is None else f'{cvr2:.3f}'} |")
+    print("targets: total < 180 s, peak < 8 GB (--hrf fit)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["SZINTE_TR", "SzinteData", "load_szinte2024"]
+__all__ = ["SZINTE_TR", "SzinteData", "load_szinte2024", "szinte_fit_inputs"]
 
 #: Repetition time of the recordings (s); not stored in the files
 SZINTE_TR = 1.317025
@@ -36,3 +36,16 @@ def load_szinte2024(folder):
     reference = pd.read_csv(folder / "gauss_parameters.tsv", sep="\t", index_col=0)
     data.columns = reference.index
     return SzinteData(frames=frames, paradigm=paradigm, grid=grid, data=data, reference=reference)
+
+
+def szinte_fit_inputs(szinte):
+    """The Szinte data as the inputs of one participant-level pRF fit (one run, no confounds), so that the app's
+    fits and cross-validation (:mod:`bids_encoder.workflows.crossval`) run on them directly."""
+    from .bids.inputs import FitInputs
+
+    index = pd.MultiIndex.from_arrays([np.ones(len(szinte.data), int), np.arange(len(szinte.data))],
+                                      names=["run", "volume"])
+    data = szinte.data.set_axis(index, axis=0)
+    paradigm = szinte.paradigm.astype(np.float32).set_axis(index, axis=0)
+    return FitInputs(runs=[None], data=data, writer=None, tr=SZINTE_TR, paradigm=paradigm,
+                     confounds=pd.DataFrame(index=index), grid=szinte.grid)

@@ -51,13 +51,24 @@ def test_canonical_hrf_recovers_retinotopy(szinte, canonical_fit):
     assert np.isfinite(estimate[~np.isnan(canonical_fit.r2.to_numpy())]).all()
 
 
-def test_fitting_the_hrf_beats_the_reference(szinte, canonical_fit):
+def test_held_out_r2_of_the_hrf_choices(szinte):
+    """Split-half cross-validation (two contiguous halves; every parameter, HRF included, estimated on the training
+    half) of the canonical, shared and per-voxel HRFs on the voxels with a reference fit. Measured (closing note of
+    issue #15, all 2,365 voxels): median cvR² over the voxels with cvR² > 0 under any choice — canonical 0.04,
+    shared 0.04, per-voxel 0.17. Every fourth voxel with a reference fit here, to keep the test short. The halves sweep the bars in opposite directions, so a wrong HRF delay shifts the fitted position one way
+    in the training half and mistimes the held-out half: per-voxel HRFs win out of sample here."""
+    from bids_encoder.szinte import SzinteData, szinte_fit_inputs
+    from bids_encoder.workflows.crossval import cross_validate
+    from bids_encoder.workflows.fit import fit_model
+
     paradigm, grid, data, reference = szinte
-    fitted = reference["r2"].notna().to_numpy()
-    model = GaussianPRF2DWithHRF(grid, hrf_model=SPMHRFModel(TR, unique_hrfs=True))
-    fit = fit_prf2d(model, data, paradigm, optimizer="lm", progressbar=False)
-    median_r2 = np.nanmedian(fit.r2[fitted])
-    assert median_r2 >= 0.30 > reference["r2"].median()
-    assert median_r2 >= np.nanmedian(canonical_fit.r2[fitted])
-    delay = fit.parameters["hrf_delay"].dropna()
-    assert delay.between(3.0, 7.0).all()
+    fitted = np.flatnonzero(reference["r2"].notna().to_numpy())[::4]
+    inputs = szinte_fit_inputs(SzinteData(frames=None, paradigm=paradigm, grid=grid, data=data.iloc[:, fitted],
+                                           reference=reference.iloc[fitted]))
+    cvr2 = {hrf: cross_validate(inputs, lambda train, hrf=hrf: fit_model(train, "prf2d", hrf=hrf, progressbar=False),
+                                "split-half")["cvr2"] for hrf in ("canonical", "shared", "fit")}
+    positive = np.any(np.vstack(list(cvr2.values())) > 0, axis=0)
+    medians = {hrf: float(np.median(values[positive])) for hrf, values in cvr2.items()}
+    assert positive.mean() > 0.3
+    assert medians["fit"] > max(medians["canonical"], medians["shared"]) + 0.05, medians
+    assert all(np.median(values) < 0.1 for values in cvr2.values())  # 75 training volumes: far below in-sample R²

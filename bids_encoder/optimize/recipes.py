@@ -13,7 +13,7 @@ from .parameters import ParameterFitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRFFit", "default_prf_grid", "fit_prf2d"]
+__all__ = ["PRFFit", "default_hrf_grid", "default_prf_grid", "fit_prf2d"]
 
 #: Early-stopping settings that suit each solver: LM converges in tens of steps, Adam in hundreds.
 SOLVER_DEFAULTS = {
@@ -49,8 +49,25 @@ def default_prf_grid(model, n_x=27, n_y=19, n_sd=10):
     return xs, ys, sds
 
 
+def default_hrf_grid(hrf_model):
+    """Grid values of per-voxel HRF parameters: the canonical delay and dispersion and a step either side
+    (delay −1 s / +0.75 s, dispersion ×0.7 / ×1.4), inside the model's bounds; {} without per-voxel HRFs."""
+    defaults = hrf_model.get_default_parameters()
+    if not defaults:
+        return {}
+    delay, dispersion = defaults["hrf_delay"], defaults["hrf_dispersion"]
+
+    def inside(values, low, high):
+        margin = 0.02 * (high - low)  # strictly inside: the bounded transform maps the bounds to infinity
+        return sorted({float(v) for v in values if low + margin <= v <= high - margin} | {float(values[1])})
+
+    return {"hrf_delay": inside([delay - 1.0, delay, delay + 0.75], hrf_model.min_hrf_delay, hrf_model.max_hrf_delay),
+            "hrf_dispersion": inside([0.7 * dispersion, dispersion, 1.4 * dispersion], hrf_model.min_dispersion,
+                                     hrf_model.max_dispersion)}
+
+
 def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
-              memory_limit=666666666, progressbar=True, **fit_kwargs):
+              memory_limit=666666666, progressbar=True, hrf_grid=None, **fit_kwargs):
     """Fit a 2-D Gaussian pRF model (with or without HRF): grid → refine baseline/amplitude → iterative.
 
     Parameters
@@ -58,6 +75,9 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
     model : GaussianPRF2D or GaussianPRF2DWithHRF (per-voxel HRF parameters start at their defaults)
     grid : (xs, ys, sds), optional
         Grid values; :func:`default_prf_grid` when None. The grid ranks points by positive correlation.
+    hrf_grid : dict, optional
+        Grid values of the per-voxel HRF parameters (``{'hrf_delay': [...], 'hrf_dispersion': [...]}``);
+        :func:`default_hrf_grid` when None (3 × 3 values around the canonical HRF).
     optimizer : 'lm', 'adam' or a Keras optimizer
     fit_kwargs : passed to :meth:`ParameterFitter.fit` (override :data:`SOLVER_DEFAULTS`).
 
@@ -67,9 +87,9 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
     """
     fitter = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
     xs, ys, sds = default_prf_grid(model) if grid is None else grid
-    hrf_defaults = model.hrf_model.get_default_parameters() if hasattr(model, "hrf_model") else {}
     values = {"x": xs, "y": ys, "sd": sds, "baseline": None, "amplitude": None}
-    values.update({label: [value] for label, value in hrf_defaults.items()})
+    if hasattr(model, "hrf_model"):
+        values.update(default_hrf_grid(model.hrf_model) if hrf_grid is None else hrf_grid)
     labels = model.get_parameter_labels()
     missing = [label for label in labels if label not in values]
     if missing:

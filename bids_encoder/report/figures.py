@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 logger = logging.getLogger(__name__)
 
 __all__ = ["design_figure", "confounds_figure", "volume_map_figure", "surface_map_figure", "histogram_figure",
-           "timeseries_figure", "curve_figure", "fsaverage_mesh"]
+           "timeseries_figure", "curve_figure", "fsaverage_mesh", "cv_scatter_figure"]
 
 CYCLIC = "twilight_shifted"  # polar angle: a colour map that wraps around at ±180°
 
@@ -129,14 +129,18 @@ def surface_map_figure(values, hemisphere_sizes, mesh, path, title, cmap="cold_h
     return _save(figure, path)
 
 
-def histogram_figure(series, path, title, xlabel):
-    """Histograms of one or more value sets ({label: values}), NaN dropped."""
+def histogram_figure(series, path, title, xlabel, bounds=None):
+    """Histograms of one or more value sets ({label: values}), NaN dropped; ``bounds`` ({label: (low, high)})
+    are drawn as dashed lines in the series' colour."""
     figure, axis = plt.subplots(figsize=(6, 3))
     for label, values in series.items():
         values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size:
-            axis.hist(values, bins=50, alpha=0.6, label=f"{label} (median {np.median(values):.3g})")
+            _, _, patches = axis.hist(values, bins=50, alpha=0.6, label=f"{label} (median {np.median(values):.3g})")
+            if bounds and label in bounds:
+                for bound in bounds[label]:
+                    axis.axvline(bound, color=patches[0].get_facecolor(), linestyle="--", linewidth=1.2)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("voxels")
     axis.legend(fontsize=8)
@@ -170,5 +174,27 @@ def curve_figure(histories, path, title):
     axis.set_ylabel("mean R²")
     if len(histories) > 1:
         axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=10)
+    return _save(figure, path)
+
+
+def cv_scatter_figure(r2, cvr2, path, title):
+    """Cross-validated against in-sample R² per voxel, with the identity and cvR² = 0 lines."""
+    r2, cvr2 = np.asarray(r2, dtype=np.float64), np.asarray(cvr2, dtype=np.float64)
+    both = np.isfinite(r2) & np.isfinite(cvr2)
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    if both.any():
+        if both.sum() > 5000:
+            axis.hexbin(r2[both], cvr2[both], gridsize=60, bins="log", cmap="Greys", mincnt=1)
+        else:
+            axis.scatter(r2[both], cvr2[both], s=4, alpha=0.4, color="tab:blue", linewidths=0)
+        low = min(float(np.percentile(cvr2[both], 0.5)), 0.0)
+        high = max(float(r2[both].max()), 0.05)
+        axis.plot([low, high], [low, high], color="0.4", linewidth=0.8, label="cvR² = R²")
+        axis.axhline(0.0, color="tab:red", linewidth=0.8, label="cvR² = 0")
+        axis.set_ylim(low, high)
+        axis.legend(fontsize=7, loc="upper left")
+    axis.set_xlabel("R² (in sample)")
+    axis.set_ylabel("cvR² (held out)")
     axis.set_title(title, fontsize=10)
     return _save(figure, path)

@@ -29,6 +29,8 @@ def map_style(stat):
     """Colour map and range of a parameter: cyclic for polar angle, sequential for sizes and delays."""
     if stat == "polarAngle":
         return {"cmap": figures.CYCLIC, "vmin": -180.0, "vmax": 180.0, "symmetric": False}
+    if stat == "cvrsquared":  # negative values are informative: a diverging map centred on 0
+        return {"cmap": "cold_hot", "vmin": None, "vmax": None, "symmetric": True}
     if stat in ("eccentricity", "sd", "rsquared", "hrf_delay", "hrf_dispersion", "count"):
         return {"cmap": "viridis", "vmin": 0.0 if stat != "hrf_delay" else None, "vmax": None, "symmetric": False}
     return {"cmap": "cold_hot", "vmin": None, "vmax": None, "symmetric": True}
@@ -114,6 +116,17 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     section["figures"]["rsquared"] = _figure(path, output_dir, "R² of the model" + (
         " over the mean BOLD image" if how == "slices" else " on the fsaverage5 inflated mesh" if how == "mesh"
         else ": distribution (no mesh bundled for this space)"))
+    if result.cv is not None:
+        cvr2 = np.asarray(result.cv["cvr2"], dtype=np.float64)
+        path, how = plotter.plot(cvr2, Path(f"{stem}_cvrsquared"), "cvR²", "cvrsquared")
+        fraction = result.cv["FractionPositive"]
+        section["figures"]["cvrsquared"] = _figure(path, output_dir, (
+            f"Cross-validated R² ({result.cv['Scheme']}, {len(result.cv['Folds'])} folds): the model fitted without "
+            "the held-out data predicts them; negative values are worse than the held-out mean")
+            + ("" if fraction is None else f"; {fraction:.1%} of fitted voxels have cvR² > 0") + ".")
+        section["figures"]["cvscatter"] = _figure(figures.cv_scatter_figure(
+            r2, cvr2, f"{stem}_cvscatter.svg", "Held-out against in-sample R²"), output_dir,
+            "Each voxel's cvR² against its R²: the distance below the identity line is the in-sample optimism.")
     parameter_figures = []
     for spec in result.maps[:MAX_PARAMETER_MAPS]:
         label = spec.stat + (f" ({spec.contrast})" if spec.contrast else "")
@@ -138,9 +151,13 @@ def fit_section(output_dir, subject, name, inputs, result, info):
             "Levenberg–Marquardt: mean R² of the fitted voxels after each iteration.")
     hrf_maps = {spec.stat: spec.values for spec in result.maps if spec.stat in ("hrf_delay", "hrf_dispersion")}
     if hrf_maps:
+        bounds = result.hrf.get("Bounds")
+        at_bound = result.hrf.get("FractionAtBound") or {}
+        share = ", ".join(f"{k} {v:.1%}" for k, v in at_bound.items() if v is not None)
         section["figures"]["hrf"] = _figure(figures.histogram_figure(
-            hrf_maps, f"{stem}_hrf.svg", "Fitted HRF parameters", "seconds"), output_dir,
-            "Distribution of the fitted HRF delay and dispersion over voxels.")
+            hrf_maps, f"{stem}_hrf.svg", "Fitted HRF parameters", "seconds", bounds=bounds), output_dir,
+            "Distribution of the fitted HRF delay and dispersion over voxels; dashed lines: their bounds"
+            + (f" (at a bound: {share})." if share else "."))
     write_json(f"{stem}_report.json", section)
     return section
 
