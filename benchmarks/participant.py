@@ -6,7 +6,24 @@ per (H, C) given (``--config H:C``, repeatable). Prints one row per configuratio
 (from the R² sidecar; ``cross_validation`` is the cost of cvR²), total wall time and its ratio to the first row
 (measured side by side in one run), the child's peak resident memory, median R² and cvR², and the HRF kept.
 
-    python benchmarks/participant.py [--folder DIR] [--config fit:auto@click.command()
+    python benchmarks/participant.py [--folder DIR] [--config fit:none --config fit:auto --config auto:auto]
+
+Targets (2 CPU cores): under 3 minutes and under 8 GB with --hrf fit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command()
 @click.option("--folder", type=click.Path(path_type=Path), default=Path("/tmp/bids_encoder_benchmark"),
               show_default=True, help="Where the dataset is generated (kept and reused) and fitted.")
 @click.option("--config", "configs", multiple=True, default=("fit:auto",), show_default=True,
