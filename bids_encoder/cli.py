@@ -316,6 +316,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         raise AppError(f"Run labels must be integers, got {', '.join(runs)}", 64)
     if options["task"] is not None and not LABEL.match(options["task"]):
         raise AppError(f"Invalid task label {options['task']!r}", 64)
+    if analysis_level == "participant" and options["hrf"] == "auto" and options["cv"] == "none":
+        raise AppError("--hrf auto chooses by cross-validated R²: it cannot run with --cv none", 64)
     memory_limit = _memory(options["memory_limit"])
     confound_parameters = _confound_parameters(options["confounds_param"])
     filters = _filters(options["bids_filter_file"])

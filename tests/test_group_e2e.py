@@ -79,7 +79,7 @@ def test_separate_processes_then_group_write_every_file(study):
     for subject in SUBJECTS:
         assert (out / f"sub-{subject}/func/sub-{subject}_{VOLUME}_stat-rsquared_statmap.json").is_file()
     assert sorted(p.name for p in (out / "group").iterdir() if p.is_file()) == expected_group_files()
-    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 10
+    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 12
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
     assert len(list((out / "logs").glob("participant_sub-*.log"))) == 4
     assert len(list((out / "logs").glob("group_*.log"))) == 1
@@ -204,6 +204,28 @@ def test_min_rsquared_masks_participants_voxels(study, tmp_path):
     assert not (copy / "group" / f"{SURFACE}_stat-count_statmap.json").exists()  # --space restricts the group
     sidecar = json.loads((copy / f"group/{VOLUME}_stat-count_statmap.json").read_text())
     assert sidecar["MinRSquared"] == 0.3
+
+
+def test_min_cvrsquared_combines_with_min_rsquared(study, tmp_path):
+    _, root, out = study
+    copy = _copy(out, tmp_path)
+    assert main([str(root / "bids"), str(copy), "group", "--space", "MNI152NLin2009cAsym", "--min-rsquared", "0.2",
+                 "--min-cvrsquared", "0.25", "--no-report", "--work-dir", str(tmp_path / "work")]) == 0
+    r2 = np.stack([_participant(copy, s, "stat-rsquared") for s in SUBJECTS])
+    cvr2 = np.stack([_participant(copy, s, "stat-cvrsquared") for s in SUBJECTS])
+    kept = (r2 >= 0.2) & (cvr2 >= 0.25)
+    assert 0 < kept.sum() < (r2 >= 0.2).sum()  # the cvR² threshold removes voxels the R² threshold keeps
+    count = _image(copy / f"group/{VOLUME}_stat-count_statmap.nii.gz")
+    np.testing.assert_array_equal(np.nan_to_num(count), kept.sum(axis=0))
+    mean = _image(copy / f"group/{VOLUME}_stat-cvrsquared_desc-mean_statmap.nii.gz")
+    some = kept.any(axis=0)
+    np.testing.assert_allclose(mean[some], np.nanmean(np.where(kept, cvr2, np.nan)[:, some], axis=0), rtol=1e-5)
+    sidecar = json.loads((copy / f"group/{VOLUME}_stat-count_statmap.json").read_text())
+    assert sidecar["MinRSquared"] == 0.2 and sidecar["MinCVRSquared"] == 0.25
+    for path in (copy / "sub-01" / "func").glob(f"*{VOLUME}*stat-cvrsquared_statmap.*"):
+        path.unlink()  # a fit without cvR² (as with --cv none) cannot be thresholded on it
+    assert main([str(root / "bids"), str(copy), "group", "--space", "MNI152NLin2009cAsym", "--min-cvrsquared", "0.1",
+                 "--no-report", "--work-dir", str(tmp_path / "work")]) == 66
 
 
 def truth_mask_size(r2):

@@ -60,8 +60,8 @@ def test_exact_output_files(dataset):
                    and p.parts[-2] not in ("logs", "figures") and p.suffix != ".html")
     assert found == expected_files()
     assert sorted(p.name for p in out.glob("*.html")) == ["sub-01.html", "sub-02.html"]
-    for subject in ("01", "02"):  # per fit: design, confounds, R², 3 effects, data and fit, section JSON
-        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 8
+    for subject in ("01", "02"):  # per fit: design, confounds, R², cvR², cvR² vs R², 3 effects, data and fit, JSON
+        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 10
     logs = list((out / "logs").glob("participant_*.log"))
     assert len(logs) == 2 and all(log.stat().st_size > 0 for log in logs)
     assert not list(out.rglob(".*"))  # no temporary files left
@@ -219,6 +219,9 @@ def test_rerun_skips_finished_subjects(dataset):
     (["participant", "--confounds", "motion,aroma"], 64, "Unknown confound strategy"),
     (["participant", "--memory-limit", "lots"], 64, "--memory-limit"),
     (["participant", "--no-such-option"], 64, "No such option"),
+    (["participant", "--hrf", "auto", "--cv", "none"], 64, "--hrf auto chooses by cross-validated R²"),
+    (["participant", "--participant-label", "01", "--run", "1", "--cv", "loro", "--no-report"], 64,
+     "--cv loro needs at least two runs"),
 ])
 def test_exit_codes(dataset, tmp_path, capsys, arguments, code, message):
     _, root, _ = dataset
