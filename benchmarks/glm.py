@@ -100,6 +100,8 @@ def main():
     print(f"{'-' * width}-|-{'-' * 40}")
     for name, value in rows:
         print(f"{name:<{width}} | {value}")
+    print("cvR²: off (in-sample least squares of both libraries; the app's cross-validation refits once per fold, "
+          "see benchmarks/participant.py)")
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def main():
     print("|---|---|---|---|---|---|---|")
     print(f"| {arguments.subjects} | {n_voxels:,} | {len(CONDITIONS) + 1} | {arguments.atlas or 'none'} | {files} "
           f"| {wall:.1f} s | {peak:.2f} GB |")
-    print(f"(fabricating the inputs took {made:.1f} s)")
+    print(f"(fabricating the inputs took {made:.1f} s; cvR²: not computed at the group level — participant cvR² "
+          "maps, when present, are aggregated like any map)")
 
 
 if __name__ == "__main__":

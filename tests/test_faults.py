@@ -96,7 +96,7 @@ def dataset(tmp_path_factory):
 
 def test_seeded_cpu_runs_give_identical_maps(dataset, tmp_path):
     root, reference = dataset
-    assert len([name for name in reference if name.endswith(".nii.gz")]) == 2 * 6  # 3 effects, R², 2 HRF maps
+    assert len([name for name in reference if name.endswith(".nii.gz")]) == 2 * 7  # 3 effects, R², cvR², 2 HRF maps
     code, err = _finish(_start(root / "bids", tmp_path / "out", tmp_path / "work"))
     assert code == 0, err[-3000:]
     _assert_same(_outputs(tmp_path / "out"), reference)
@@ -138,7 +138,7 @@ def test_a_signal_lost_in_a_finaliser_still_stops_the_run(dataset, tmp_path, mon
     root, reference = dataset
     swallowed, fits = [], []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: swallowed.append(unraisable.exc_type))
-    fit_model = participant.fit_model
+    fit_model = participant.fit_with_cv
 
     def fit_then_signal(*args, **kwargs):
         result = fit_model(*args, **kwargs)
@@ -147,7 +147,7 @@ def test_a_signal_lost_in_a_finaliser_still_stops_the_run(dataset, tmp_path, mon
             _SignalsItselfWhenCollected()  # collected at once
         return result
 
-    monkeypatch.setattr(participant, "fit_model", fit_then_signal)
+    monkeypatch.setattr(participant, "fit_with_cv", fit_then_signal)
     out = tmp_path / "out"
     assert main([str(root / "bids"), str(out), "participant", "--work-dir", str(tmp_path / "work"), *ARGS]) == 143
     assert swallowed == [Terminated]  # the handler's exception was lost, as it is in a finaliser
