@@ -37,7 +37,7 @@ def test_readme_example_command_recovers_effects(example):
     rows = [line for line in stdout.splitlines() if line.startswith("| sub-")]
     assert len(rows) == 6
     assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
-    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 16
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 20  # 2 × 2 fits × (3 effects, R², cvR²)
     group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
     assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
     assert (out / "group/participants_summary.tsv").is_file()
@@ -50,7 +50,7 @@ def test_every_sidecar_carries_the_version(example):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Version"] == __version__
     sidecars = [p for p in out.rglob("*.json") if "figures" not in p.parts and p.name != "dataset_description.json"]
-    assert len(sidecars) == 16 + 4 + len(list((out / "group").glob("*.json")))  # maps, designs, group
+    assert len(sidecars) == 20 + 4 + len(list((out / "group").glob("*.json")))  # maps, designs, group
     assert len(list((out / "group").glob("*.json"))) > 20
     assert {p.name: json.loads(p.read_text()).get("SoftwareVersion") for p in sidecars} == {
         p.name: __version__ for p in sidecars}
@@ -120,7 +120,7 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert not errors, errors
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         if page == "group.html":
-            assert "participants" in ids and len(images) == 10  # 2 spaces × (count, mean R², 3 z maps)
+            assert "participants" in ids and len(images) == 12  # 2 spaces × (count, mean R², mean cvR², 3 z maps)
             assert {"task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm",
                     "task-localizer_space-fsaverage5_model-glm"} <= ids
         else:

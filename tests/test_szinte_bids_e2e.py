@@ -68,7 +68,7 @@ def szinte_bids(tmp_path_factory):
 def test_prf_maps_agree_with_direct_core_fit(szinte_bids, tmp_path):
     root, frames, grid, data = szinte_bids
     out = tmp_path / "out"
-    code = main([str(root), str(out), "participant", "--model", "prf2d", "--space", "T1w", "--confounds", "none",
+    code = main([str(root), str(out), "participant", "--model", "prf2d", "--space", "T1w", "--confounds", "none", "--cv", "none",
                  "--work-dir", str(tmp_path / "work")])
     assert code == 0
     prefix = out / "sub-01" / "func" / "sub-01_task-prf_space-T1w_model-prf2d"
