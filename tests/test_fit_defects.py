@@ -35,3 +35,41 @@ def test_grid_result_does_not_depend_on_memory_limit(rng):
     np.testing.assert_allclose(small.grid_r2, large.grid_r2, rtol=1e-5)
     # and the signal voxels are found near their truth
     assert np.median(np.abs(expected["x"].iloc[:20] - truth["x"].iloc[:20])) < 1.5
+
+
+def two_run_problem(rng, n=120, n_voxels=5):
+    paradigm = event_paradigm(rng, 2 * n, 3)
+    runs = pd.MultiIndex.from_product([[1, 2], range(n)], names=["run", "time"])
+    paradigm.index = runs
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(2.0))
+    weights = rng.uniform(0.5, 1.5, (3, n_voxels))
+    clean = model.predict(parameters=np.zeros((n_voxels, 1)), weights=weights)
+    offsets = np.r_[np.full(n, 100.0), np.full(n, 90.0)][:, None]
+    data = clean + offsets + 0.01 * rng.standard_normal(clean.shape)
+    return model, paradigm, weights, data.astype(np.float32)
+
+
+def test_runs_are_read_from_the_data_index_too(rng):
+    """(run, time) data with a plain paradigm: two runs (own intercepts, no HRF across the boundary)."""
+    model, paradigm, weights, data = two_run_problem(rng)
+    plain = paradigm.reset_index(drop=True)
+    fitter = WeightFitter(model, None, data, plain)
+    np.testing.assert_allclose(fitter.fit(), weights, atol=0.01)
+    np.testing.assert_allclose(fitter.run_baselines.to_numpy(), [[100.0] * 5, [90.0] * 5], atol=0.01)
+    hrf_model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(2.0, unique_hrfs=True), weights=weights)
+    init = hrf_model.get_default_parameters(5, index=data.columns)
+    by_data = ParameterFitter(hrf_model, data, plain)
+    by_paradigm = ParameterFitter(hrf_model, data.reset_index(drop=True), paradigm)
+    for fitter in (by_data, by_paradigm):
+        fitter.fit(init_pars=init, optimizer="lm", max_n_iterations=3, progressbar=False)
+    np.testing.assert_allclose(by_data.predictions.to_numpy(), by_paradigm.predictions.to_numpy(), rtol=1e-5)
+
+
+def test_runs_that_disagree_raise(rng):
+    model, paradigm, weights, data = two_run_problem(rng)
+    other = pd.MultiIndex.from_product([[1, 2, 3], range(80)], names=["run", "time"])
+    with pytest.raises(ValueError, match="runs"):
+        WeightFitter(model, None, data, paradigm.set_axis(other))
+    with pytest.raises(ValueError, match="runs"):
+        ParameterFitter(model, data.set_axis(other), paradigm)
+    WeightFitter(model, None, data.set_axis(paradigm.index.set_names(["session", "volume"])), paradigm)

@@ -6,11 +6,23 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ..models.base import _as_frame
+from ..models.base import _as_frame, run_lengths
+
+
+def _runs(index, what):
+    """Run lengths of a (run, time) index (None for one run), with a clear error for a malformed one."""
+    try:
+        return run_lengths(index)
+    except ValueError as error:
+        raise ValueError(f"The {what} index: {error}") from None
 
 
 def check_data_and_paradigm(model, data, paradigm):
-    """Return (data, paradigm) as float32 DataFrames of equal length, or raise ValueError."""
+    """Return (data, paradigm) as float32 DataFrames of equal length, or raise ValueError.
+
+    Runs are read from either index (a (run, time) MultiIndex); the other one then takes it, so both carry the
+    same runs. Both with runs that differ is an error.
+    """
     paradigm = model.get_paradigm(paradigm)
     if data is None:
         if model.data is None:
@@ -21,8 +33,15 @@ def check_data_and_paradigm(model, data, paradigm):
         raise ValueError(
             f"The paradigm has {paradigm.shape[0]} time points but the data have {data.shape[0]}"
         )
-    if not isinstance(data.index, pd.MultiIndex) and isinstance(paradigm.index, pd.MultiIndex):
-        data.index = paradigm.index
+    data_runs, paradigm_runs = _runs(data.index, "data"), _runs(paradigm.index, "paradigm")
+    if data_runs is not None and paradigm_runs is not None:
+        if data_runs != paradigm_runs:
+            raise ValueError(f"The data and the paradigm have different runs: run lengths {list(data_runs)} "
+                             f"(data index) and {list(paradigm_runs)} (paradigm index)")
+    elif paradigm_runs is not None:
+        data = data.set_axis(paradigm.index, axis=0)
+    elif data_runs is not None:
+        paradigm = paradigm.set_axis(data.index, axis=0)  # a copy: a model's stored paradigm stays as it is
     return data, paradigm
 
 
