@@ -45,17 +45,35 @@ def check_data_and_paradigm(model, data, paradigm):
     return data, paradigm
 
 
-def confound_basis(confounds, n_time):
-    """Orthonormal basis (time × rank, float64) of the confounds' column space, or None."""
+def later_run_indicators(segments, n_time):
+    """Indicator columns (time × runs - 1) of runs 2..n: with a constant, every run has its own mean."""
+    segments = segments or (n_time,)
+    columns = np.zeros((n_time, len(segments) - 1))
+    starts = np.cumsum((0, *segments))
+    for i in range(1, len(segments)):
+        columns[starts[i] : starts[i + 1], i - 1] = 1.0
+    return columns
+
+
+def confound_basis(confounds, n_time, segments=None):
+    """Orthonormal basis (time × rank, float64) of the confounds' column space, or None.
+
+    With ``segments`` (run lengths) of several runs, the indicators of runs 2..n join the confounds.
+    """
     if confounds is None:
+        values = np.zeros((n_time, 0))
+    else:
+        values = np.asarray(confounds, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[:, np.newaxis]
+        if values.shape[0] != n_time:
+            raise ValueError(f"confounds have {values.shape[0]} rows but the data have {n_time} time points")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("confounds contain NaN or infinite values")
+    if segments is not None and len(segments) > 1:
+        values = np.hstack([values, later_run_indicators(segments, n_time)])
+    if values.shape[1] == 0:
         return None
-    values = np.asarray(confounds, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, np.newaxis]
-    if values.shape[0] != n_time:
-        raise ValueError(f"confounds have {values.shape[0]} rows but the data have {n_time} time points")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("confounds contain NaN or infinite values")
     u, s, _ = np.linalg.svd(values, full_matrices=False)
     rank = int(np.sum(s > s.max(initial=0.0) * max(values.shape) * np.finfo(float).eps)) if s.size else 0
     return u[:, :rank] if rank else None  # no confounds at all: the same as none given

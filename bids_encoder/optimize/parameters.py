@@ -137,7 +137,9 @@ class ParameterFitter:
             Starting values (for example from ``fit_grid``); the stored parameters otherwise.
         confounds : array or DataFrame, shape (time, k), optional
             Nuisance regressors: their span is projected out of both the data and the predictions, so that
-            parameters explain only what the confounds cannot.
+            parameters explain only what the confounds cannot. With several runs, the indicators of runs 2..n
+            always join them: every run has its own mean, ``baseline`` is the first run's level, and R² is
+            relative to the variance that the run means and confounds leave (as in ``WeightFitter``).
         optimizer : keras optimizer or 'lm', optional
             Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None. ``'lm'`` runs the batched
             Levenberg–Marquardt solver (second order, typically 10–50 iterations; ``learning_rate`` unused;
@@ -181,7 +183,7 @@ class ParameterFitter:
         if use_lm and shared:
             raise ValueError("shared_pars couple voxels; fit them with a gradient-descent optimizer, not 'lm'")
         init = self._initial_parameters(init_pars)
-        basis = confound_basis(confounds, self.data.shape[0])
+        basis = confound_basis(confounds, self.data.shape[0], self.segments)
         weights = self._weights()
         mask = meaningful_voxels(self.data)
         self._check_finite_init(init, mask)
@@ -262,7 +264,7 @@ class ParameterFitter:
         positive_amplitude : bool
             With closed-form amplitudes, only positive ones (negatively correlated points rank last).
         confounds : array (time × k), optional
-            Projected out of data and predictions.
+            Projected out of data and predictions (with the indicators of runs 2..n when there are several).
 
         Returns
         -------
@@ -273,7 +275,7 @@ class ParameterFitter:
         if len(args) != len(labels):
             raise ValueError(f"fit_grid needs one list of values per parameter {labels}, got {len(args)}")
         mask = meaningful_voxels(self.data)
-        basis = confound_basis(confounds, self.data.shape[0])
+        basis = confound_basis(confounds, self.data.shape[0], self.segments)
         result = np.full((self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         if mask.any():
@@ -300,7 +302,7 @@ class ParameterFitter:
         if valid.any():
             result[valid] = refine_baseline_and_amplitude(
                 self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
-                frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0]),
+                frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
                 positive_amplitude=positive_amplitude)
         return as_frame(result, labels, self.data.columns)
 
