@@ -104,3 +104,23 @@ def test_each_run_has_its_own_baseline(rng):
     demean = lambda v: v - np.stack([v[runs == k].mean(0) for k in (0, 1)])[runs]  # noqa: E731
     expected = 1 - (demean(residual) ** 2).sum(0) / (demean(y) ** 2).sum(0)
     np.testing.assert_allclose(r2, expected, atol=1e-3)
+
+
+def test_numpy_weights_align_by_position_with_labelled_data(rng):
+    """numpy weights (no voxel labels) and data with named columns: aligned by position, not reindexed to NaN."""
+    n_voxels = 6
+    paradigm = event_paradigm(rng, 150, 3)
+    weights = rng.uniform(0.5, 1.5, (3, n_voxels))
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(2.0, unique_hrfs=True), weights=weights)
+    truth = pd.DataFrame({"baseline": np.full(n_voxels, 10.0), "hrf_delay": rng.uniform(5, 7, n_voxels),
+                          "hrf_dispersion": np.ones(n_voxels)})
+    data = model.simulate(parameters=truth, noise=0.05, random_state=3)
+    data.columns = [f"voxel{i}" for i in range(n_voxels)]
+    fitter = ParameterFitter(model, data, paradigm)
+    estimate = fitter.fit(init_pars=truth.assign(hrf_delay=6.0).set_axis(data.columns), optimizer="lm",
+                          max_n_iterations=20, progressbar=False)
+    assert fitter.r2.min() > 0.9
+    np.testing.assert_allclose(estimate["hrf_delay"], truth["hrf_delay"], atol=0.3)
+    model.weights = pd.DataFrame(weights, columns=[f"other{i}" for i in range(n_voxels)])
+    with pytest.raises(ValueError, match="weights"):
+        ParameterFitter(model, data, paradigm).fit(init_pars=truth.set_axis(data.columns), progressbar=False)

@@ -53,7 +53,22 @@ class ParameterFitter:
                 "fit them first with WeightFitter and pass them to the model"
             )
         weights = self.model._check_weights(self.model.weights, self.paradigm)
-        return weights.reindex(columns=self.data.columns).to_numpy()
+        voxels = self.data.columns
+        if not weights.columns.equals(voxels):
+            same_number = weights.shape[1] == len(voxels)
+            if same_number and weights.columns.is_unique and set(weights.columns) == set(voxels):
+                weights = weights.reindex(columns=voxels)  # the same labels in another order
+            elif same_number and weights.columns.equals(pd.RangeIndex(len(voxels))):
+                pass  # no voxel labels (numpy weights): aligned by position
+            else:
+                raise ValueError(
+                    f"The model's weights have {weights.shape[1]} columns that do not match the data's "
+                    f"{len(voxels)} voxels: give them the data's column labels, or no labels (numpy) in the "
+                    "data's order")
+        weights = weights.to_numpy()
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("The model's weights contain NaN or infinite values")
+        return weights
 
     def _initial_parameters(self, init_pars):
         labels = self.model.get_parameter_labels()
