@@ -124,3 +124,28 @@ def test_numpy_weights_align_by_position_with_labelled_data(rng):
     model.weights = pd.DataFrame(weights, columns=[f"other{i}" for i in range(n_voxels)])
     with pytest.raises(ValueError, match="weights"):
         ParameterFitter(model, data, paradigm).fit(init_pars=truth.set_axis(data.columns), progressbar=False)
+
+
+@pytest.mark.parametrize("optimizer", ["lm", None])
+def test_sigma2_counts_censored_volumes_and_parameters(rng, optimizer):
+    """300 volumes, 100 censored by spike confounds, true σ² = 0.25: σ² = SSR / (200 − 3 free parameters), within
+    its sampling error (SD of the mean ratio over 40 voxels: sqrt(2 / 197 / 40) = 0.016)."""
+    n_time, n_voxels = 300, 40
+    paradigm = event_paradigm(rng, n_time, 3)
+    weights = rng.uniform(1.0, 2.0, (3, n_voxels))
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(2.0, unique_hrfs=True), weights=weights)
+    truth = pd.DataFrame({"baseline": np.full(n_voxels, 10.0), "hrf_delay": rng.uniform(5, 7, n_voxels),
+                          "hrf_dispersion": rng.uniform(0.8, 1.2, n_voxels)})
+    data = model.simulate(parameters=truth, noise=0.5, random_state=5)
+    censored = np.sort(rng.choice(n_time, 100, replace=False))
+    spikes = np.zeros((n_time, 100))
+    spikes[censored, np.arange(100)] = 1.0
+    fitter = ParameterFitter(model, data, paradigm)
+    kwargs = {"max_n_iterations": 30} if optimizer else {"learning_rate": 0.02, "max_n_iterations": 600}
+    estimate = fitter.fit(init_pars=truth.assign(hrf_delay=6.0, hrf_dispersion=1.0), optimizer=optimizer,
+                          confounds=spikes, noise_model="gaussian", progressbar=False, **kwargs)
+    sigma2 = fitter.estimated_sigma2.to_numpy()
+    assert abs(np.mean(sigma2 / 0.25) - 1) < 0.05, np.mean(sigma2 / 0.25)
+    kept = np.setdiff1d(np.arange(n_time), censored)
+    residual = (data - model.predict(parameters=estimate)).to_numpy(np.float64)[kept]
+    np.testing.assert_allclose(sigma2, (residual**2).sum(0) / (len(kept) - 3), rtol=1e-3)

@@ -59,9 +59,13 @@ class FitProblem:
         )
         self.fixed_values = tf.constant(natural[:, self.fixed_idx].astype(np.float32))
         self.variables = [v for v in (self.free, self.shared) if v.shape[1]]
+        # residual degrees of freedom: volumes, less the confounds' rank (a spike column deletes a volume), less
+        # the free parameters of each voxel (shared ones are spread over all voxels and not counted)
+        rank = 0 if self.basis is None else int(self.basis.shape[1])
+        self.dof = max(self.n_time - rank - len(self.free_idx), 1)
         if noise_model == "gaussian":
             ssr = self.ssr(self.natural_parameters()).numpy()
-            self.log_sigma2 = tf.Variable(np.log(np.maximum(ssr / self.n_time, 1e-30)).astype(np.float32))
+            self.log_sigma2 = tf.Variable(np.log(np.maximum(ssr / self.dof, 1e-30)).astype(np.float32))
             self.variables.append(self.log_sigma2)
         else:
             self.log_sigma2 = None
@@ -95,10 +99,11 @@ class FitProblem:
         return tf.reduce_sum(tf.square(self.residuals(parameters)), axis=0)
 
     def loss(self, ssr):
-        """Scalar objective: Σ SSR/SST (scale-free) or the Gaussian negative log-likelihood."""
+        """Scalar objective: Σ SSR/SST (scale-free) or the Gaussian negative log-likelihood, with the residual
+        degrees of freedom in place of the number of volumes (its σ² optimum is then SSR / dof, unbiased)."""
         if self.log_sigma2 is None:
             return tf.reduce_sum(ssr / self.sst)
-        return tf.reduce_sum(0.5 * self.n_time * self.log_sigma2 + 0.5 * ssr * tf.exp(-self.log_sigma2))
+        return tf.reduce_sum(0.5 * self.dof * self.log_sigma2 + 0.5 * ssr * tf.exp(-self.log_sigma2))
 
     def r2(self, ssr):
         return 1.0 - ssr / self.sst
@@ -166,7 +171,7 @@ class FitProblem:
             "parameters": parameters.numpy(),
             "predictions": prediction.numpy(),
             "r2": self.r2(ssr).numpy(),
-            "sigma2": None if self.log_sigma2 is None else np.exp(self.log_sigma2.numpy()),
+            "sigma2": None if self.log_sigma2 is None else ssr.numpy() / self.dof,
             "history": np.asarray(history, dtype=np.float32),
             "n_iterations": len(history),
             "converged": converged,

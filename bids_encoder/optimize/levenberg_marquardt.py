@@ -114,8 +114,6 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
                 history[-1], n_done, problem.n_voxels)
     outcome = problem.outcome(history, converged)
     outcome["voxel_converged"] = done.numpy()
-    if problem.log_sigma2 is not None:  # the maximum-likelihood variance given the least-squares fit
-        outcome["sigma2"] = problem.ssr(problem.natural_parameters()).numpy() / problem.n_time
     if store_intermediate:
         outcome["intermediate"] = np.concatenate(snapshots, axis=0)
     return outcome

@@ -165,7 +165,9 @@ class ParameterFitter:
             Parameters tied across voxels (one value for all, initialised at the mean).
         noise_model : {'ssq', 'gaussian'}
             'ssq' minimises the residual sum of squares; 'gaussian' the Gaussian negative log-likelihood with
-            a free variance per voxel, stored in ``self.estimated_sigma2``.
+            a free variance per voxel. ``self.estimated_sigma2`` is then SSR / dof per voxel, with the residual
+            degrees of freedom dof = volumes − rank of the confounds (spike columns and run indicators
+            included) − free parameters per voxel (fixed and shared ones not counted).
         store_intermediate_parameters : bool
             Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
         r2_atol, lag : float, int
