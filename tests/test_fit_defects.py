@@ -61,7 +61,7 @@ def test_runs_are_read_from_the_data_index_too(rng):
     by_data = ParameterFitter(hrf_model, data, plain)
     by_paradigm = ParameterFitter(hrf_model, data.reset_index(drop=True), paradigm)
     for fitter in (by_data, by_paradigm):
-        fitter.fit(init_pars=init, optimizer="lm", max_n_iterations=3, progressbar=False)
+        fitter.fit(init_pars=init, max_n_iterations=2, learning_rate=0.05, progressbar=False)
     np.testing.assert_allclose(by_data.predictions.to_numpy(), by_paradigm.predictions.to_numpy(), rtol=1e-5)
 
 
@@ -149,3 +149,82 @@ def test_sigma2_counts_censored_volumes_and_parameters(rng, optimizer):
     kept = np.setdiff1d(np.arange(n_time), censored)
     residual = (data - model.predict(parameters=estimate)).to_numpy(np.float64)[kept]
     np.testing.assert_allclose(sigma2, (residual**2).sum(0) / (len(kept) - 3), rtol=1e-3)
+
+
+def test_fit_returns_each_voxels_best_parameters(rng, optimizer=None):
+    """Adam with a learning rate that overshoots: the returned parameters are each voxel's best of all steps (R²
+    at least that of every stored step's parameters, computed with numpy), predictions and R² consistent."""
+    n_voxels = 12
+    paradigm = event_paradigm(rng, 150, 3)
+    weights = rng.uniform(1.0, 2.0, (3, n_voxels))
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(2.0, unique_hrfs=True), weights=weights)
+    truth = pd.DataFrame({"baseline": np.full(n_voxels, 10.0), "hrf_delay": rng.uniform(5, 7, n_voxels),
+                          "hrf_dispersion": rng.uniform(0.8, 1.2, n_voxels)})
+    data = model.simulate(parameters=truth, noise=0.3, random_state=9)
+    fitter = ParameterFitter(model, data, paradigm)
+    kwargs = {"learning_rate": 0.5} if optimizer is None else {}
+    estimate = fitter.fit(init_pars=truth.assign(hrf_delay=5.0, hrf_dispersion=1.3), optimizer=optimizer,
+                          max_n_iterations=40, min_n_iterations=40, store_intermediate_parameters=True,
+                          progressbar=False, **kwargs)
+    y = data.to_numpy(np.float64)
+    sst = ((y - y.mean(0)) ** 2).sum(0)
+
+    def r2_of(parameters):
+        return 1 - ((y - model.predict(parameters=parameters).to_numpy(np.float64)) ** 2).sum(0) / sst
+
+    steps = fitter.intermediate_parameters
+    n_steps = steps.index.get_level_values("step").max() + 1
+    history = np.array([r2_of(steps.xs(step, level="step")) for step in range(n_steps)])
+    returned = r2_of(estimate)
+    np.testing.assert_allclose(fitter.r2, returned, atol=1e-4)
+    np.testing.assert_allclose(fitter.predictions, model.predict(parameters=estimate), rtol=1e-5, atol=1e-4)
+    assert np.all(returned >= history.max(axis=0) - 1e-4), (returned - history.max(axis=0)).min()
+
+
+def read_scalars(folder):
+    """{tag: [(step, value), …]} from the TensorBoard event files of one run folder."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(folder.iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars
+
+
+def test_log_dir_writes_loss_and_r2_per_fit_for_every_solver(rng, tmp_path, monkeypatch):
+    """Two chunks of voxels (memory_limit=1: one voxel per chunk), Adam then LM: one run folder per fit, tags loss
+    and mean_r2 at steps 0..n-1 without gaps, values = the fitter's history; None and False write nothing."""
+    import tensorflow as tf
+
+    paradigm = event_paradigm(rng, 100, 2)
+    weights = rng.uniform(1.0, 2.0, (2, 2))
+    model = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(2.0, unique_hrfs=True), weights=weights)
+    truth = pd.DataFrame({"baseline": [1.0, 2.0], "hrf_delay": [5.5, 6.5], "hrf_dispersion": [1.0, 1.1]})
+    data = model.simulate(parameters=truth, noise=0.2, random_state=4)
+    init = truth.assign(hrf_delay=6.0)
+    fitter = ParameterFitter(model, data, paradigm, memory_limit=1, log_dir=tmp_path / "tb")
+    histories = []
+    for optimizer in (tf.keras.optimizers.SGD(1e-3), "lm"):
+        fitter.fit(init_pars=init, optimizer=optimizer, max_n_iterations=12, min_n_iterations=12, progressbar=False)
+        assert len(fitter.history) == 2
+        histories.append(np.concatenate(fitter.history))
+    runs = sorted(p.name for p in (tmp_path / "tb").iterdir())
+    assert runs == ["fit-001", "fit-002"]
+    for run, history in zip(runs, histories, strict=True):
+        scalars = read_scalars(tmp_path / "tb" / run)
+        assert set(scalars) >= {"loss", "mean_r2"}
+        for tag in ("loss", "mean_r2"):
+            steps = [step for step, _ in scalars[tag]]
+            assert steps == list(range(len(history))), (run, tag, steps)
+        np.testing.assert_allclose([v for _, v in scalars["mean_r2"]], history, rtol=1e-6)
+        if run == "fit-002":  # LM accepts a voxel's step only if its SSR drops: each chunk's R² never falls
+            for chunk in fitter.history:
+                assert np.all(np.diff(chunk) >= -1e-6), chunk
+        assert np.all(np.isfinite([v for _, v in scalars["loss"]]))
+    monkeypatch.chdir(tmp_path)
+    for off in (None, False):
+        ParameterFitter(model, data, paradigm, log_dir=off).fit(init_pars=init, max_n_iterations=1,
+                                                                progressbar=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tb"]

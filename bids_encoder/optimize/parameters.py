@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,10 @@ class ParameterFitter:
     paradigm : DataFrame, shape (time, features)
     memory_limit : int
         Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
-    log_dir : str or False
-        Write TensorBoard scalars (loss, mean R²) there.
+    log_dir : str, path, None or False
+        Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
+        ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
+        chunk's mean R² is over its own voxels), for every solver. None or False: nothing is written.
     """
 
     def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False):
@@ -222,6 +225,7 @@ class ParameterFitter:
         intermediate = []
         self.n_iterations = 0
         self.converged = True
+        log, writer = self._tensorboard_log()
         for number, chunk in enumerate(chunks):
             if len(chunk) == 0:
                 continue
@@ -235,14 +239,14 @@ class ParameterFitter:
             if use_lm:
                 outcome = run_levenberg_marquardt(
                     problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description)
+                    progressbar, description=description, on_steps=log)
             else:
                 opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
                 if optimizer is not None and len(chunks) > 1:
                     opt = optimizer.__class__.from_config(optimizer.get_config())
                 outcome = problem.run_gradient_descent(
                     opt, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description, log_dir=self.log_dir)
+                    progressbar, description=description, on_steps=log)
             result.iloc[chunk] = outcome["parameters"]
             predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
@@ -255,6 +259,8 @@ class ParameterFitter:
             if store_intermediate_parameters:
                 intermediate.append((chunk, outcome["intermediate"]))
 
+        if writer is not None:
+            writer.close()
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
@@ -322,6 +328,28 @@ class ParameterFitter:
                 frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
                 positive_amplitude=positive_amplitude)
         return as_frame(result, labels, self.data.columns)
+
+    def _tensorboard_log(self):
+        """(callback, writer) writing loss and mean R² with steps continuous across chunks; (None, None)
+        without ``log_dir``."""
+        if self.log_dir is None or self.log_dir is False:
+            return None, None
+        root = Path(self.log_dir)
+        number = 1
+        while (root / f"fit-{number:03d}").exists():
+            number += 1
+        writer = tf.summary.create_file_writer(str(root / f"fit-{number:03d}"))
+        step = [0]
+
+        def log(mean_r2, loss):
+            with writer.as_default():
+                for r2_value, loss_value in zip(mean_r2, loss, strict=True):
+                    tf.summary.scalar("mean_r2", float(r2_value), step=step[0])
+                    tf.summary.scalar("loss", float(loss_value), step=step[0])
+                    step[0] += 1
+            writer.flush()
+
+        return log, writer
 
     def _stack_intermediate(self, intermediate, labels):
         n_steps = max((values.shape[0] for _, values in intermediate), default=0)
