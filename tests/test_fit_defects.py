@@ -228,3 +228,21 @@ def test_log_dir_writes_loss_and_r2_per_fit_for_every_solver(rng, tmp_path, monk
         ParameterFitter(model, data, paradigm, log_dir=off).fit(init_pars=init, max_n_iterations=1,
                                                                 progressbar=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tb"]
+
+
+def test_default_lm_settings_are_the_recipes(rng):
+    """fit(optimizer='lm') with default arguments: the recipe's parameters exactly, in at most 60 iterations (a
+    quarter of the voxels pure noise, as in real data, whose fits wander for long)."""
+    from bids_encoder.optimize.recipes import fit_prf2d
+
+    model, paradigm, truth, data = prf_problem(rng, n_voxels=40, noise=0.3)
+    data.iloc[:, 30:] = rng.standard_normal((len(data), 10)).astype(np.float32)
+    truth = truth.iloc[:30]
+    recipe = fit_prf2d(model, data, paradigm, progressbar=False)
+    fitter = ParameterFitter(model, data, paradigm)
+    init = fitter.refine_baseline_and_amplitude(recipe.grid_parameters).fillna(0.0)
+    estimate = fitter.fit(init_pars=init, optimizer="lm", progressbar=False)
+    assert fitter.n_iterations <= 60 and fitter.n_iterations == recipe.n_iterations
+    np.testing.assert_allclose(estimate.to_numpy(), recipe.parameters.to_numpy(), rtol=1e-6, atol=1e-6)
+    assert np.corrcoef(estimate["x"].iloc[:30], truth["x"])[0, 1] > 0.95
+

@@ -14,6 +14,13 @@ logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 25  # compiled steps between two checks of the early-stopping rule
 
+#: Early-stopping settings that suit each solver (``ParameterFitter.fit``'s defaults): LM converges in tens of
+#: steps, Adam (and any Keras optimizer) in hundreds.
+SOLVER_DEFAULTS = {
+    "lm": {"max_n_iterations": 50, "min_n_iterations": 5, "lag": 5, "r2_atol": 1e-5},
+    "adam": {"max_n_iterations": 1000, "min_n_iterations": 100, "lag": 100, "r2_atol": 1e-6},
+}
+
 
 class FitProblem:
     """Tensors and functions shared by the fitters for one chunk of (non-constant) voxels.

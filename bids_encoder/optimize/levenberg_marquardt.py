@@ -22,7 +22,10 @@ STEPS_PER_CALL = 5
 LAMBDA_INIT, LAMBDA_MIN, LAMBDA_MAX = 1e-2, 1e-7, 1e7
 LAMBDA_DOWN, LAMBDA_UP = 0.3, 10.0
 TINY = 1e-30  # a Jacobian column whose squared norm is below this counts as zero
-RELATIVE_TOLERANCE = 1e-6  # a voxel whose accepted step changes its SSR by less than this has converged
+# a voxel whose accepted step lowers its SSR by less than this fraction has converged and stops moving (1e-6 sat
+# near float32 rounding of the SSR: on the Szinte data 1,746 of 2,308 voxels converged in 50 steps; 1e-4: 2,294 in
+# 40, the same median R² to 1e-4 and agreement with the reference fits r(x) 0.897 → 0.898)
+RELATIVE_TOLERANCE = 1e-4
 
 
 def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate,

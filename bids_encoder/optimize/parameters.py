@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ..models.base import run_lengths
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
-from ._problem import FitProblem
+from ._problem import SOLVER_DEFAULTS, FitProblem
 from .grid import as_frame, grid_search, refine_baseline_and_amplitude
 from .levenberg_marquardt import run_levenberg_marquardt
 
@@ -130,8 +130,8 @@ class ParameterFitter:
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        max_n_iterations=1000,
-        min_n_iterations=100,
+        max_n_iterations=None,
+        min_n_iterations=None,
         init_pars=None,
         confounds=None,
         optimizer=None,
@@ -139,8 +139,8 @@ class ParameterFitter:
         shared_pars=None,
         noise_model="ssq",
         store_intermediate_parameters=False,
-        r2_atol=1e-06,
-        lag=100,
+        r2_atol=None,
+        lag=None,
         learning_rate=0.01,
         progressbar=True,
         **kwargs,
@@ -149,8 +149,10 @@ class ParameterFitter:
 
         Parameters
         ----------
-        max_n_iterations, min_n_iterations : int
-            Bounds on the number of steps.
+        max_n_iterations, min_n_iterations : int, optional
+            Bounds on the number of steps. None (the default, as for ``r2_atol`` and ``lag``): the chosen solver's
+            own settings, ``SOLVER_DEFAULTS`` in ``bids_encoder.optimize._problem`` (LM: at most 50 steps, at
+            least 5, lag 5, r2_atol 1e-5; Adam and other Keras optimizers: 1000, 100, 100, 1e-6).
         init_pars : DataFrame (voxels × parameters), optional
             Starting values (for example from ``fit_grid``); the stored parameters otherwise.
         confounds : array or DataFrame, shape (time, k), optional
@@ -173,7 +175,7 @@ class ParameterFitter:
             included) − free parameters per voxel (fixed and shared ones not counted).
         store_intermediate_parameters : bool
             Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
-        r2_atol, lag : float, int
+        r2_atol, lag : float, int, optional
             After ``min_n_iterations``, stop once mean R² improved by less than ``r2_atol`` over ``lag`` steps.
         learning_rate : float
         progressbar : bool
@@ -183,12 +185,18 @@ class ParameterFitter:
         -------
         DataFrame, shape (voxels × parameters)
             NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set, and
-            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel's last accepted step
-            changed its residual sum of squares by less than a relative 1e-6; with gradient descent, whether
+            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel stopped because an
+            accepted step lowered its residual sum of squares by less than a relative 1e-4; with gradient descent, whether
             the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
         """
         if noise_model not in NOISE_MODELS:
             raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
+        use_lm = isinstance(optimizer, str)
+        defaults = SOLVER_DEFAULTS["lm" if use_lm else "adam"]
+        max_n_iterations = defaults["max_n_iterations"] if max_n_iterations is None else int(max_n_iterations)
+        min_n_iterations = defaults["min_n_iterations"] if min_n_iterations is None else int(min_n_iterations)
+        lag = defaults["lag"] if lag is None else int(lag)
+        r2_atol = defaults["r2_atol"] if r2_atol is None else float(r2_atol)
         if min_n_iterations < 0 or max_n_iterations < 1 or lag < 1:
             raise ValueError("max_n_iterations and lag must be at least 1 and min_n_iterations non-negative")
         fixed = self._check_names(fixed_pars, "fixed_pars")
@@ -197,7 +205,6 @@ class ParameterFitter:
             raise ValueError(f"Parameters cannot be both fixed and shared: {sorted(set(fixed) & set(shared))}")
         if optimizer is not None and kwargs:
             raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None")
-        use_lm = isinstance(optimizer, str)
         if use_lm and optimizer.lower() not in ("lm", "levenberg-marquardt"):
             raise ValueError(f"Unknown optimizer {optimizer!r}: pass a Keras optimizer, None (Adam) or 'lm'")
         if use_lm and shared:
