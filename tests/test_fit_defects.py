@@ -246,3 +246,24 @@ def test_default_lm_settings_are_the_recipes(rng):
     np.testing.assert_allclose(estimate.to_numpy(), recipe.parameters.to_numpy(), rtol=1e-6, atol=1e-6)
     assert np.corrcoef(estimate["x"].iloc[:30], truth["x"])[0, 1] > 0.95
 
+
+def test_memory_limit_bounds_peak_rss():
+    """LM on 80 × 80 apertures (6,400 pixels), 300 voxels, memory_limit 60 MB, in a child process: the peak RSS
+    increase (ru_maxrss, after a warm-up fit) stays under memory_limit plus a slack of 40 MB and 15 MB per chunk
+    (each chunk traces its own compiled loop, which TensorFlow keeps: about 6 MB a chunk with tiny tensors, more
+    with large ones, as its allocator keeps freed buffers). Before the plan counted pixels: one chunk, 210 MB."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    limit = 60_000_000
+    child = Path(__file__).with_name("_rss_fit.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(child), "lm", str(limit), "300", "80", "40"], capture_output=True,
+                         text=True, env=env, timeout=300, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["chunks"] >= 2
+    assert result["increase"] <= limit + 40e6 + 15e6 * result["chunks"], result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from ..models.base import _as_frame, run_lengths

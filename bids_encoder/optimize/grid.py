@@ -71,8 +71,14 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     basis_tf = tf.constant(_with_constant(basis, data.shape[0]), tf.float32)  # correlations: centred, confound-free
     y = _project(basis_tf, tf.constant(data, tf.float32))
     y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
-    bytes_per_point = 4 * (3 * n_time + 2 * n_voxels + 2 * paradigm.shape[1])
-    chunk = int(max(1, min(len(grid), memory_limit // bytes_per_point)))
+    # per point: its prediction and projection, the model's own intermediates (for 2-D pRFs its field over all
+    # pixels), a few (points × voxels) scores; once: the data and their projection, the paradigm
+    bytes_per_point = 4 * (3 * n_time + 6 * n_voxels + model._floats_per_voxel(n_time, paradigm.shape[1]))
+    fixed = 4 * (2 * n_time * n_voxels + model._fixed_floats(n_time, paradigm.shape[1]))
+    if memory_limit - fixed < bytes_per_point:
+        logger.warning("memory_limit (%d bytes) is below what one grid point needs (%d fixed + %d per point): "
+                       "one point at a time", memory_limit, fixed, bytes_per_point)
+    chunk = int(max(1, min(len(grid), (memory_limit - fixed) // bytes_per_point)))
     paradigm_tf = tf.constant(paradigm, tf.float32)
 
     @tf.function(reduce_retracing=True)
