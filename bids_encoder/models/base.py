@@ -95,6 +95,17 @@ class EncodingModel:
         """Default parameters, when a model has natural ones (linear models); None otherwise."""
         return None
 
+    # ------------------------------------------------------------------ memory plan
+    def _floats_per_voxel(self, n_time, n_features):
+        """float32 values that one prediction holds per voxel at its peak, beside its (time × voxels) output: the
+        model's own intermediates (receptive fields over the pixels, per-voxel kernels), for the fitters'
+        memory plans."""
+        return 0
+
+    def _fixed_floats(self, n_time, n_features):
+        """float32 values one prediction holds whatever the number of voxels (the paradigm and its copies)."""
+        return 2 * n_time * n_features
+
     # ------------------------------------------------------------------ input cleaning
     def get_paradigm(self, paradigm=None):
         """The cleaned paradigm (time × features, float32), falling back to the stored one."""
@@ -250,6 +261,12 @@ class HRFEncodingModel:
         transforms = super().transforms
         transforms.update(self.hrf_model.transforms)
         return transforms
+
+    def _floats_per_voxel(self, n_time, n_features):
+        floats = super()._floats_per_voxel(n_time, n_features) + 2 * n_time  # the neural series and its response
+        if self.hrf_model.unique_hrfs:  # one kernel per voxel: shifted copies, one per tap
+            floats += 2 * n_time * len(self.hrf_model.get_kernel().numpy())
+        return floats
 
     def _hrf_parameters(self, parameters):
         if not self.hrf_model.unique_hrfs:

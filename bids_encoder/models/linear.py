@@ -62,6 +62,16 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
     def _default_hrf_parameters(self):
         return self.hrf_model.get_default_parameters()
 
+    def _floats_per_voxel(self, n_time, n_features):
+        floats = super()._floats_per_voxel(n_time, n_features)
+        if self.hrf_model.unique_hrfs:  # each regressor's response for each voxel: (regressors, time, voxels)
+            floats += 2 * n_features * n_time
+        return floats
+
+    def _fixed_floats(self, n_time, n_features):
+        taps = len(self.hrf_model.get_kernel().numpy())
+        return super()._fixed_floats(n_time, n_features) + n_features * n_time * taps  # the lagged regressors
+
     def _predict(self, paradigm, parameters, weights=None, segments=None):
         hrf_parameters = self._hrf_parameters(parameters)
         if hrf_parameters is None:  # one kernel: convolve the few regressors, not the many voxels

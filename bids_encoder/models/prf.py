@@ -152,6 +152,13 @@ class GaussianPRF2D(_PRFModel):
             )
         return paradigm
 
+    n_fields = 1  # Gaussian fields over the pixels per voxel (centre, surround)
+
+    def _floats_per_voxel(self, n_time, n_features):
+        """Each field is a (pixels × voxels) tensor built in a few steps (squared distances, exponential,
+        scaling): about three of them alive at once."""
+        return super()._floats_per_voxel(n_time, n_features) + 3 * self.n_fields * self._grid.shape[0]
+
     def _gaussian_response(self, paradigm, x, y, sd):
         """Stimulus overlap with normalised Gaussians: (time, voxels)."""
         d2 = tf.square(self._grid[:, 0:1] - x) + tf.square(self._grid[:, 1:2] - y)  # (pixels, voxels)
@@ -170,6 +177,7 @@ class DifferenceOfGaussiansPRF2D(GaussianPRF2D):
     """
 
     parameter_labels = ["x", "y", "sd", "baseline", "amplitude", "srf_amplitude", "srf_size"]
+    n_fields = 2
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -195,6 +203,7 @@ class DivisiveNormalizationGaussianPRF2D(GaussianPRF2D):
     parameter_labels = ["x", "y", "sd", "rf_amplitude", "srf_amplitude", "srf_size", "neural_baseline",
                         "surround_baseline"]
     amplitude_labels = ()
+    n_fields = 2
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -14,6 +14,13 @@ logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 25  # compiled steps between two checks of the early-stopping rule
 
+#: Early-stopping settings that suit each solver (``ParameterFitter.fit``'s defaults): LM converges in tens of
+#: steps, Adam (and any Keras optimizer) in hundreds.
+SOLVER_DEFAULTS = {
+    "lm": {"max_n_iterations": 50, "min_n_iterations": 5, "lag": 5, "r2_atol": 1e-5},
+    "adam": {"max_n_iterations": 1000, "min_n_iterations": 100, "lag": 100, "r2_atol": 1e-6},
+}
+
 
 class FitProblem:
     """Tensors and functions shared by the fitters for one chunk of (non-constant) voxels.
@@ -59,9 +66,13 @@ class FitProblem:
         )
         self.fixed_values = tf.constant(natural[:, self.fixed_idx].astype(np.float32))
         self.variables = [v for v in (self.free, self.shared) if v.shape[1]]
+        # residual degrees of freedom: volumes, less the confounds' rank (a spike column deletes a volume), less
+        # the free parameters of each voxel (shared ones are spread over all voxels and not counted)
+        rank = 0 if self.basis is None else int(self.basis.shape[1])
+        self.dof = max(self.n_time - rank - len(self.free_idx), 1)
         if noise_model == "gaussian":
             ssr = self.ssr(self.natural_parameters()).numpy()
-            self.log_sigma2 = tf.Variable(np.log(np.maximum(ssr / self.n_time, 1e-30)).astype(np.float32))
+            self.log_sigma2 = tf.Variable(np.log(np.maximum(ssr / self.dof, 1e-30)).astype(np.float32))
             self.variables.append(self.log_sigma2)
         else:
             self.log_sigma2 = None
@@ -94,59 +105,71 @@ class FitProblem:
     def ssr(self, parameters):
         return tf.reduce_sum(tf.square(self.residuals(parameters)), axis=0)
 
-    def loss(self, ssr):
-        """Scalar objective: Σ SSR/SST (scale-free) or the Gaussian negative log-likelihood."""
+    def voxel_loss(self, ssr):
+        """Each voxel's objective: SSR/SST (scale-free) or the Gaussian negative log-likelihood, with the residual
+        degrees of freedom in place of the number of volumes (its σ² optimum is then SSR / dof, unbiased)."""
         if self.log_sigma2 is None:
-            return tf.reduce_sum(ssr / self.sst)
-        return tf.reduce_sum(0.5 * self.n_time * self.log_sigma2 + 0.5 * ssr * tf.exp(-self.log_sigma2))
+            return ssr / self.sst
+        return 0.5 * self.dof * self.log_sigma2 + 0.5 * ssr * tf.exp(-self.log_sigma2)
+
+    def loss(self, ssr):
+        """Scalar objective: the sum of the voxels' objectives."""
+        return tf.reduce_sum(self.voxel_loss(ssr))
 
     def r2(self, ssr):
         return 1.0 - ssr / self.sst
 
     # ------------------------------------------------------------------ gradient descent
     def run_gradient_descent(self, optimizer, max_n_iterations, min_n_iterations, r2_atol, lag,
-                             store_intermediate, progressbar, description="Adam", log_dir=False):
+                             store_intermediate, progressbar, description="Adam", on_steps=None):
+        """Fit in place; each voxel ends at the parameters of its lowest loss over all steps (with shared
+        parameters, which couple the voxels: the step of the lowest total loss).
+
+        ``on_steps(mean_r2, loss)`` is called with the values of every batch of steps (for TensorBoard).
+        """
         optimizer.build(self.variables)
+        best = _BestState(self)
 
         @tf.function
         def run_steps(n_steps):
             trace = tf.TensorArray(tf.float32, size=n_steps)
+            losses = tf.TensorArray(tf.float32, size=n_steps)
             snapshots = tf.TensorArray(tf.float32, size=n_steps if store_intermediate else 0)
             for i in tf.range(n_steps):
                 with tf.GradientTape() as tape:
                     parameters = self.natural_parameters()
                     ssr = self.ssr(parameters)
-                    loss = self.loss(ssr)
+                    voxel_loss = self.voxel_loss(ssr)
+                    loss = tf.reduce_sum(voxel_loss)
                 gradients = tape.gradient(loss, self.variables)
+                best.update(voxel_loss)  # the parameters before this step
                 optimizer.apply_gradients(zip(gradients, self.variables, strict=True))
                 trace = trace.write(i, tf.reduce_mean(self.r2(ssr)))
+                losses = losses.write(i, loss)
                 if store_intermediate:
                     snapshots = snapshots.write(i, parameters)
-            return trace.stack(), snapshots.stack() if store_intermediate else tf.zeros([0])
+            return trace.stack(), losses.stack(), snapshots.stack() if store_intermediate else tf.zeros([0])
 
         history, snapshots = [], []
         converged = False
-        writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
         with tqdm(total=max_n_iterations, desc=description, disable=not progressbar, leave=False) as bar:
             while len(history) < max_n_iterations:
                 n_steps = min(STEPS_PER_CALL, max_n_iterations - len(history))
-                trace, snapshot = run_steps(tf.constant(n_steps))
-                first = len(history)
+                trace, losses, snapshot = run_steps(tf.constant(n_steps))
                 history.extend(trace.numpy().tolist())
                 if store_intermediate:
                     snapshots.append(snapshot.numpy())
-                if writer is not None:
-                    with writer.as_default():
-                        for step in range(first, len(history)):
-                            tf.summary.scalar("mean_r2", history[step], step=step)
+                if on_steps is not None:
+                    on_steps(trace.numpy(), losses.numpy())
                 bar.update(n_steps)
                 bar.set_postfix(mean_r2=f"{history[-1]:.4f}")
                 if self._stalled(history, min_n_iterations, r2_atol, lag):
                     converged = True
                     break
-        if writer is not None:
-            writer.flush()
-        logger.info("%s: %d iterations, mean R² %.4f", description, len(history), history[-1])
+        best.update(self.voxel_loss(self.ssr(self.natural_parameters())))  # the parameters after the last step
+        best.restore()
+        logger.info("%s: %d iterations, mean R² %.4f (last step), best parameters per voxel kept", description,
+                    len(history), history[-1])
         outcome = self.outcome(history, converged)
         if store_intermediate:
             outcome["intermediate"] = np.concatenate(snapshots, axis=0)
@@ -166,8 +189,38 @@ class FitProblem:
             "parameters": parameters.numpy(),
             "predictions": prediction.numpy(),
             "r2": self.r2(ssr).numpy(),
-            "sigma2": None if self.log_sigma2 is None else np.exp(self.log_sigma2.numpy()),
+            "sigma2": None if self.log_sigma2 is None else ssr.numpy() / self.dof,
             "history": np.asarray(history, dtype=np.float32),
             "n_iterations": len(history),
             "converged": converged,
         }
+
+
+class _BestState:
+    """Each voxel's variables at its lowest loss so far (all voxels together when parameters are shared)."""
+
+    def __init__(self, problem):
+        self.problem = problem
+        self.loss = tf.Variable(tf.fill([problem.n_voxels], np.float32(np.inf)), name="best_loss")
+        self.free = tf.Variable(problem.free, name="best_free")
+        self.shared = tf.Variable(problem.shared, name="best_shared")
+        self.log_sigma2 = None if problem.log_sigma2 is None else tf.Variable(problem.log_sigma2)
+
+    def update(self, voxel_loss):
+        if self.problem.shared_idx:  # coupled voxels: one step for all, the lowest total loss
+            better = tf.fill(tf.shape(voxel_loss), tf.reduce_sum(voxel_loss) < tf.reduce_sum(self.loss))
+        else:
+            better = voxel_loss < self.loss
+        better = better & tf.math.is_finite(voxel_loss)
+        self.loss.assign(tf.where(better, voxel_loss, self.loss))
+        self.free.assign(tf.where(better[:, tf.newaxis], self.problem.free, self.free))
+        if self.problem.shared_idx:
+            self.shared.assign(tf.where(tf.reduce_any(better), self.problem.shared, self.shared))
+        if self.log_sigma2 is not None:
+            self.log_sigma2.assign(tf.where(better, self.problem.log_sigma2, self.log_sigma2))
+
+    def restore(self):
+        self.problem.free.assign(self.free)
+        self.problem.shared.assign(self.shared)
+        if self.log_sigma2 is not None:
+            self.problem.log_sigma2.assign(self.log_sigma2)

@@ -44,8 +44,9 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     basis : array (time × k), optional
         Orthonormal confound basis, projected out of data and predictions (an intercept is always removed).
 
-    Grid points whose peak response is below 1 % of the largest peak (within a chunk of the grid) are skipped:
-    a field that barely sees the stimulus would otherwise fit noise through a scaled-up leak.
+    Grid points whose peak response is below 1 % of the largest peak over the whole grid are skipped: a field
+    that barely sees the stimulus would otherwise fit noise through a scaled-up leak. The peaks are computed in a
+    first pass (predictions only, no data), so the result does not depend on ``memory_limit``.
 
     Returns
     -------
@@ -70,17 +71,32 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     basis_tf = tf.constant(_with_constant(basis, data.shape[0]), tf.float32)  # correlations: centred, confound-free
     y = _project(basis_tf, tf.constant(data, tf.float32))
     y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
-    bytes_per_point = 4 * (3 * n_time + 2 * n_voxels + 2 * paradigm.shape[1])
-    chunk = int(max(1, min(len(grid), memory_limit // bytes_per_point)))
+    # per point: its prediction and projection, the model's own intermediates (for 2-D pRFs its field over all
+    # pixels), a few (points × voxels) scores; once: the data and their projection, the paradigm
+    bytes_per_point = 4 * (3 * n_time + 6 * n_voxels + model._floats_per_voxel(n_time, paradigm.shape[1]))
+    fixed = 4 * (2 * n_time * n_voxels + model._fixed_floats(n_time, paradigm.shape[1]))
+    if memory_limit - fixed < bytes_per_point:
+        logger.warning("memory_limit (%d bytes) is below what one grid point needs (%d fixed + %d per point): "
+                       "one point at a time", memory_limit, fixed, bytes_per_point)
+    chunk = int(max(1, min(len(grid), (memory_limit - fixed) // bytes_per_point)))
     paradigm_tf = tf.constant(paradigm, tf.float32)
 
     @tf.function(reduce_retracing=True)
-    def score_chunk(points):
+    def peak_chunk(points):
+        """Largest absolute stimulus-driven response of each point (its baseline removed)."""
         raw = model._predict(paradigm_tf, points, None, segments=segments)
-        peak = tf.reduce_max(tf.abs(raw - points[:, labels.index("baseline")][tf.newaxis, :]), axis=0) \
-            if "baseline" in labels else tf.reduce_max(tf.abs(raw), axis=0)
-        # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
-        visible = peak >= MIN_RELATIVE_RESPONSE * tf.reduce_max(peak)
+        if "baseline" in labels:
+            raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
+        return tf.reduce_max(tf.abs(raw), axis=0)
+
+    peaks = np.concatenate([peak_chunk(tf.constant(grid[start : start + chunk])).numpy()
+                            for start in range(0, len(grid), chunk)])
+    # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
+    visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
+
+    @tf.function(reduce_retracing=True)
+    def score_chunk(points, visible):
+        raw = model._predict(paradigm_tf, points, None, segments=segments)
         prediction = _project(basis_tf, raw)
         cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
         p_norm2 = tf.reduce_sum(tf.square(prediction), axis=0)[:, tf.newaxis]
@@ -104,7 +120,8 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
         for start in range(0, len(grid), chunk):
             points = grid[start : start + chunk]
-            score, index, cross, norm2 = (t.numpy() for t in score_chunk(tf.constant(points)))
+            visible = tf.constant(visible_points[start : start + chunk])
+            score, index, cross, norm2 = (t.numpy() for t in score_chunk(tf.constant(points), visible))
             better = score > best_score
             best_score[better] = score[better]
             best_index[better] = index[better] + start

@@ -22,12 +22,20 @@ STEPS_PER_CALL = 5
 LAMBDA_INIT, LAMBDA_MIN, LAMBDA_MAX = 1e-2, 1e-7, 1e7
 LAMBDA_DOWN, LAMBDA_UP = 0.3, 10.0
 TINY = 1e-30  # a Jacobian column whose squared norm is below this counts as zero
-RELATIVE_TOLERANCE = 1e-6  # a voxel whose accepted step changes its SSR by less than this has converged
+# a voxel whose accepted step lowers its SSR by less than this fraction has converged and stops moving (1e-6 sat
+# near float32 rounding of the SSR: on the Szinte data 1,746 of 2,308 voxels converged in 50 steps; 1e-4: 2,294 in
+# 40, the same median R² to 1e-4 and agreement with the reference fits r(x) 0.897 → 0.898)
+RELATIVE_TOLERANCE = 1e-4
 
 
 def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate,
-                            progressbar, description="LM"):
-    """Fit ``problem`` (a FitProblem) in place; returns the same outcome dictionary as gradient descent."""
+                            progressbar, description="LM", on_steps=None):
+    """Fit ``problem`` (a FitProblem) in place; returns the same outcome dictionary as gradient descent.
+
+    Steps are accepted per voxel only when they lower its residual sum of squares, so every voxel ends at the
+    best parameters it has seen. ``on_steps(mean_r2, loss)`` gets the values of every batch of steps, the loss
+    being Σ SSR/SST (what LM minimises, whatever the noise model).
+    """
     if problem.shared_idx:
         raise ValueError("shared_pars couple voxels; fit them with the gradient-descent optimizer, not 'lm'")
     n_free = len(problem.free_idx)
@@ -60,6 +68,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     @tf.function
     def run_steps(n_steps):
         trace = tf.TensorArray(tf.float32, size=n_steps)
+        losses = tf.TensorArray(tf.float32, size=n_steps)
         snapshots = tf.TensorArray(tf.float32, size=n_steps if store_intermediate else 0)
         for i in tf.range(n_steps):
             free = tf.identity(problem.free)
@@ -67,6 +76,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
             residual = problem.y - problem.project(prediction)
             ssr = tf.reduce_sum(tf.square(residual), axis=0)
             trace = trace.write(i, tf.reduce_mean(problem.r2(ssr)))
+            losses = losses.write(i, tf.reduce_sum(ssr / problem.sst))
             if store_intermediate:
                 snapshots = snapshots.write(i, problem.natural_parameters(free=free))
             # with the projection P = I - BB': (PJ)'(PJ) = J'J - (B'J)'(B'J) and (PJ)'r = J'r (r = Pr), so the
@@ -92,15 +102,17 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
             done.assign(done | (accept & small) | (~accept & (damping >= LAMBDA_MAX)))
             damping.assign(tf.clip_by_value(
                 tf.where(accept, damping * LAMBDA_DOWN, damping * LAMBDA_UP), LAMBDA_MIN, LAMBDA_MAX))
-        return trace.stack(), snapshots.stack() if store_intermediate else tf.zeros([0])
+        return trace.stack(), losses.stack(), snapshots.stack() if store_intermediate else tf.zeros([0])
 
     history, snapshots = [], []
     converged = False
     with tqdm(total=max_n_iterations, desc=description, disable=not progressbar, leave=False) as bar:
         while len(history) < max_n_iterations:
             n_steps = min(STEPS_PER_CALL, max_n_iterations - len(history))
-            trace, snapshot = run_steps(tf.constant(n_steps))
+            trace, losses, snapshot = run_steps(tf.constant(n_steps))
             history.extend(trace.numpy().tolist())
+            if on_steps is not None:
+                on_steps(trace.numpy(), losses.numpy())
             if store_intermediate:
                 snapshots.append(snapshot.numpy())
             n_done = int(tf.reduce_sum(tf.cast(done, tf.int32)))
@@ -114,8 +126,6 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
                 history[-1], n_done, problem.n_voxels)
     outcome = problem.outcome(history, converged)
     outcome["voxel_converged"] = done.numpy()
-    if problem.log_sigma2 is not None:  # the maximum-likelihood variance given the least-squares fit
-        outcome["sigma2"] = problem.ssr(problem.natural_parameters()).numpy() / problem.n_time
     if store_intermediate:
         outcome["intermediate"] = np.concatenate(snapshots, axis=0)
     return outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 from ..models.base import run_lengths
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
-from ._problem import FitProblem
+from ._problem import SOLVER_DEFAULTS, FitProblem
 from .grid import as_frame, grid_search, refine_baseline_and_amplitude
 from .levenberg_marquardt import run_levenberg_marquardt
 
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ParameterFitter"]
 
 NOISE_MODELS = ("ssq", "gaussian")
+#: how many times a solver holds the model's own per-voxel intermediates (see ``EncodingModel._floats_per_voxel``)
+MODEL_COPIES = {"adam": 4, "lm": 7}
 
 
 class ParameterFitter:
@@ -32,8 +35,10 @@ class ParameterFitter:
     paradigm : DataFrame, shape (time, features)
     memory_limit : int
         Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
-    log_dir : str or False
-        Write TensorBoard scalars (loss, mean R²) there.
+    log_dir : str, path, None or False
+        Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
+        ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
+        chunk's mean R² is over its own voxels), for every solver. None or False: nothing is written.
     """
 
     def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False):
@@ -53,7 +58,22 @@ class ParameterFitter:
                 "fit them first with WeightFitter and pass them to the model"
             )
         weights = self.model._check_weights(self.model.weights, self.paradigm)
-        return weights.reindex(columns=self.data.columns).to_numpy()
+        voxels = self.data.columns
+        if not weights.columns.equals(voxels):
+            same_number = weights.shape[1] == len(voxels)
+            if same_number and weights.columns.is_unique and set(weights.columns) == set(voxels):
+                weights = weights.reindex(columns=voxels)  # the same labels in another order
+            elif same_number and weights.columns.equals(pd.RangeIndex(len(voxels))):
+                pass  # no voxel labels (numpy weights): aligned by position
+            else:
+                raise ValueError(
+                    f"The model's weights have {weights.shape[1]} columns that do not match the data's "
+                    f"{len(voxels)} voxels: give them the data's column labels, or no labels (numpy) in the "
+                    "data's order")
+        weights = weights.to_numpy()
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("The model's weights contain NaN or infinite values")
+        return weights
 
     def _initial_parameters(self, init_pars):
         labels = self.model.get_parameter_labels()
@@ -99,21 +119,35 @@ class ParameterFitter:
             raise ValueError(f"Unknown parameter(s) in {what}: {unknown}; the model has {labels}")
         return names
 
-    def _chunks(self, voxel_indices, n_parameters, extra_per_voxel=0):
-        n_time = self.data.shape[0]
-        taps = 1
-        hrf_model = getattr(self.model, "hrf_model", None)
-        if hrf_model is not None and hrf_model.unique_hrfs:
-            taps = len(hrf_model.get_kernel().numpy())
-        per_voxel = 4 * (n_time * (12 + 2 * taps) + 16 * n_parameters) + extra_per_voxel
-        size = max(1, self.memory_limit // per_voxel)
+    def _chunks(self, voxel_indices, n_parameters, n_free, use_lm, basis):
+        """Chunks of voxels whose working set stays under ``memory_limit``.
+
+        Per voxel: a dozen (time)-long series (data, predictions, residuals, gradients), the parameters and their
+        optimiser state, the model's own intermediates (for 2-D pRFs, receptive fields over all pixels) as many
+        times as the solver keeps them (Adam's tape and its gradients; LM's forward-mode primals and tangents, the
+        passes of several free parameters side by side, and the candidate step: measured on 100 × 100 and 80 × 80
+        apertures, about 8 and 20 pixel-long vectors per voxel) and, for LM, the Jacobian and its normal
+        equations.
+        Once: the paradigm and its copies, the confound basis.
+        """
+        n_time, n_features = self.paradigm.shape
+        model_floats = self.model._floats_per_voxel(n_time, n_features)
+        per_voxel = 4 * (12 * n_time + 16 * n_parameters + MODEL_COPIES["lm" if use_lm else "adam"] * model_floats)
+        if use_lm:
+            per_voxel += 4 * (2 * n_time * (n_free + 2) + 4 * n_free * n_free)
+        fixed = 4 * self.model._fixed_floats(n_time, n_features) + (0 if basis is None else 12 * basis.size)
+        budget = self.memory_limit - fixed
+        if budget < per_voxel:
+            logger.warning("memory_limit (%d bytes) is below what one voxel needs (%d fixed + %d per voxel): "
+                           "fitting one voxel at a time", self.memory_limit, fixed, per_voxel)
+        size = int(max(1, budget // per_voxel))
         return [voxel_indices[i : i + size] for i in range(0, len(voxel_indices), size)] or [voxel_indices]
 
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        max_n_iterations=1000,
-        min_n_iterations=100,
+        max_n_iterations=None,
+        min_n_iterations=None,
         init_pars=None,
         confounds=None,
         optimizer=None,
@@ -121,8 +155,8 @@ class ParameterFitter:
         shared_pars=None,
         noise_model="ssq",
         store_intermediate_parameters=False,
-        r2_atol=1e-06,
-        lag=100,
+        r2_atol=None,
+        lag=None,
         learning_rate=0.01,
         progressbar=True,
         **kwargs,
@@ -131,13 +165,17 @@ class ParameterFitter:
 
         Parameters
         ----------
-        max_n_iterations, min_n_iterations : int
-            Bounds on the number of steps.
+        max_n_iterations, min_n_iterations : int, optional
+            Bounds on the number of steps. None (the default, as for ``r2_atol`` and ``lag``): the chosen solver's
+            own settings, ``SOLVER_DEFAULTS`` in ``bids_encoder.optimize._problem`` (LM: at most 50 steps, at
+            least 5, lag 5, r2_atol 1e-5; Adam and other Keras optimizers: 1000, 100, 100, 1e-6).
         init_pars : DataFrame (voxels × parameters), optional
             Starting values (for example from ``fit_grid``); the stored parameters otherwise.
         confounds : array or DataFrame, shape (time, k), optional
             Nuisance regressors: their span is projected out of both the data and the predictions, so that
-            parameters explain only what the confounds cannot.
+            parameters explain only what the confounds cannot. With several runs, the indicators of runs 2..n
+            always join them: every run has its own mean, ``baseline`` is the first run's level, and R² is
+            relative to the variance that the run means and confounds leave (as in ``WeightFitter``).
         optimizer : keras optimizer or 'lm', optional
             Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None. ``'lm'`` runs the batched
             Levenberg–Marquardt solver (second order, typically 10–50 iterations; ``learning_rate`` unused;
@@ -148,10 +186,12 @@ class ParameterFitter:
             Parameters tied across voxels (one value for all, initialised at the mean).
         noise_model : {'ssq', 'gaussian'}
             'ssq' minimises the residual sum of squares; 'gaussian' the Gaussian negative log-likelihood with
-            a free variance per voxel, stored in ``self.estimated_sigma2``.
+            a free variance per voxel. ``self.estimated_sigma2`` is then SSR / dof per voxel, with the residual
+            degrees of freedom dof = volumes − rank of the confounds (spike columns and run indicators
+            included) − free parameters per voxel (fixed and shared ones not counted).
         store_intermediate_parameters : bool
             Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
-        r2_atol, lag : float, int
+        r2_atol, lag : float, int, optional
             After ``min_n_iterations``, stop once mean R² improved by less than ``r2_atol`` over ``lag`` steps.
         learning_rate : float
         progressbar : bool
@@ -161,12 +201,18 @@ class ParameterFitter:
         -------
         DataFrame, shape (voxels × parameters)
             NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set, and
-            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel's last accepted step
-            changed its residual sum of squares by less than a relative 1e-6; with gradient descent, whether
+            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel stopped because an
+            accepted step lowered its residual sum of squares by less than a relative 1e-4; with gradient descent, whether
             the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
         """
         if noise_model not in NOISE_MODELS:
             raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
+        use_lm = isinstance(optimizer, str)
+        defaults = SOLVER_DEFAULTS["lm" if use_lm else "adam"]
+        max_n_iterations = defaults["max_n_iterations"] if max_n_iterations is None else int(max_n_iterations)
+        min_n_iterations = defaults["min_n_iterations"] if min_n_iterations is None else int(min_n_iterations)
+        lag = defaults["lag"] if lag is None else int(lag)
+        r2_atol = defaults["r2_atol"] if r2_atol is None else float(r2_atol)
         if min_n_iterations < 0 or max_n_iterations < 1 or lag < 1:
             raise ValueError("max_n_iterations and lag must be at least 1 and min_n_iterations non-negative")
         fixed = self._check_names(fixed_pars, "fixed_pars")
@@ -175,20 +221,18 @@ class ParameterFitter:
             raise ValueError(f"Parameters cannot be both fixed and shared: {sorted(set(fixed) & set(shared))}")
         if optimizer is not None and kwargs:
             raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None")
-        use_lm = isinstance(optimizer, str)
         if use_lm and optimizer.lower() not in ("lm", "levenberg-marquardt"):
             raise ValueError(f"Unknown optimizer {optimizer!r}: pass a Keras optimizer, None (Adam) or 'lm'")
         if use_lm and shared:
             raise ValueError("shared_pars couple voxels; fit them with a gradient-descent optimizer, not 'lm'")
         init = self._initial_parameters(init_pars)
-        basis = confound_basis(confounds, self.data.shape[0])
+        basis = confound_basis(confounds, self.data.shape[0], self.segments)
         weights = self._weights()
         mask = meaningful_voxels(self.data)
         self._check_finite_init(init, mask)
         voxels = np.flatnonzero(mask)
-        n_free = len(init.columns) - len(fixed)
-        jacobian_bytes = 4 * self.data.shape[0] * (n_free + 2) * 2 if use_lm else 0
-        chunks = self._chunks(voxels, init.shape[1], jacobian_bytes)
+        n_free = len(init.columns) - len(fixed) - len(shared)
+        chunks = self._chunks(voxels, init.shape[1], n_free, use_lm, basis)
         if shared and len(chunks) > 1:  # tied parameters need every voxel in one problem
             logger.warning("shared_pars need all voxels in one chunk: memory_limit is exceeded")
             chunks = [voxels]
@@ -203,6 +247,7 @@ class ParameterFitter:
         intermediate = []
         self.n_iterations = 0
         self.converged = True
+        log, writer = self._tensorboard_log()
         for number, chunk in enumerate(chunks):
             if len(chunk) == 0:
                 continue
@@ -216,14 +261,14 @@ class ParameterFitter:
             if use_lm:
                 outcome = run_levenberg_marquardt(
                     problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description)
+                    progressbar, description=description, on_steps=log)
             else:
                 opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
                 if optimizer is not None and len(chunks) > 1:
                     opt = optimizer.__class__.from_config(optimizer.get_config())
                 outcome = problem.run_gradient_descent(
                     opt, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description, log_dir=self.log_dir)
+                    progressbar, description=description, on_steps=log)
             result.iloc[chunk] = outcome["parameters"]
             predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
@@ -236,6 +281,8 @@ class ParameterFitter:
             if store_intermediate_parameters:
                 intermediate.append((chunk, outcome["intermediate"]))
 
+        if writer is not None:
+            writer.close()
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
@@ -262,7 +309,7 @@ class ParameterFitter:
         positive_amplitude : bool
             With closed-form amplitudes, only positive ones (negatively correlated points rank last).
         confounds : array (time × k), optional
-            Projected out of data and predictions.
+            Projected out of data and predictions (with the indicators of runs 2..n when there are several).
 
         Returns
         -------
@@ -273,7 +320,7 @@ class ParameterFitter:
         if len(args) != len(labels):
             raise ValueError(f"fit_grid needs one list of values per parameter {labels}, got {len(args)}")
         mask = meaningful_voxels(self.data)
-        basis = confound_basis(confounds, self.data.shape[0])
+        basis = confound_basis(confounds, self.data.shape[0], self.segments)
         result = np.full((self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         if mask.any():
@@ -300,9 +347,31 @@ class ParameterFitter:
         if valid.any():
             result[valid] = refine_baseline_and_amplitude(
                 self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
-                frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0]),
+                frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
                 positive_amplitude=positive_amplitude)
         return as_frame(result, labels, self.data.columns)
+
+    def _tensorboard_log(self):
+        """(callback, writer) writing loss and mean R² with steps continuous across chunks; (None, None)
+        without ``log_dir``."""
+        if self.log_dir is None or self.log_dir is False:
+            return None, None
+        root = Path(self.log_dir)
+        number = 1
+        while (root / f"fit-{number:03d}").exists():
+            number += 1
+        writer = tf.summary.create_file_writer(str(root / f"fit-{number:03d}"))
+        step = [0]
+
+        def log(mean_r2, loss):
+            with writer.as_default():
+                for r2_value, loss_value in zip(mean_r2, loss, strict=True):
+                    tf.summary.scalar("mean_r2", float(r2_value), step=step[0])
+                    tf.summary.scalar("loss", float(loss_value), step=step[0])
+                    step[0] += 1
+            writer.flush()
+
+        return log, writer
 
     def _stack_intermediate(self, intermediate, labels):
         n_steps = max((values.shape[0] for _, values in intermediate), default=0)

@@ -9,17 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ._problem import SOLVER_DEFAULTS
 from .parameters import ParameterFitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRFFit", "default_hrf_grid", "default_prf_grid", "fit_prf2d"]
-
-#: Early-stopping settings that suit each solver: LM converges in tens of steps, Adam in hundreds.
-SOLVER_DEFAULTS = {
-    "lm": {"max_n_iterations": 50, "min_n_iterations": 5, "lag": 5, "r2_atol": 1e-5},
-    "adam": {"max_n_iterations": 1000, "min_n_iterations": 100, "lag": 100, "r2_atol": 1e-6},
-}
+__all__ = ["PRFFit", "SOLVER_DEFAULTS", "default_hrf_grid", "default_prf_grid", "fit_prf2d"]
 
 
 @dataclass
@@ -79,7 +74,7 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
         Grid values of the per-voxel HRF parameters (``{'hrf_delay': [...], 'hrf_dispersion': [...]}``);
         :func:`default_hrf_grid` when None (3 × 3 values around the canonical HRF).
     optimizer : 'lm', 'adam' or a Keras optimizer
-    fit_kwargs : passed to :meth:`ParameterFitter.fit` (override :data:`SOLVER_DEFAULTS`).
+    fit_kwargs : passed to :meth:`ParameterFitter.fit` (its stopping rule defaults to :data:`SOLVER_DEFAULTS`).
 
     Returns
     -------
