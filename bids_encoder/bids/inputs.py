@@ -56,7 +56,8 @@ def _common_tr(runs):
 def _events_frame(run, n_volumes):
     if run.events is None:
         raise InputError(f"No events.tsv for {run.label}", exit_code=66)
-    return read_events(run.events, n_volumes, run.tr, modulation_column="modulation", modulation_optional=True)
+    return read_events(run.events, n_volumes, run.tr, modulation_column="modulation", modulation_optional=True,
+                       start_time=run.start_time)
 
 
 def _glm_paradigm(runs, n_volumes, hrf):
@@ -69,7 +70,8 @@ def _glm_paradigm(runs, n_volumes, hrf):
         if hrf == "canonical":
             frame = convolved_design(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
         else:
-            frame = occupancy_paradigm(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
+            frame = occupancy_paradigm(run_events, n, run.tr, start_time=run.start_time, conditions=conditions,
+                                       name=run.events.name)
         frames.append(frame.to_numpy())
     return np.vstack(frames), conditions
 
