@@ -215,6 +215,8 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--res", help="Resolution entity of the template space (res-).")
 @click.option("--model", type=click.Choice(["glm", "prf2d"]), default="glm", show_default=True,
               help="Encoding model.")
+@click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
+              help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--hrf", type=click.Choice(["canonical", "fit"]), default="canonical", show_default=True,
               help="canonical (SPM) or fit (per-voxel delay and dispersion).")
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True,
@@ -336,7 +338,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         participant_options = ParticipantOptions(
             derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
             task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
-            model=options["model"], hrf=options["hrf"], confounds=options["confounds"],
+            model=options["model"], condition_column=options["condition_column"], hrf=options["hrf"],
+            confounds=options["confounds"],
             confounds_parameters=confound_parameters, noise_model=options["noise_model"],
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,

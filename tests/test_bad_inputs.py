@@ -106,6 +106,12 @@ def _stimulus_frames(bids, n):
     np.save(bids / "stimuli/bars.npy", np.load(bids / "stimuli/bars.npy")[:n])
 
 
+def _add_rest_task(bids):
+    """A resting-state run (no events.tsv): run 1's derivatives under task-rest."""
+    for path in list((bids / DERIV).glob("*_run-1_*")):
+        path.with_name(path.name.replace("task-localizer", "task-rest")).write_bytes(path.read_bytes())
+
+
 CASES = {  # name: (dataset, break it, exit code, message)
     "BIDS_DIR missing": ("glm", lambda b, t: ["BIDS_DIR=" + str(t / "nowhere")], 66, "does not exist"),
     "BIDS_DIR not a dataset": ("glm", lambda b, t: (b / "dataset_description.json").unlink() or [], 16,
@@ -129,6 +135,15 @@ CASES = {  # name: (dataset, break it, exit code, message)
     "events.tsv empty": ("glm", lambda b, t: (b / EVENTS).write_text("") or [], 65, "is empty"),
     "events.tsv lacks columns": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.drop(
         columns="duration")) or [], 65, "lacks the column(s) ['duration']"),
+    "no trial_type column": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.rename(
+        columns={"trial_type": "stim_type"})) or [], 65, f"{SUB}_events.tsv has no 'trial_type' column naming the "
+        "conditions (its columns: onset, duration, stim_type); name the one that does with --condition-column"),
+    "condition column absent": ("glm", lambda b, t: ["--condition-column", "category"], 65,
+                                "has no 'category' column naming the conditions (its columns: onset, duration, "
+                                "trial_type)"),
+    "only a task without events": ("glm", lambda b, t: _add_rest_task(b) or ["--task", "rest"], 66,
+                                   "No events.tsv for any run of sub-01_task-rest: nothing to fit (the models need "
+                                   "events; choose a task that has them with --task)"),
     "negative duration": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.loc.__setitem__(
         (1, "duration"), -1.0)) or [], 65, "negative duration"),
     "no event reaches the run": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.assign(onset=500.0)) or [],
@@ -258,3 +273,24 @@ def test_events_outside_the_run_fit_with_a_warning(template, tmp_path, capsys):
         "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"}
     mask = np.asarray(nib.load(bids / MASK).dataobj).astype(bool)
     assert np.isfinite(_map(out, "stat-rsquared")[mask]).all()
+
+
+def test_condition_column_names_the_conditions(template, tmp_path, capsys):
+    """ds000117 names its conditions in stim_type: --condition-column picks that column."""
+    bids = tmp_path / "bids"
+    shutil.copytree(template / "glm", bids)
+    for path in bids.glob("sub-01/func/*_events.tsv"):
+        _edit_tsv(path, lambda f: f.rename(columns={"trial_type": "stim_type"}))
+    out, _ = _fit(bids, tmp_path, capsys, "--condition-column", "stim_type")
+    assert sorted(p.name.split("model-glm_")[1] for p in out.glob("sub-01/func/*_statmap.nii.gz")) == [
+        "contrast-faces_stat-effect_statmap.nii.gz", "contrast-houses_stat-effect_statmap.nii.gz",
+        "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"]
+
+
+def test_task_without_events_is_skipped_when_another_can_run(template, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(template / "glm", bids)
+    _add_rest_task(bids)
+    out, err = _fit(bids, tmp_path, capsys)
+    assert "sub-01_task-rest: no events.tsv for any run; skipped (the models need events)" in err
+    assert {p.name.split("_space-")[0] for p in out.glob("sub-01/func/*_statmap.nii.gz")} == {"sub-01_task-localizer"}

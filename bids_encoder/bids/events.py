@@ -48,7 +48,11 @@ def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_c
     except pd.errors.EmptyDataError as error:
         raise InputError(f"{path.name if hasattr(path, 'name') else path} is empty", exit_code=65) from error
     name = getattr(path, "name", str(path))
-    missing = [column for column in REQUIRED + (condition_column,) if column not in events.columns]
+    missing = [column for column in REQUIRED if column not in events.columns]
+    if not missing and condition_column not in events.columns:
+        raise InputError(f"{name} has no {condition_column!r} column naming the conditions (its columns: "
+                         f"{', '.join(map(str, events.columns))}); name the one that does with --condition-column",
+                         exit_code=65)
     if missing:
         raise InputError(f"{name} lacks the column(s) {missing}", exit_code=65)
     if events.empty:

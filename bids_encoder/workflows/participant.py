@@ -26,7 +26,7 @@ from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParticipantOptions", "run_participant", "select_subjects"]
+__all__ = ["ParticipantOptions", "run_participant", "runnable_fits", "select_subjects"]
 
 MODELS = ("glm", "prf2d")
 
@@ -44,6 +44,7 @@ class ParticipantOptions:
     space: str = "MNI152NLin2009cAsym"
     res: str | None = None
     model: str = "glm"
+    condition_column: str = "trial_type"
     hrf: str = "canonical"
     confounds: str = "motion,high_pass,wm_csf"
     confounds_parameters: dict = field(default_factory=dict)
@@ -81,6 +82,35 @@ def _groups(runs):
     return list(groups.values())
 
 
+def runnable_fits(plan):
+    """{subject: runs} → {subject: [runs of one fit, …]}, leaving out — with a warning — the fits none of whose runs
+    has an events.tsv (resting state, or a task whose events are not shared); InputError (66) when none is left.
+
+    A fit with events for some of its runs only still fails when those without are read (66, naming the run).
+    """
+    fits, skipped = {}, []
+    for subject, runs in plan.items():
+        fits[subject] = []
+        for group in _groups(runs):
+            if all(run.events is None for run in group):
+                skipped.append(group)
+            else:
+                fits[subject].append(group)
+    names = [_group_label(group) for group in skipped]
+    if not any(fits.values()):
+        raise InputError(f"No events.tsv for any run of {', '.join(names)}: nothing to fit (the models need events; "
+                         "choose a task that has them with --task)", exit_code=66)
+    for name in names:
+        logger.warning("%s: no events.tsv for any run; skipped (the models need events)", name)
+    return {subject: groups for subject, groups in fits.items() if groups}
+
+
+def _group_label(runs):
+    """'sub-01_ses-a_task-rest' for messages."""
+    return "_".join(f"{key}-{value}" for key, value in (("sub", runs[0].subject), ("ses", runs[0].session),
+                                                         ("task", runs[0].task)) if value is not None)
+
+
 def _confound_settings(strategy, parameters, inputs):
     return {"Strategy": list(strategy), "Parameters": parameters,
             "Interface": "nilearn.interfaces.fmriprep.load_confounds",
@@ -112,11 +142,12 @@ def run_participant(bids_dir, output_dir, options):
             filters["run"] = [int(r) for r in options.run]
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
+    plan = runnable_fits(plan)
     roots = {"raw": bids_dir, "fmriprep": derivatives}
     written = {}
-    for subject, runs in plan.items():
+    for subject, groups in plan.items():
         written[subject] = []
-        for group in _groups(runs):
+        for group in groups:
             raise_if_interrupted()
             written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
         if options.report:
@@ -167,7 +198,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     start = time.perf_counter()
     inputs = assemble_inputs(runs, options.model, hrf=options.hrf, strategy=strategy,
                              confound_parameters=options.confounds_parameters,
-                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind)
+                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind,
+                             condition_column=options.condition_column)
     timings["load"] = time.perf_counter() - start
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
                 inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],
