@@ -354,6 +354,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
                    err=True)
     finally:
         _keep_log(log_path, log_handler, output_dir, analysis_level, labels)
+        for handler in [h for h in logging.getLogger().handlers if getattr(h, "_bids_encoder", False)]:
+            logging.getLogger().removeHandler(handler)  # the console's stream may be closed after the run
 
 
 def _run_group(bids_dir, output_dir, labels, options):

@@ -128,13 +128,20 @@ def _header_tr(bold):
 
 def repetition_time(layout, bold, raw_filters, metadata=None):
     """TR from the derivative sidecar (``metadata``, if already read), else the raw sidecar, else the image
-    header; disagreement is an error."""
-    sidecar = (layout.get_metadata(str(bold)) if metadata is None else metadata).get("RepetitionTime")
-    if sidecar is None:
+    header; disagreement is an error, and so is a sparse acquisition (``VolumeTiming``: no regular TR)."""
+    metadata = layout.get_metadata(str(bold)) if metadata is None else metadata
+    sidecar = metadata.get("RepetitionTime")
+    raw_metadata = {}
+    if sidecar is None or "VolumeTiming" not in metadata:
         raw = layout.get(scope="raw", suffix="bold", extension=VOLUME_EXTENSIONS, return_type="filename",
                          **raw_filters)
-        if raw:
-            sidecar = layout.get_metadata(raw[0]).get("RepetitionTime")
+        raw_metadata = layout.get_metadata(raw[0]) if raw else {}
+    if "VolumeTiming" in metadata or "VolumeTiming" in raw_metadata:
+        raise InputError(f"{Path(bold).name} is a sparse acquisition (VolumeTiming in its sidecar, no regular "
+                         "RepetitionTime): not supported; fit it with a tool that models the volume times",
+                         exit_code=65)
+    if sidecar is None:
+        sidecar = raw_metadata.get("RepetitionTime")
     header = _header_tr(bold)
     if sidecar is None and header is None:
         raise InputError(f"No repetition time for {Path(bold).name}: no RepetitionTime in its sidecars "
