@@ -152,6 +152,25 @@ def repetition_time(layout, bold, raw_filters, metadata=None):
     return float(sidecar if sidecar is not None else header)
 
 
+INHERITED_ENTITIES = ("subject", "session", "task", "acquisition", "run")
+
+
+def inherited_events(layout, entities):
+    """The raw events.tsv files that apply to a run with ``entities``, by BIDS inheritance: every file whose own
+    entities all match the run's (``task-X_events.tsv`` at the top level applies to every run of task X) and that
+    no more specific one overrides; runs match as integers (``run-1`` and ``run-01`` are one run)."""
+    candidates = layout.get(scope="raw", suffix="events", extension=".tsv", task=entities.get("task"),
+                            return_type="object")
+    matching = []
+    for candidate in candidates:
+        own = {key: candidate.entities[key] for key in INHERITED_ENTITIES if key in candidate.entities}
+        if all(key in entities and str(value).lstrip("0") == str(entities[key]).lstrip("0")
+               if key == "run" else entities.get(key) == value for key, value in own.items()):
+            matching.append((-len(own), len(Path(candidate.path).parts), candidate.path))
+    matching.sort()
+    return [path for specificity, _, path in matching if specificity == matching[0][0]]
+
+
 def _bold_query(kind, space):
     if kind == "gifti":
         return {"suffix": "bold", "extension": ".func.gii", "space": space, "hemi": "L"}
@@ -204,7 +223,7 @@ def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152N
                         "mask", Path(bold))
         confounds = layout.get(scope="derivatives", desc="confounds", suffix=["timeseries", "regressors"],
                                extension=".tsv", return_type="filename", **common)
-        events = layout.get(scope="raw", suffix="events", extension=".tsv", return_type="filename", **common)
+        events = inherited_events(layout, common)
         metadata = layout.get_metadata(bold)
         runs.append(RunInputs(
             subject=subject, task=entities.get("task"), run=entities.get("run"), session=entities.get("session"),
