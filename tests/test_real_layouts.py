@@ -46,6 +46,10 @@ def _entities(name):
     return dict(ENTITY.findall(name.split(".")[0].rsplit("_", 1)[0]))
 
 
+def _stem_entities(stem):
+    return dict(ENTITY.findall(stem))
+
+
 def _inherited(raw, path, suffix, extension):
     """The files of ``suffix`` + ``extension`` that apply to ``path`` by BIDS inheritance, top level first."""
     entities = _entities(path.name)
@@ -137,8 +141,11 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
     return planted
 
 
-# dataset, subject, task, CLI arguments, builder options, expected exit code, expected message (errors)
+# dataset, subject, task(s) (several: no --task, one fit each), CLI arguments, builder options, expected exit code,
+# expected message (errors)
 LAYOUTS = {
+    "ds002 three tasks": ("ds002", "02", ("deterministicclassification", "mixedeventrelatedprobe",
+                                          "probabilisticclassification"), [], {}, 0, None),
     "ds002": ("ds002", "01", "deterministicclassification", [], {"unpad_runs": True}, 0, None),
     "ds003": ("ds003", "01", "rhymejudgment", [], {"derivative_sidecars": False}, 0, None),
     "ds005": ("ds005", "01", "mixedgamblestask", [], {}, 0, None),
@@ -159,11 +166,15 @@ def test_real_layout(case, tmp_path, capsys):
     dataset, subject, task, arguments, build, code, message = LAYOUTS[case]
     bids = tmp_path / dataset
     copy_raw(REAL / dataset, bids, subject)
-    planted = build_fmriprep(bids, subject, task, **build)
+    tasks = (task,) if isinstance(task, str) else task
+    planted = {}
+    for name in tasks:
+        planted.update(build_fmriprep(bids, subject, name, **build))
     out = tmp_path / "out"
     sessions = [a for a in arguments if a not in ("--session-label",)]
-    result = main([str(bids), str(out), "participant", "--participant-label", subject, "--task", task,
-                   "--work-dir", str(tmp_path / "work"), *FAST, *arguments])
+    result = main([str(bids), str(out), "participant", "--participant-label", subject,
+                   *(["--task", task] if len(tasks) == 1 else []), "--work-dir", str(tmp_path / "work"), *FAST,
+                   *arguments])
     err = capsys.readouterr().err
     assert result == code, err[-2000:]
     if code:
@@ -173,14 +184,14 @@ def test_real_layout(case, tmp_path, capsys):
         return
     fits = {}  # one fit per (session, task): its runs' planted effects agree (same conditions, same values)
     for stem, (_, effects) in planted.items():
-        session = _entities(stem).get("ses")
+        session = _stem_entities(stem).get("ses")
         if "--session-label" in arguments and session not in sessions:
             continue
-        fits.setdefault(session, {}).update(effects)
+        fits.setdefault((session, _stem_entities(stem)["task"]), {}).update(effects)
     expected = []
-    for session, effects in fits.items():
+    for (session, name), effects in fits.items():
         folder = out / f"sub-{subject}" / (f"ses-{session}/func" if session else "func")
-        prefix = "_".join([f"sub-{subject}"] + ([f"ses-{session}"] if session else []) + [f"task-{task}"])
+        prefix = "_".join([f"sub-{subject}"] + ([f"ses-{session}"] if session else []) + [f"task-{name}"])
         for condition, value in effects.items():
             name = f"{prefix}_space-{SPACE}_model-glm_contrast-{condition}_stat-effect_statmap.nii.gz"
             expected.append(str((folder / name).relative_to(out)))
@@ -188,9 +199,10 @@ def test_real_layout(case, tmp_path, capsys):
             assert median == pytest.approx(value, rel=0.05), (name, median)
         expected.append(str((folder / f"{prefix}_space-{SPACE}_model-glm_stat-rsquared_statmap.nii.gz").relative_to(out)))
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*_statmap.nii.gz")) == sorted(expected)
-    for session in fits:  # every run's volumes are in the design
-        design = next(out.glob(f"sub-{subject}/{f'ses-{session}/' if session else ''}func/*_design.tsv"))
-        n_volumes = sum(n for stem, (n, _) in planted.items() if _entities(stem).get("ses") == session)
+    for session, name in fits:  # every run's volumes are in the design
+        design = next(out.glob(f"sub-{subject}/{f'ses-{session}/' if session else ''}func/*task-{name}_*_design.tsv"))
+        n_volumes = sum(n for stem, (n, _) in planted.items()
+                        if (_stem_entities(stem).get("ses"), _stem_entities(stem)["task"]) == (session, name))
         assert len(pd.read_csv(design, sep="\t")) == n_volumes
 
 
