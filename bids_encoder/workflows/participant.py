@@ -23,10 +23,11 @@ from ..report.participant import fit_section, write_participant_report
 from .fit import fit_model
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
+from .summary import PROGRESS, fit_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParticipantOptions", "run_participant", "runnable_fits", "select_subjects"]
+__all__ = ["ParticipantOptions", "plan_fits", "run_participant", "runnable_fits", "select_subjects"]
 
 MODELS = ("glm", "prf2d")
 
@@ -119,15 +120,15 @@ def _confound_settings(strategy, parameters, inputs):
             "Handling": "block-diagonal per run, fitted with the model; censored volumes as spike regressors"}
 
 
-def run_participant(bids_dir, output_dir, options):
-    """Fit every selected subject; returns {subject: [written paths]}.
+def plan_fits(bids_dir, options):
+    """The fits of the selection, checked: ({subject: [runs of one fit, …]}, roots of the Sources URIs).
 
-    Raises InputError with a BIDS-Apps exit code on bad input.
+    Raises InputError with a BIDS-Apps exit code on bad input; reads no image data and writes nothing.
     """
-    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    bids_dir = Path(bids_dir).resolve()
     if options.model not in MODELS:
         raise InputError(f"Unknown model {options.model!r}; choose from {', '.join(MODELS)}", exit_code=64)
-    strategy = parse_strategy(options.confounds)
+    parse_strategy(options.confounds)  # a bad strategy fails before any work
     kind = space_kind(options.space)
     derivatives = Path(options.derivatives).resolve() if options.derivatives else bids_dir / "derivatives" / "fmriprep"
     database_dir = None if options.work_dir is None else Path(options.work_dir) / "pybids"
@@ -142,14 +143,31 @@ def run_participant(bids_dir, output_dir, options):
             filters["run"] = [int(r) for r in options.run]
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
-    plan = runnable_fits(plan)
-    roots = {"raw": bids_dir, "fmriprep": derivatives}
+    return runnable_fits(plan), {"raw": bids_dir, "fmriprep": derivatives}
+
+
+def run_participant(bids_dir, output_dir, options, records=None):
+    """Fit every selected subject; returns {subject: [written paths]}. ``records``, a list, receives one
+    :class:`~bids_encoder.workflows.summary.FitRecord` per fit (done or skipped) for the end-of-run summary.
+
+    Raises InputError with a BIDS-Apps exit code on bad input.
+    """
+    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    plan, roots = plan_fits(bids_dir, options)
+    strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
+    records = [] if records is None else records
     written = {}
     for subject, groups in plan.items():
         written[subject] = []
+        report = output_dir / f"sub-{subject}.html" if options.report else None
         for group in groups:
             raise_if_interrupted()
-            written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+            started = time.perf_counter()
+            paths = _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+            entities = output_entities(group, options.model)
+            records.append(fit_record(fit_name(entities, output_dir), fit_marker(output_dir, entities),
+                                      "done" if paths else "skipped", time.perf_counter() - started, report))
+            written[subject] += paths
         if options.report:
             raise_if_interrupted()
             start = time.perf_counter()
@@ -194,7 +212,7 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
 def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing):
     started = time.perf_counter()
     timings = {}
-    logger.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
+    PROGRESS.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
     start = time.perf_counter()
     inputs = assemble_inputs(runs, options.model, hrf=options.hrf, strategy=strategy,
                              confound_parameters=options.confounds_parameters,
