@@ -235,8 +235,6 @@ def _prune_logs(folder, level, keep=KEEP_LOGS):
 @click.option("--res", help="Resolution entity of the template space (res-).")
 @click.option("--model", type=click.Choice(["glm", "prf2d"]), default="glm", show_default=True,
               help="Encoding model.")
-@click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
-              help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--hrf", type=click.Choice(["canonical", "fit"]), default="canonical", show_default=True,
               help="canonical (SPM) or fit (per-voxel delay and dispersion).")
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True,
@@ -246,6 +244,8 @@ def _prune_logs(folder, level, keep=KEEP_LOGS):
               help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
 @click.option("--noise-model", type=click.Choice(["ssq", "gaussian"]), default="ssq", show_default=True,
               help="ssq (least squares) or gaussian.")
+@click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
+              help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
@@ -360,13 +360,12 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         participant_options = ParticipantOptions(
             derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
             task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
-            model=options["model"], condition_column=options["condition_column"], hrf=options["hrf"],
-            confounds=options["confounds"],
+            model=options["model"], hrf=options["hrf"], confounds=options["confounds"],
             confounds_parameters=confound_parameters, noise_model=options["noise_model"],
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
             overwrite=options["overwrite"], progressbar=sys.stderr.isatty(),
-            seed=options["seed"], report=not options["no_report"])
+            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"])
         if options["dry_run"]:
             _dry_run(bids_dir, output_dir, participant_options)
             return

@@ -45,7 +45,6 @@ class ParticipantOptions:
     space: str = "MNI152NLin2009cAsym"
     res: str | None = None
     model: str = "glm"
-    condition_column: str = "trial_type"
     hrf: str = "canonical"
     confounds: str = "motion,high_pass,wm_csf"
     confounds_parameters: dict = field(default_factory=dict)
@@ -60,6 +59,7 @@ class ParticipantOptions:
     device: str = "CPU"
     seed: int | None = None
     report: bool = True
+    condition_column: str = "trial_type"  # the events.tsv column naming the GLM's conditions
 
 
 def select_subjects(layout, labels):
