@@ -249,6 +249,25 @@ def test_module_entry_point_version_and_help():
         assert option in done.stdout
 
 
+def test_shared_hrf_and_split_half_through_the_cli(dataset, tmp_path):
+    """--hrf shared on one run: one delay near the canonical 6 s (the data were made with it), its estimate in the
+    sidecars, split-half cvR² (the default with one run) with its folds."""
+    _, root, _ = dataset
+    out = tmp_path / "out"
+    assert main([str(root / "bids"), str(out), "participant", "--participant-label", "01", "--run", "1", "--hrf",
+                 "shared", "--confounds", "none", "--no-report", "--work-dir", str(root / "work")]) == 0
+    prefix = out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm"
+    sidecar = json.loads(Path(f"{prefix}_stat-cvrsquared_statmap.json").read_text())
+    shared = sidecar["HRF"]["Shared"]
+    assert sidecar["HRF"]["Choice"] == "shared" and shared["Estimated"] and shared["VoxelsUsed"] >= 50
+    assert abs(shared["Delay"] - 6.0) < 0.5 and shared["MeanUnexplainedFraction"] <= shared[
+        "MeanUnexplainedFractionCanonical"]
+    assert sidecar["CrossValidation"]["Scheme"] == "split-half"
+    assert [f["HeldOutVolumes"] for f in sidecar["CrossValidation"]["Folds"]] == [60, 60]
+    cvr2 = nib.load(f"{prefix}_stat-cvrsquared_statmap.nii.gz").get_fdata()
+    assert np.nanmedian(cvr2) == pytest.approx(sidecar["CrossValidation"]["MedianCVRSquared"], abs=1e-6)
+
+
 def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     """--config (YAML) sets options, the command line wins, --bids-filter-file keeps run 1, --hrf fit adds maps."""
     _, root, _ = dataset
