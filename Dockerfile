@@ -67,6 +67,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
     NILEARN_DATA=/tmp/nilearn_data \
+    BIDS_ENCODER_CONTAINER=docker \
     BIDS_ENCODER_IMAGE=${IMAGE_TAG}
 USER 1000:1000
 WORKDIR /tmp

@@ -20,14 +20,19 @@ from pathlib import Path
 
 import click
 
+from ._tensorflow import filtered_stderr, quiet_environment, start_tensorflow
 from ._version import __version__
 from .workflows.interrupts import handling_signals, received
+
+quiet_environment()  # before anything imports TensorFlow
 
 logger = logging.getLogger("bids_encoder")
 
 LEVELS = ("participant", "group")
 LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label", "--run")
 LABEL = re.compile(r"^[A-Za-z0-9]+$")
+PROGRESS_LOGGER = "bids_encoder.progress"  # bids_encoder.workflows.summary.PROGRESS
+KEEP_LOGS = 10  # OUTPUT_DIR/logs keeps the newest logs of each level
 
 
 class AppError(Exception):
@@ -146,30 +151,35 @@ def _limit_threads(nthreads):
 
 
 def _configure_device(device, nthreads):
-    """Pick the device before TensorFlow starts; returns 'GPU' or 'CPU'."""
-    if device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    import tensorflow as tf
-
-    if nthreads:
-        tf.config.threading.set_intra_op_parallelism_threads(nthreads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(nthreads, 2))
-    gpus = tf.config.list_physical_devices("GPU")
+    """Start TensorFlow on the device (--device cpu hid the GPUs before it loaded); returns 'GPU' or 'CPU'."""
+    _, gpus = start_tensorflow(nthreads)
     if device == "gpu" and not gpus:
         raise AppError("--device gpu: TensorFlow sees no GPU (check the driver, and --gpus all / --nv)", 1)
     return "GPU" if gpus else "CPU"
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Progress lines (one per fit) as plain ``bids_encoder: …`` lines; the rest with time, level and logger."""
+
+    def format(self, record):
+        if record.name == PROGRESS_LOGGER and record.levelno == logging.INFO:
+            return f"bids_encoder: {record.getMessage()}"
+        return super().format(record)
+
+
 def _setup_logging(verbose):
-    """Console at WARNING (INFO with -v, DEBUG with -vv); everything at DEBUG in a temporary log file."""
+    """Console at WARNING (INFO with -v, DEBUG with -vv) plus the progress lines; everything at DEBUG in a
+    temporary log file."""
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for handler in list(root.handlers):
         if getattr(handler, "_bids_encoder", False):
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
-    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    threshold = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    console.setLevel(min(threshold, logging.INFO))
+    console.addFilter(lambda record: record.levelno >= threshold or record.name == PROGRESS_LOGGER)
+    console.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     handle, log_path = tempfile.mkstemp(prefix="bids_encoder-", suffix=".log")
     os.close(handle)
     logfile = logging.FileHandler(log_path)
@@ -183,18 +193,28 @@ def _setup_logging(verbose):
     return Path(log_path), logfile
 
 
-def _keep_log(log_path, handler, output_dir, level, labels):
-    """Move the run's log to OUTPUT_DIR/logs once the output dataset exists (never create it for a log)."""
+def _keep_log(log_path, handler, output_dir, level, labels, keep=True):
+    """Move the run's log to OUTPUT_DIR/logs once the output dataset exists (never create it for a log), and
+    remove that level's logs beyond the newest :data:`KEEP_LOGS`; ``keep=False`` (``--dry-run``) drops it."""
     handler.close()
     logging.getLogger().removeHandler(handler)
-    if (output_dir / "dataset_description.json").is_file():
+    if keep and (output_dir / "dataset_description.json").is_file():
         folder = output_dir / "logs"
         folder.mkdir(exist_ok=True)
         who = "_".join(f"sub-{label}" for label in labels[:3]) or "all"
         target = folder / f"{level}_{who}_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}.log"
         shutil.move(str(log_path), target)
+        _prune_logs(folder, level)
     else:
         log_path.unlink(missing_ok=True)
+
+
+def _prune_logs(folder, level, keep=KEEP_LOGS):
+    """Remove the logs of ``level`` beyond the newest ``keep`` (by modification time; concurrent jobs may have
+    removed some already)."""
+    logs = sorted(folder.glob(f"{level}_*.log"), key=lambda path: (path.stat().st_mtime, path.name), reverse=True)
+    for path in logs[keep:]:
+        path.unlink(missing_ok=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -228,6 +248,8 @@ def _keep_log(log_path, handler, output_dir, level, labels):
               help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
 @click.option("--noise-model", type=click.Choice(["ssq", "gaussian"]), default="ssq", show_default=True,
               help="ssq (least squares) or gaussian.")
+@click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
+              help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
@@ -248,6 +270,8 @@ def _keep_log(log_path, handler, output_dir, level, labels):
 @click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
 @click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
 @click.option("--overwrite", is_flag=True, help="Refit subjects whose outputs exist.")
+@click.option("--dry-run", is_flag=True, help="Participant level: list the fits it would run (runs, volumes, model, "
+              "outputs) and exit, writing nothing.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML reports (OUTPUT_DIR/sub-X.html, group.html).")
 @click.option("--seed", type=int, help="Random seed (TensorFlow and numpy).")
 @click.option("-v", "--verbose", count=True, help="More messages (-vv for debug).")
@@ -309,6 +333,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     """Validate, then dispatch to the participant or group workflow."""
     if analysis_level not in LEVELS:
         raise AppError(f"Unknown analysis level {analysis_level!r}: use participant or group", 17)
+    if options["dry_run"] and analysis_level == "group":
+        raise AppError("--dry-run lists the fits of the participant level; the group level has none", 64)
     labels = _labels(options["participant_label"], "participant label", prefix="sub-")
     sessions = _labels(options["session_label"], "session label", prefix="ses-")
     runs = _labels(options["run"], "run label", prefix="run-")
@@ -331,14 +357,12 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         if analysis_level == "group":
             _run_group(bids_dir, output_dir, labels, options)
             return
-        used_device = _configure_device(options["device"], options["nthreads"])
-        if options["seed"] is not None:
-            import tensorflow as tf
-
-            tf.keras.utils.set_random_seed(options["seed"])  # Python, NumPy and TensorFlow
-            tf.config.experimental.enable_op_determinism()  # same reduction orders: identical maps run to run
+        if options["device"] == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # before TensorFlow loads
         from .bids.layout import InputError
-        from .workflows.participant import ParticipantOptions, run_participant
+
+        with filtered_stderr():  # the workflows load TensorFlow
+            from .workflows.participant import ParticipantOptions, run_participant
 
         work_dir = options["work_dir"] or Path.cwd() / "work"
         participant_options = ParticipantOptions(
@@ -348,22 +372,54 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             confounds_parameters=confound_parameters, noise_model=options["noise_model"],
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
-            overwrite=options["overwrite"], progressbar=options["verbose"] > 0 or sys.stderr.isatty(),
-            device=used_device, seed=options["seed"], report=not options["no_report"])
+            overwrite=options["overwrite"], progressbar=sys.stderr.isatty(),
+            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"])
+        if options["dry_run"]:
+            _dry_run(bids_dir, output_dir, participant_options)
+            return
+        participant_options.device = _configure_device(options["device"], options["nthreads"])
+        if options["seed"] is not None:
+            import tensorflow as tf
+
+            tf.keras.utils.set_random_seed(options["seed"])  # Python, NumPy and TensorFlow
+            tf.config.experimental.enable_op_determinism()  # same reduction orders: identical maps run to run
+        records = []
         try:
-            written = run_participant(bids_dir, output_dir, participant_options)
+            written = run_participant(bids_dir, output_dir, participant_options, records=records)
         except InputError as error:
             raise AppError(str(error), error.exit_code) from error
+        from .workflows.summary import summary_table
+
         total = sum(len(paths) for paths in written.values())
+        click.echo(summary_table(records), err=True)
         click.echo(f"bids_encoder: {len(written)} participant(s) done, {total} file(s) written under {output_dir}",
                    err=True)
     finally:
-        _keep_log(log_path, log_handler, output_dir, analysis_level, labels)
+        _keep_log(log_path, log_handler, output_dir, analysis_level, labels, keep=not options["dry_run"])
+        for handler in [h for h in logging.getLogger().handlers if getattr(h, "_bids_encoder", False)]:
+            logging.getLogger().removeHandler(handler)  # the console's stream may be closed after the run
+
+
+def _dry_run(bids_dir, output_dir, participant_options):
+    """--dry-run: check the selection and list its fits; nothing is written in OUTPUT_DIR."""
+    from .bids.layout import InputError
+    from .workflows.participant import plan_fits
+    from .workflows.summary import dry_run_lines
+
+    try:
+        plan, _ = plan_fits(bids_dir, participant_options)
+        lines = dry_run_lines(plan, output_dir, participant_options)
+    except InputError as error:
+        raise AppError(str(error), error.exit_code) from error
+    click.echo("\n".join(lines))
+    click.echo(f"bids_encoder: dry run: {len(lines)} fit(s) planned; nothing written")
 
 
 def _run_group(bids_dir, output_dir, labels, options):
     from .bids.layout import InputError
-    from .workflows.group import GroupOptions, run_group
+
+    with filtered_stderr():  # the workflows load TensorFlow
+        from .workflows.group import GroupOptions, run_group
 
     if options["atlas_labels"] is not None and options["atlas"] is None:
         raise AppError("--atlas-labels names the labels of an --atlas image: give --atlas too", 64)

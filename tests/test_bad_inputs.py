@@ -3,7 +3,8 @@ nothing afterwards (no map, no sidecar, no dataset_description.json, no log, no 
 
 Each case copies a small valid dataset (1 subject × 2 runs, MNI volume; a pRF variant with stimulus apertures)
 and breaks one thing. A few inputs that look broken but are normal for fMRIPrep data (the n/a first row of
-derivative confounds, some constant or NaN voxels) must instead fit, and are checked here too.
+derivative confounds, some constant or NaN voxels, events outside the run) must instead fit, and are checked here
+too.
 """
 
 import json
@@ -105,6 +106,12 @@ def _stimulus_frames(bids, n):
     np.save(bids / "stimuli/bars.npy", np.load(bids / "stimuli/bars.npy")[:n])
 
 
+def _add_rest_task(bids):
+    """A resting-state run (no events.tsv): run 1's derivatives under task-rest."""
+    for path in list((bids / DERIV).glob("*_run-1_*")):
+        path.with_name(path.name.replace("task-localizer", "task-rest")).write_bytes(path.read_bytes())
+
+
 CASES = {  # name: (dataset, break it, exit code, message)
     "BIDS_DIR missing": ("glm", lambda b, t: ["BIDS_DIR=" + str(t / "nowhere")], 66, "does not exist"),
     "BIDS_DIR not a dataset": ("glm", lambda b, t: (b / "dataset_description.json").unlink() or [], 16,
@@ -128,10 +135,20 @@ CASES = {  # name: (dataset, break it, exit code, message)
     "events.tsv empty": ("glm", lambda b, t: (b / EVENTS).write_text("") or [], 65, "is empty"),
     "events.tsv lacks columns": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.drop(
         columns="duration")) or [], 65, "lacks the column(s) ['duration']"),
+    "no trial_type column": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.rename(
+        columns={"trial_type": "stim_type"})) or [], 65, f"{SUB}_events.tsv has no 'trial_type' column naming the "
+        "conditions (its columns: onset, duration, stim_type); name the one that does with --condition-column"),
+    "condition column absent": ("glm", lambda b, t: ["--condition-column", "category"], 65,
+                                "has no 'category' column naming the conditions (its columns: onset, duration, "
+                                "trial_type)"),
+    "only a task without events": ("glm", lambda b, t: _add_rest_task(b) or ["--task", "rest"], 66,
+                                   "No events.tsv for any run of sub-01_task-rest: nothing to fit (the models need "
+                                   "events; choose a task that has them with --task)"),
     "negative duration": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.loc.__setitem__(
         (1, "duration"), -1.0)) or [], 65, "negative duration"),
-    "onset beyond the run": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.loc.__setitem__(
-        (1, "onset"), 500.0)) or [], 65, "has onsets outside the run (0 to 80 s)"),
+    "no event reaches the run": ("glm", lambda b, t: _edit_tsv(b / EVENTS, lambda f: f.assign(onset=500.0)) or [],
+                                 65, f"{SUB}_events.tsv: no event reaches the run (onsets 500 to 500 s, the run "
+                                     "lasts 0 to 80 s: 40 volumes × 2 s)"),
     "TR missing": ("glm", lambda b, t: _set_tr(b, None, 0.0), 65, "no RepetitionTime in its sidecars and none in the image header"),
     "TR disagrees": ("glm", lambda b, t: _set_tr(b, 2.0, 1.5), 65, "disagrees with 1.5 s in its header"),
     "confounds shorter than the run": ("glm", lambda b, t: _edit_tsv(b / CONFOUNDS, lambda f: f.drop(
@@ -190,6 +207,12 @@ def _fit(bids, tmp_path, capsys, *extra):
     return out, capsys.readouterr().err
 
 
+def _statmaps(out, pattern):
+    """The maps matching ``pattern`` under ``out``, leaving out the cross-validated R² map (``stat-cvrsquared``),
+    which the cross-validation work adds beside every fit: not what these tests are about."""
+    return [p for p in Path(out).glob(pattern) if "stat-cvrsquared" not in p.name]
+
+
 def _map(out, stat):
     path = next(out.glob(f"sub-01/func/*{stat}_statmap.nii.gz"))
     return np.asarray(nib.load(path).dataobj)
@@ -232,3 +255,48 @@ def test_constant_and_nan_voxels_are_left_out_with_a_warning(template, tmp_path,
         assert not np.isinf(values).any()
     sidecar = json.loads(next(out.glob("sub-01/func/*stat-rsquared_statmap.json")).read_text())
     assert sidecar["Processing"]["VoxelsFitted"] == mask.sum() - 3
+
+
+def test_events_outside_the_run_fit_with_a_warning(template, tmp_path, capsys):
+    """Real events files hold events after the last volume (OpenNeuro ds000001: 604.9 s in a 600 s run) or before
+    the first: they are modelled as they happened, with a warning (it was exit 65)."""
+    bids = tmp_path / "bids"
+    shutil.copytree(template / "glm", bids)
+
+    def edit(frame):
+        frame.loc[1, "onset"] = 500.0
+        frame.loc[2, ["onset", "duration"]] = [-4.0, 6.0]
+        frame.loc[3, ["onset", "duration"]] = [75.0, 10.0]
+
+    _edit_tsv(bids / EVENTS, edit)
+    n_events = len(pd.read_csv(bids / EVENTS, sep="\t"))
+    out, err = _fit(bids, tmp_path, capsys)
+    assert (f"{SUB}_events.tsv: 1 start before 0 s, 1 start after the end of the run (80 s), 1 end after it of "
+            f"{n_events} event(s); modelled as they happened (the part of their response inside the run counts); "
+            "1 do not reach any volume") in err
+    assert {p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")} == {
+        "contrast-faces_stat-effect_statmap.nii.gz", "contrast-houses_stat-effect_statmap.nii.gz",
+        "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"}
+    mask = np.asarray(nib.load(bids / MASK).dataobj).astype(bool)
+    assert np.isfinite(_map(out, "stat-rsquared")[mask]).all()
+
+
+def test_condition_column_names_the_conditions(template, tmp_path, capsys):
+    """ds000117 names its conditions in stim_type: --condition-column picks that column."""
+    bids = tmp_path / "bids"
+    shutil.copytree(template / "glm", bids)
+    for path in bids.glob("sub-01/func/*_events.tsv"):
+        _edit_tsv(path, lambda f: f.rename(columns={"trial_type": "stim_type"}))
+    out, _ = _fit(bids, tmp_path, capsys, "--condition-column", "stim_type")
+    assert sorted(p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")) == [
+        "contrast-faces_stat-effect_statmap.nii.gz", "contrast-houses_stat-effect_statmap.nii.gz",
+        "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"]
+
+
+def test_task_without_events_is_skipped_when_another_can_run(template, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(template / "glm", bids)
+    _add_rest_task(bids)
+    out, err = _fit(bids, tmp_path, capsys)
+    assert "sub-01_task-rest: no events.tsv for any run; skipped (the models need events)" in err
+    assert {p.name.split("_space-")[0] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")} == {"sub-01_task-localizer"}

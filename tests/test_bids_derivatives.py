@@ -64,3 +64,31 @@ def test_dataset_description_and_pybids_queries(tmp_path):
     assert len(found) == 1 and found[0].entities["contrast"] == "faces"
     assert {f.entities["stat"] for f in layout.get(model="glm", extension=".nii.gz")} == {"effect", "rsquared"}
     assert layout.get(model="prf2d", stat="x", extension=".nii.gz")[0].get_metadata()["Description"] == "x"
+
+
+@pytest.mark.parametrize(("environment", "container"), [
+    ({}, None),  # outside this project's image: no claim, whether or not /.dockerenv exists
+    ({"BIDS_ENCODER_CONTAINER": "docker", "BIDS_ENCODER_IMAGE": "bids_encoder:0.1.0-cpu"},
+     {"Type": "docker", "Tag": "bids_encoder:0.1.0-cpu"}),
+    ({"BIDS_ENCODER_CONTAINER": "apptainer"}, {"Type": "apptainer", "Tag": f"bids_encoder:{__version__}"}),
+    ({"BIDS_ENCODER_CONTAINER": "docker", "APPTAINER_CONTAINER": "/x.sif"},  # the Docker image run by Apptainer
+     {"Type": "apptainer", "Tag": f"bids_encoder:{__version__}"}),
+    ({"APPTAINER_CONTAINER": "/other.sif"}, None),  # someone else's image
+])
+def test_container_is_claimed_only_in_this_projects_image(tmp_path, monkeypatch, environment, container):
+    for name in ("BIDS_ENCODER_CONTAINER", "BIDS_ENCODER_IMAGE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("pathlib.Path.exists", lambda self: True if str(self) == "/.dockerenv" else os.path.lexists(self))
+    write_dataset_description(tmp_path, {"raw": tmp_path})
+    generated_by = json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert generated_by.get("Container") == container
+
+
+def test_images_say_which_container_they_are():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert "    BIDS_ENCODER_CONTAINER=docker \\\n" in (root / "Dockerfile").read_text()
+    assert "    export BIDS_ENCODER_CONTAINER=apptainer\n" in (root / "singularity/bids_encoder.def").read_text()

@@ -77,3 +77,24 @@ def test_tr_disagreement_is_an_error(tmp_path):
     with pytest.raises(InputError, match="2.5 s in the sidecar .* disagrees with 2.0 s") as error:
         find_runs(load_layout(root), "01")
     assert error.value.exit_code == 65
+
+
+def test_events_are_inherited(tmp_path):
+    """ds114 keeps its block designs at the top level (task-X_events.tsv) for every subject and session; a
+    subject's own file overrides it; runs match as integers (raw run-01, derivative run-1)."""
+    from bids_encoder.bids.layout import inherited_events
+
+    root = tmp_path / "bids"
+    make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=20, shape=(3, 3, 3))
+    for path in root.glob("sub-*/func/*_events.tsv"):
+        path.rename(path.with_name(path.name.replace("run-", "run-0")))
+    top = root / "task-localizer_events.tsv"
+    top.write_text("onset\tduration\ttrial_type\n2\t1\tfaces\n")
+    for path in root.glob("sub-02/func/*_events.tsv"):
+        path.unlink()
+    layout = load_layout(root)
+    assert [r.events.name for r in find_runs(layout, "01")] == [
+        "sub-01_task-localizer_run-01_events.tsv", "sub-01_task-localizer_run-02_events.tsv"]
+    assert [r.events for r in find_runs(layout, "02")] == [top, top]
+    assert inherited_events(layout, {"subject": "03", "task": "localizer", "session": "a"}) == [str(top)]
+    assert inherited_events(layout, {"subject": "01", "task": "other"}) == []

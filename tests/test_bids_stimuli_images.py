@@ -51,6 +51,23 @@ def test_frames_resampled_to_the_tr(tmp_path, stimuli):
     assert np.all(paradigm.to_numpy()[:2] == 0) and np.all(paradigm.to_numpy()[13:] == 0)
 
 
+def test_stimulus_partly_outside_the_run(tmp_path, stimuli, caplog):
+    """Frames shown after the last volume (or before the first) are left out with a warning, not an error."""
+    folder, frames = stimuli
+    path = events(tmp_path, {"onset": [-3.0, 22.5], "duration": [30.0, 30.0], "stim_file": ["bars.npy"] * 2})
+    with caplog.at_level("WARNING", logger="bids_encoder.bids.stimuli"):
+        paradigm, _, _ = run_apertures(path, folder, 20, 1.5, start_time=0.75)
+    flat = frames.reshape(20, -1)
+    # volume k sees [k·1.5, (k+1)·1.5): the first showing from frame 2 on, the second's frames 0–4 in volumes 15–19
+    expected = flat[2:22].copy()
+    expected = np.vstack([flat[2:], np.zeros((2, flat.shape[1]))])
+    expected[15:] += flat[:5]
+    np.testing.assert_allclose(paradigm.to_numpy(), expected, atol=1e-6)
+    assert caplog.records[-1].getMessage() == (
+        "events.tsv: stimuli shown partly outside the run (bars.npy from -3 s: 2 of 20 frames; bars.npy from "
+        "22.5 s: 15 of 20 frames); the frames inside it are used")
+
+
 def test_nifti_apertures_match_numpy(tmp_path, stimuli):
     folder, frames = stimuli
     nib.Nifti1Image(np.moveaxis(frames, 0, -1)[:, :, np.newaxis, :], np.eye(4)).to_filename(folder / "bars.nii.gz")
@@ -63,7 +80,8 @@ def test_nifti_apertures_match_numpy(tmp_path, stimuli):
 @pytest.mark.parametrize("rows, message", [
     ({"onset": [0.0], "duration": [30.0], "stim_file": ["missing.npy"]}, "not found"),
     ({"onset": [0.0], "duration": [12.0], "stim_file": ["bars.npy"]}, "20 frames"),
-    ({"onset": [10.0], "duration": [30.0], "stim_file": ["bars.npy"]}, "longer than the run"),
+    ({"onset": [40.0], "duration": [30.0], "stim_file": ["bars.npy"]},
+     r"no stimulus frame is shown during the run \(0 to 30 s: 20 volumes × 1.5 s\)"),
     ({"onset": [0.0], "duration": [30.0], "stim_file": ["../bars.npy"]}, "inside stimuli/"),
     ({"onset": [0.0], "duration": [30.0]}, "stim_file"),
 ])

@@ -91,13 +91,18 @@ def write_json(path, content):
 
 
 def container_info():
-    """{'Type': 'docker'|'apptainer', 'Tag': …} when running inside a container, else None."""
-    tag = os.environ.get("BIDS_ENCODER_IMAGE", f"bids_encoder:{__version__}")
+    """{'Type': 'docker'|'apptainer', 'Tag': …} when running in this project's image, else None.
+
+    The image says so: the Dockerfile sets ``BIDS_ENCODER_CONTAINER=docker``, singularity/bids_encoder.def
+    ``apptainer`` (a Docker image run by Apptainer directly is reported as apptainer). Any other container (a
+    ``/.dockerenv`` of someone else's image with bids_encoder pip-installed) is not claimed.
+    """
+    kind = os.environ.get("BIDS_ENCODER_CONTAINER", "").strip().lower()
+    if kind not in ("docker", "apptainer"):
+        return None
     if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
-        return {"Type": "apptainer", "Tag": tag}
-    if Path("/.dockerenv").exists():
-        return {"Type": "docker", "Tag": tag}
-    return None
+        kind = "apptainer"
+    return {"Type": kind, "Tag": os.environ.get("BIDS_ENCODER_IMAGE", f"bids_encoder:{__version__}")}
 
 
 def write_dataset_description(output_dir, sources):

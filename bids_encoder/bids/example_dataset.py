@@ -64,7 +64,9 @@ def _events(rng, conditions, n_volumes, tr):
     })
 
 
-def _confounds(rng, n_volumes):
+def fmriprep_confounds(rng, n_volumes):
+    """A confounds table with fMRIPrep's column names (motion + expansions, csf, white_matter, global_signal,
+    framewise_displacement, std_dvars, cosines), n/a in the first row where fMRIPrep writes it."""
     motion = np.cumsum(rng.normal(0, 0.01, (n_volumes, 6)), axis=0)
     names = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
     frame = pd.DataFrame(motion, columns=names)
@@ -178,7 +180,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
             image.to_filename(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.nii.gz")
             _write_json(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.json",
                         {"RepetitionTime": tr, "TaskName": task, "SkullStripped": True})
-            _confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
+            fmriprep_confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
                                               index=False, na_rep="n/a")
             _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
             if sphere is not None:

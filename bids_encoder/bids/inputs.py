@@ -56,15 +56,16 @@ def _common_tr(runs):
     return runs[0].tr
 
 
-def _events_frame(run, n_volumes):
+def _events_frame(run, n_volumes, condition_column="trial_type"):
     if run.events is None:
         raise InputError(f"No events.tsv for {run.label}", exit_code=66)
-    return read_events(run.events, n_volumes, run.tr, modulation_column="modulation", modulation_optional=True)
+    return read_events(run.events, n_volumes, run.tr, condition_column=condition_column,
+                       modulation_column="modulation", modulation_optional=True, start_time=run.start_time)
 
 
-def _glm_paradigm(runs, n_volumes, hrf):
+def _glm_paradigm(runs, n_volumes, hrf, condition_column="trial_type"):
     """Per run: exact convolved regressors (canonical HRF) or the occupancy paradigm (HRF fitted later)."""
-    events = [_events_frame(run, n) for run, n in zip(runs, n_volumes, strict=True)]
+    events = [_events_frame(run, n, condition_column) for run, n in zip(runs, n_volumes, strict=True)]
     conditions = sorted(set().union(*[set(e["condition"]) for e in events]))
     frames = []
     for run, n, run_events in zip(runs, n_volumes, events, strict=True):
@@ -72,7 +73,8 @@ def _glm_paradigm(runs, n_volumes, hrf):
         if hrf == "canonical":
             frame = convolved_design(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
         else:
-            frame = occupancy_paradigm(run_events, n, run.tr, start_time=run.start_time, conditions=conditions)
+            frame = occupancy_paradigm(run_events, n, run.tr, start_time=run.start_time, conditions=conditions,
+                                       name=run.events.name)
         frames.append(frame.to_numpy())
     return np.vstack(frames), conditions
 
@@ -155,8 +157,9 @@ def check_degrees_of_freedom(n_volumes, n_regressors, n_confounds, n_runs):
 
 
 def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
-                    stimuli_dir=None, kind="volume"):
-    """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d')."""
+                    stimuli_dir=None, kind="volume", condition_column="trial_type"):
+    """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d');
+    ``condition_column``: the events.tsv column naming the GLM's conditions."""
     tr = _common_tr(runs)
     voxels_by_time, n_volumes, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
     _drop_voxels_without_signal(voxels_by_time, runs, n_volumes)
@@ -167,7 +170,7 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
     data = pd.DataFrame(voxels_by_time.T, index=index, copy=False)
     grid, stimulus_files = None, []
     if model == "glm":
-        values, columns = _glm_paradigm(runs, n_volumes, hrf)
+        values, columns = _glm_paradigm(runs, n_volumes, hrf, condition_column)
     elif model == "prf2d":
         values, grid, stimulus_files = _prf_paradigm(runs, n_volumes, stimuli_dir)
         columns = None

@@ -128,13 +128,20 @@ def _header_tr(bold):
 
 def repetition_time(layout, bold, raw_filters, metadata=None):
     """TR from the derivative sidecar (``metadata``, if already read), else the raw sidecar, else the image
-    header; disagreement is an error."""
-    sidecar = (layout.get_metadata(str(bold)) if metadata is None else metadata).get("RepetitionTime")
-    if sidecar is None:
+    header; disagreement is an error, and so is a sparse acquisition (``VolumeTiming``: no regular TR)."""
+    metadata = layout.get_metadata(str(bold)) if metadata is None else metadata
+    sidecar = metadata.get("RepetitionTime")
+    raw_metadata = {}
+    if sidecar is None or "VolumeTiming" not in metadata:
         raw = layout.get(scope="raw", suffix="bold", extension=VOLUME_EXTENSIONS, return_type="filename",
                          **raw_filters)
-        if raw:
-            sidecar = layout.get_metadata(raw[0]).get("RepetitionTime")
+        raw_metadata = layout.get_metadata(raw[0]) if raw else {}
+    if "VolumeTiming" in metadata or "VolumeTiming" in raw_metadata:
+        raise InputError(f"{Path(bold).name} is a sparse acquisition (VolumeTiming in its sidecar, no regular "
+                         "RepetitionTime): not supported; fit it with a tool that models the volume times",
+                         exit_code=65)
+    if sidecar is None:
+        sidecar = raw_metadata.get("RepetitionTime")
     header = _header_tr(bold)
     if sidecar is None and header is None:
         raise InputError(f"No repetition time for {Path(bold).name}: no RepetitionTime in its sidecars "
@@ -143,6 +150,25 @@ def repetition_time(layout, bold, raw_filters, metadata=None):
         raise InputError(f"RepetitionTime {sidecar} s in the sidecar of {Path(bold).name} disagrees with "
                          f"{header} s in its header", exit_code=65)
     return float(sidecar if sidecar is not None else header)
+
+
+INHERITED_ENTITIES = ("subject", "session", "task", "acquisition", "run")
+
+
+def inherited_events(layout, entities):
+    """The raw events.tsv files that apply to a run with ``entities``, by BIDS inheritance: every file whose own
+    entities all match the run's (``task-X_events.tsv`` at the top level applies to every run of task X) and that
+    no more specific one overrides; runs match as integers (``run-1`` and ``run-01`` are one run)."""
+    candidates = layout.get(scope="raw", suffix="events", extension=".tsv", task=entities.get("task"),
+                            return_type="object")
+    matching = []
+    for candidate in candidates:
+        own = {key: candidate.entities[key] for key in INHERITED_ENTITIES if key in candidate.entities}
+        if all(key in entities and str(value).lstrip("0") == str(entities[key]).lstrip("0")
+               if key == "run" else entities.get(key) == value for key, value in own.items()):
+            matching.append((-len(own), len(Path(candidate.path).parts), candidate.path))
+    matching.sort()
+    return [path for specificity, _, path in matching if specificity == matching[0][0]]
 
 
 def _bold_query(kind, space):
@@ -197,7 +223,7 @@ def find_runs(layout, subject, task=None, session=None, run=None, space="MNI152N
                         "mask", Path(bold))
         confounds = layout.get(scope="derivatives", desc="confounds", suffix=["timeseries", "regressors"],
                                extension=".tsv", return_type="filename", **common)
-        events = layout.get(scope="raw", suffix="events", extension=".tsv", return_type="filename", **common)
+        events = inherited_events(layout, common)
         metadata = layout.get_metadata(bold)
         runs.append(RunInputs(
             subject=subject, task=entities.get("task"), run=entities.get("run"), session=entities.get("session"),

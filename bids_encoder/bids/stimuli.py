@@ -9,7 +9,8 @@ Convention (documented in the README):
 - A JSON sidecar (``stimuli/<name>.json``, the stem without extensions) gives the visual angle, in degrees, of the
   centres of the first and last pixels along x and y: ``"VisualAngleX": [-8.9, 8.9], "VisualAngleY": [5.0, -5.0]``
   (a descending pair means the first row is the top), and ``"FrameRate"`` in Hz (default: one frame per volume).
-- Frames are averaged into volumes: volume k holds the mean aperture over [t_k − TR/2, t_k + TR/2).
+- Frames are averaged into volumes: volume k holds the mean aperture over [t_k − TR/2, t_k + TR/2). Frames shown
+  before or after the run's volumes are left out with a warning; a run during which no frame is shown is an error.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
         raise InputError(f"{name} names no stim_file", exit_code=65)
     paradigm, grid, shape, stimuli = None, None, None, {}  # stimuli: path → (frames, sidecar), each read once
     frame_times = start_time + np.arange(n_volumes) * tr
+    clipped = []
     for _, event in events.iterrows():
         relative = Path(str(event["stim_file"]))
         if relative.is_absolute() or ".." in relative.parts:
@@ -133,9 +135,6 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
                 1.0 / rate, 1e-3):
             raise InputError(f"{name}: {relative} has {len(frames)} frames at {rate:g} Hz ({length:g} s) but the "
                              f"event lasts {duration:g} s", exit_code=65)
-        if onset + length > n_volumes * tr + start_time + tr:
-            raise InputError(f"{name}: {relative} has {len(frames)} frames ({length:g} s from onset {onset:g} s), "
-                             f"longer than the run ({n_volumes} volumes × {tr:g} s)", exit_code=65)
         # each frame is shown for 1/rate s; each volume averages what was on screen during its TR
         oversampling = max(4, int(np.ceil(4 * tr * rate)))
         fine = frame_times[0] - tr / 2 + (np.arange(n_volumes * oversampling) + 0.5) * tr / oversampling
@@ -145,6 +144,15 @@ def run_apertures(events_path, stimuli_dir, n_volumes, tr, start_time=0.0):
         np.add.at(weights, (np.arange(len(fine))[shown] // oversampling, frame[shown]), 1.0 / oversampling)
         paradigm += weights @ frames.reshape(len(frames), -1)
         coverage += weights.sum(axis=1)
+        outside = len(frames) - int(np.unique(frame[shown]).size)  # frames shown before or after the run's TRs
+        if outside:
+            clipped.append(f"{relative} from {onset:g} s: {outside} of {len(frames)} frames")
+    if not coverage.any():
+        raise InputError(f"{name}: no stimulus frame is shown during the run (0 to {n_volumes * tr:g} s: "
+                         f"{n_volumes} volumes × {tr:g} s)", exit_code=65)
+    if clipped:
+        logger.warning("%s: stimuli shown partly outside the run (%s); the frames inside it are used", name,
+                       "; ".join(clipped))
     logger.info("%s: %d × %d aperture pixels, %d of %d volumes with a stimulus", name, shape[0], shape[1],
                 int((coverage > 0).sum()), n_volumes)
     return pd.DataFrame(paradigm.astype(np.float32)), grid, list(stimuli)

@@ -23,10 +23,11 @@ from ..report.participant import fit_section, write_participant_report
 from .crossval import fit_with_cv
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
+from .summary import PROGRESS, fit_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParticipantOptions", "run_participant", "select_subjects"]
+__all__ = ["ParticipantOptions", "plan_fits", "run_participant", "runnable_fits", "select_subjects"]
 
 MODELS = ("glm", "prf2d")
 
@@ -59,6 +60,7 @@ class ParticipantOptions:
     device: str = "CPU"
     seed: int | None = None
     report: bool = True
+    condition_column: str = "trial_type"  # the events.tsv column naming the GLM's conditions
 
 
 def select_subjects(layout, labels):
@@ -82,6 +84,35 @@ def _groups(runs):
     return list(groups.values())
 
 
+def runnable_fits(plan):
+    """{subject: runs} → {subject: [runs of one fit, …]}, leaving out — with a warning — the fits none of whose runs
+    has an events.tsv (resting state, or a task whose events are not shared); InputError (66) when none is left.
+
+    A fit with events for some of its runs only still fails when those without are read (66, naming the run).
+    """
+    fits, skipped = {}, []
+    for subject, runs in plan.items():
+        fits[subject] = []
+        for group in _groups(runs):
+            if all(run.events is None for run in group):
+                skipped.append(group)
+            else:
+                fits[subject].append(group)
+    names = [_group_label(group) for group in skipped]
+    if not any(fits.values()):
+        raise InputError(f"No events.tsv for any run of {', '.join(names)}: nothing to fit (the models need events; "
+                         "choose a task that has them with --task)", exit_code=66)
+    for name in names:
+        logger.warning("%s: no events.tsv for any run; skipped (the models need events)", name)
+    return {subject: groups for subject, groups in fits.items() if groups}
+
+
+def _group_label(runs):
+    """'sub-01_ses-a_task-rest' for messages."""
+    return "_".join(f"{key}-{value}" for key, value in (("sub", runs[0].subject), ("ses", runs[0].session),
+                                                         ("task", runs[0].task)) if value is not None)
+
+
 def _confound_settings(strategy, parameters, inputs):
     return {"Strategy": list(strategy), "Parameters": parameters,
             "Interface": "nilearn.interfaces.fmriprep.load_confounds",
@@ -90,15 +121,15 @@ def _confound_settings(strategy, parameters, inputs):
             "Handling": "block-diagonal per run, fitted with the model; censored volumes as spike regressors"}
 
 
-def run_participant(bids_dir, output_dir, options):
-    """Fit every selected subject; returns {subject: [written paths]}.
+def plan_fits(bids_dir, options):
+    """The fits of the selection, checked: ({subject: [runs of one fit, …]}, roots of the Sources URIs).
 
-    Raises InputError with a BIDS-Apps exit code on bad input.
+    Raises InputError with a BIDS-Apps exit code on bad input; reads no image data and writes nothing.
     """
-    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    bids_dir = Path(bids_dir).resolve()
     if options.model not in MODELS:
         raise InputError(f"Unknown model {options.model!r}; choose from {', '.join(MODELS)}", exit_code=64)
-    strategy = parse_strategy(options.confounds)
+    parse_strategy(options.confounds)  # a bad strategy fails before any work
     kind = space_kind(options.space)
     derivatives = Path(options.derivatives).resolve() if options.derivatives else bids_dir / "derivatives" / "fmriprep"
     database_dir = None if options.work_dir is None else Path(options.work_dir) / "pybids"
@@ -113,13 +144,31 @@ def run_participant(bids_dir, output_dir, options):
             filters["run"] = [int(r) for r in options.run]
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
-    roots = {"raw": bids_dir, "fmriprep": derivatives}
+    return runnable_fits(plan), {"raw": bids_dir, "fmriprep": derivatives}
+
+
+def run_participant(bids_dir, output_dir, options, records=None):
+    """Fit every selected subject; returns {subject: [written paths]}. ``records``, a list, receives one
+    :class:`~bids_encoder.workflows.summary.FitRecord` per fit (done or skipped) for the end-of-run summary.
+
+    Raises InputError with a BIDS-Apps exit code on bad input.
+    """
+    bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
+    plan, roots = plan_fits(bids_dir, options)
+    strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
+    records = [] if records is None else records
     written = {}
-    for subject, runs in plan.items():
+    for subject, groups in plan.items():
         written[subject] = []
-        for group in _groups(runs):
+        report = output_dir / f"sub-{subject}.html" if options.report else None
+        for group in groups:
             raise_if_interrupted()
-            written[subject] += _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+            started = time.perf_counter()
+            paths = _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
+            entities = output_entities(group, options.model)
+            records.append(fit_record(fit_name(entities, output_dir), fit_marker(output_dir, entities),
+                                      "done" if paths else "skipped", time.perf_counter() - started, report))
+            written[subject] += paths
         if options.report:
             raise_if_interrupted()
             start = time.perf_counter()
@@ -164,11 +213,12 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
 def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing):
     started = time.perf_counter()
     timings = {}
-    logger.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
+    PROGRESS.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
     start = time.perf_counter()
     inputs = assemble_inputs(runs, options.model, hrf=options.hrf, strategy=strategy,
                              confound_parameters=options.confounds_parameters,
-                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind)
+                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind,
+                             condition_column=options.condition_column)
     timings["load"] = time.perf_counter() - start
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
                 inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],

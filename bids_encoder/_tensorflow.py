@@ -1,0 +1,88 @@
+"""Start TensorFlow without its start-up noise on the console, keeping its real errors.
+
+TensorFlow's C++ side writes to file descriptor 2 before its logging is configured (``WARNING: All log messages
+before absl::InitializeLog() …``, ``I0000 … cudart_stub.cc] Could not find cuda drivers``, ``E0000 …
+cuda_platform.cc] failed call to cuInit`` on every machine without a GPU), whatever ``TF_CPP_MIN_LOG_LEVEL`` says.
+:func:`quiet_environment` sets the environment before TensorFlow loads; :func:`filtered_stderr` sends descriptor
+2 to a file while a block runs (the imports that load TensorFlow, :func:`start_tensorflow`'s device listing), then
+writes back every line that is not known start-up noise (and logs the noise at debug level).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NOISE", "filtered_stderr", "quiet_environment", "start_tensorflow", "is_noise"]
+
+#: start-up lines that say nothing about the run: configuration notices, and the missing GPU of a CPU machine
+NOISE = re.compile("|".join([
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"^[IW]\d{4} .*\b(port|cudart_stub|cpu_feature_guard|cuda_executor|gpu_device|cuda_dnn|cuda_fft|cuda_blas|"
+    r"computation_placer|service|dso_loader)\.cc:\d+\]",
+    r"^E\d{4} .*\] (failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory)",
+    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
+    r"oneDNN custom operations are on",
+    r"TF-TRT Warning: Could not find TensorRT",
+]))
+
+
+def is_noise(line):
+    return bool(NOISE.search(line))
+
+
+def quiet_environment():
+    """TensorFlow's C++ logging at errors only (``TF_CPP_MIN_LOG_LEVEL=2``, unless set); call before it loads."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def filtered_stderr():
+    """Send file descriptor 2 to a file for the block, then write back its lines that are not start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = []
+            for line in text.splitlines():
+                if is_noise(line):
+                    logger.debug("TensorFlow: %s", line)
+                elif line.strip():
+                    kept.append(line)
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
+def start_tensorflow(nthreads=None):
+    """Import TensorFlow (with ``nthreads`` intra-op threads, before its runtime starts) and list its GPUs quietly;
+    returns (the tensorflow module, the visible GPUs)."""
+    quiet_environment()
+    with filtered_stderr():
+        import tensorflow as tf
+
+        if nthreads:
+            tf.config.threading.set_intra_op_parallelism_threads(nthreads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(nthreads, 2))
+        gpus = tf.config.list_physical_devices("GPU")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # absl comes with TensorFlow; nothing to quieten without it
+        pass
+    return tf, gpus

@@ -1,0 +1,229 @@
+"""Sweep over real raw BIDS layouts (bids-examples ds002, ds003, ds005, ds102, ds114, ds000117: their real events,
+sidecars and names; 0-byte images).
+
+For each, the raw tree of one subject is copied (text files copied, placeholder images linked), an fMRIPrep-like
+derivatives tree is built beside it (6×6×6-voxel BOLD as long as the events imply at the sidecar's TR, a brain
+mask, confounds with fMRIPrep's columns, derivative sidecars with StartTime when the raw data have SliceTiming),
+with a planted effect per condition; then the participant level runs through the CLI on one subject and one task.
+Each layout either fits — exit 0, the expected effect maps, effects recovered — or fails with a documented exit
+code and a one-line message saying what to do.
+
+The folder comes from ``BIDS_ENCODER_REAL_BIDS_DIR`` (default: ``../shared/real-bids`` beside the project root);
+the tests skip only when it is absent.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nilearn.glm.first_level import compute_regressor
+
+from bids_encoder.bids.derivatives import bids_label
+from bids_encoder.bids.example_dataset import fmriprep_confounds
+from bids_encoder.cli import main
+
+pytestmark = pytest.mark.xdist_group(name="real_layouts")
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = Path(os.environ.get("BIDS_ENCODER_REAL_BIDS_DIR", ROOT.parent / "shared" / "real-bids"))
+SPACE = "MNI152NLin2009cAsym"
+SHAPE = (6, 6, 6)
+FAST = ["--model", "glm", "--confounds", "motion,high_pass,wm_csf", "--confounds-param", "motion=basic",
+        "--no-report"]
+ENTITY = re.compile(r"([a-z]+)-([a-zA-Z0-9]+)")
+
+if not REAL.is_dir():
+    pytest.skip(f"no real BIDS layouts at {REAL} (set BIDS_ENCODER_REAL_BIDS_DIR)", allow_module_level=True)
+
+
+def _entities(name):
+    return dict(ENTITY.findall(name.split(".")[0].rsplit("_", 1)[0]))
+
+
+def _stem_entities(stem):
+    return dict(ENTITY.findall(stem))
+
+
+def _inherited(raw, path, suffix, extension):
+    """The files of ``suffix`` + ``extension`` that apply to ``path`` by BIDS inheritance, top level first."""
+    entities = _entities(path.name)
+    found, folder = [], raw
+    for part in (None, *path.relative_to(raw).parent.parts):
+        folder = folder if part is None else folder / part
+        for candidate in sorted(folder.glob(f"*_{suffix}{extension}")):
+            if _entities(candidate.name).items() <= entities.items():
+                found.append(candidate)
+    return found
+
+
+def copy_raw(source, target, subject):
+    """Top-level files and one subject's tree: text copied, images linked (0-byte placeholders)."""
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy(path, target / path.name)
+    for path in (source / f"sub-{subject}").rglob("*"):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+        elif path.name.endswith((".nii.gz", ".nii")):
+            destination.symlink_to(path)
+        else:
+            shutil.copy(path, destination)
+
+
+def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs=False, derivative_sidecars=True,
+                   seed=0):
+    """fMRIPrep-like outputs for the BOLD runs of ``subject`` and ``task``; returns {run stem: (n_volumes,
+    {condition label: planted effect})}."""
+    rng = np.random.default_rng(seed)
+    out = raw / "derivatives" / "fmriprep"
+    (out).mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps({
+        "Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.1"}]}))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"), axis=-1)
+    mask = (grid**2).sum(axis=-1) <= 1.2
+    planted = {}
+    for bold in sorted(raw.glob(f"sub-{subject}/**/func/sub-{subject}_*task-{task}_*bold.nii.gz")):
+        metadata = {}
+        for sidecar in _inherited(raw, bold, "bold", ".json"):
+            metadata.update(json.loads(sidecar.read_text()))
+        tr = float(metadata["RepetitionTime"])
+        slice_times = metadata.get("SliceTiming")
+        start_time = (min(slice_times) + max(slice_times)) / 2 if slice_times else 0.0
+        events_files = _inherited(raw, bold, "events", ".tsv")
+        events = pd.read_csv(events_files[-1], sep="\t", na_values=["n/a"]) if events_files else None
+        if events is not None:
+            stop = events["onset"] + events["duration"].fillna(0)
+            n_volumes = int(np.ceil(stop.max() / tr)) + int(np.ceil(12.0 / tr))
+        else:
+            n_volumes = 120
+        frame_times = start_time + np.arange(n_volumes) * tr
+        signal = np.full(SHAPE + (n_volumes,), 100.0, np.float32) * mask[..., np.newaxis]
+        effects = {}
+        if events is not None and condition_column in events.columns:
+            chosen = events.dropna(subset=[condition_column])
+            for index, condition in enumerate(sorted(chosen[condition_column].astype(str).unique())):
+                rows = chosen[chosen[condition_column].astype(str) == condition]
+                regressor, _ = compute_regressor(np.vstack([rows["onset"], rows["duration"].fillna(0),
+                                                            np.ones(len(rows))]), "spm", frame_times)
+                effects[bids_label(condition)] = 1.0 + index
+                signal += ((1.0 + index) * regressor[:, 0]).astype(np.float32) * mask[..., np.newaxis]
+        signal[mask] += rng.normal(0, 0.05, (int(mask.sum()), n_volumes)).astype(np.float32)
+        entities = _entities(bold.name)
+        if unpad_runs and "run" in entities:
+            entities["run"] = str(int(entities["run"]))
+        stem = "_".join(f"{key}-{entities[key]}" for key in ("sub", "ses", "task", "acq", "run") if key in entities)
+        func = out / bold.parent.relative_to(raw)
+        func.mkdir(parents=True, exist_ok=True)
+        image = nib.Nifti1Image(signal, affine)
+        image.header.set_xyzt_units("mm", "sec")
+        image.header["pixdim"][4] = tr
+        image.to_filename(func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
+        nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
+        if derivative_sidecars:
+            sidecar = {"RepetitionTime": tr, "TaskName": metadata.get("TaskName", task), "SkullStripped": False}
+            if slice_times:
+                sidecar.update({"SliceTimingCorrected": True, "StartTime": start_time})
+            (func / f"{stem}_space-{SPACE}_desc-preproc_bold.json").write_text(json.dumps(sidecar))
+        fmriprep_confounds(rng, n_volumes).to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
+                                                  index=False, na_rep="n/a")
+        planted[stem] = (n_volumes, effects)
+    assert planted, f"no raw BOLD for sub-{subject} task-{task}"
+    return planted
+
+
+def _statmaps(out, pattern):
+    """The maps matching ``pattern`` under ``out``, leaving out the cross-validated R² map (``stat-cvrsquared``),
+    which the cross-validation work adds beside every fit: not what these tests are about."""
+    return [p for p in Path(out).glob(pattern) if "stat-cvrsquared" not in p.name]
+
+
+# dataset, subject, task(s) (several: no --task, one fit each), CLI arguments, builder options, expected exit code,
+# expected message (errors)
+LAYOUTS = {
+    "ds002 three tasks": ("ds002", "02", ("deterministicclassification", "mixedeventrelatedprobe",
+                                          "probabilisticclassification"), [], {}, 0, None),
+    "ds002": ("ds002", "01", "deterministicclassification", [], {"unpad_runs": True}, 0, None),
+    "ds003": ("ds003", "01", "rhymejudgment", [], {"derivative_sidecars": False}, 0, None),
+    "ds005": ("ds005", "01", "mixedgamblestask", [], {}, 0, None),
+    "ds102": ("ds102", "01", "flankertask", [], {}, 0, None),
+    "ds114 fingerfootlips": ("ds114", "01", "fingerfootlips", [], {}, 0, None),
+    "ds114 linebisection": ("ds114", "02", "linebisection", ["--session-label", "retest"], {}, 0, None),
+    "ds000117": ("ds000117", "01", "facerecognition", [], {"unpad_runs": True}, 65,
+                 "sub-01_ses-mri_task-facerecognition_run-01_events.tsv has no 'trial_type' column naming the "
+                 "conditions (its columns: onset, duration, circle_duration, stim_type, trigger, button_pushed, "
+                 "response_time, stim_file); name the one that does with --condition-column"),
+    "ds000117 stim_type": ("ds000117", "01", "facerecognition", ["--condition-column", "stim_type"],
+                           {"unpad_runs": True, "condition_column": "stim_type"}, 0, None),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUTS))
+def test_real_layout(case, tmp_path, capsys):
+    dataset, subject, task, arguments, build, code, message = LAYOUTS[case]
+    bids = tmp_path / dataset
+    copy_raw(REAL / dataset, bids, subject)
+    tasks = (task,) if isinstance(task, str) else task
+    planted = {}
+    for name in tasks:
+        planted.update(build_fmriprep(bids, subject, name, **build))
+    out = tmp_path / "out"
+    sessions = [a for a in arguments if a not in ("--session-label",)]
+    result = main([str(bids), str(out), "participant", "--participant-label", subject,
+                   *(["--task", task] if len(tasks) == 1 else []), "--work-dir", str(tmp_path / "work"), *FAST,
+                   *arguments])
+    err = capsys.readouterr().err
+    assert result == code, err[-2000:]
+    if code:
+        last = err.strip().splitlines()[-1]
+        assert last == f"bids_encoder: error: {message}"
+        assert not out.exists()
+        return
+    fits = {}  # one fit per (session, task): its runs' planted effects agree (same conditions, same values)
+    for stem, (_, effects) in planted.items():
+        session = _stem_entities(stem).get("ses")
+        if "--session-label" in arguments and session not in sessions:
+            continue
+        fits.setdefault((session, _stem_entities(stem)["task"]), {}).update(effects)
+    expected = []
+    for (session, name), effects in fits.items():
+        folder = out / f"sub-{subject}" / (f"ses-{session}/func" if session else "func")
+        prefix = "_".join([f"sub-{subject}"] + ([f"ses-{session}"] if session else []) + [f"task-{name}"])
+        for condition, value in effects.items():
+            name = f"{prefix}_space-{SPACE}_model-glm_contrast-{condition}_stat-effect_statmap.nii.gz"
+            expected.append(str((folder / name).relative_to(out)))
+            median = float(np.nanmedian(np.asarray(nib.load(folder / name).dataobj)))
+            assert median == pytest.approx(value, rel=0.05), (name, median)
+        expected.append(str((folder / f"{prefix}_space-{SPACE}_model-glm_stat-rsquared_statmap.nii.gz").relative_to(out)))
+    assert sorted(str(p.relative_to(out)) for p in _statmaps(out, "**/*_statmap.nii.gz")) == sorted(expected)
+    for session, name in fits:  # every run's volumes are in the design
+        design = next(out.glob(f"sub-{subject}/{f'ses-{session}/' if session else ''}func/*task-{name}_*_design.tsv"))
+        n_volumes = sum(n for stem, (n, _) in planted.items()
+                        if (_stem_entities(stem).get("ses"), _stem_entities(stem)["task"]) == (session, name))
+        assert len(pd.read_csv(design, sep="\t")) == n_volumes
+
+
+def test_task_without_events_is_skipped_beside_one_with_events(tmp_path, capsys):
+    """ds003 with a resting-state run that fMRIPrep also processed (no events.tsv): it is skipped with a warning."""
+    bids = tmp_path / "ds003"
+    copy_raw(REAL / "ds003", bids, "01")
+    (bids / "sub-01/func/sub-01_task-rest_bold.nii.gz").symlink_to(REAL / "ds003/sub-01/func/sub-01_task-rhymejudgment_bold.nii.gz")
+    (bids / "task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0, "TaskName": "rest"}))
+    build_fmriprep(bids, "01", "rhymejudgment")
+    build_fmriprep(bids, "01", "rest")
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "--participant-label", "01", "--work-dir",
+                 str(tmp_path / "work"), *FAST]) == 0
+    assert "sub-01_task-rest: no events.tsv for any run; skipped (the models need events)" in capsys.readouterr().err
+    assert sorted(p.name for p in _statmaps(out, "**/*_statmap.nii.gz")) == [
+        f"sub-01_task-rhymejudgment_space-{SPACE}_model-glm_contrast-{c}_stat-effect_statmap.nii.gz"
+        for c in ("pseudoword", "word")] + [f"sub-01_task-rhymejudgment_space-{SPACE}_model-glm_stat-rsquared_statmap.nii.gz"]
