@@ -14,7 +14,7 @@ import pandas as pd
 from .models import GaussianPRF2DWithHRF, LinearModelWithBaselineHRF, SPMHRFModel
 from .optimize import ParameterFitter, WeightFitter
 from .optimize.recipes import fit_prf2d
-from .synthetic import bar_apertures
+from .datasets.synthetic import bar_apertures
 
 
 def glm_with_hrf_fit(n_voxels, seed):

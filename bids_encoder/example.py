@@ -23,7 +23,7 @@ import numpy as np
 @click.option("--noise", default=0.2, show_default=True, help="Noise SD of the generated BOLD.")
 def main(folder, noise):
     """Generate the example dataset, fit it with the participant level, report the recovery."""
-    from .bids.example_dataset import make_example_dataset
+    from .datasets.example_dataset import make_example_dataset
     from .cli import main as app
 
     bids = folder / "bids"

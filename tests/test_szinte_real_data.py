@@ -11,7 +11,7 @@ import pytest
 
 from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
 from bids_encoder.optimize.recipes import fit_prf2d
-from bids_encoder.szinte import load_szinte2024
+from bids_encoder.datasets.szinte import load_szinte2024
 
 TR = 1.317025
 FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")
@@ -57,7 +57,7 @@ def test_held_out_r2_of_the_hrf_choices(szinte):
     issue #15, all 2,365 voxels): median cvR² over the voxels with cvR² > 0 under any choice — canonical 0.04,
     shared 0.04, per-voxel 0.17. Every fourth voxel with a reference fit here, to keep the test short. The halves sweep the bars in opposite directions, so a wrong HRF delay shifts the fitted position one way
     in the training half and mistimes the held-out half: per-voxel HRFs win out of sample here."""
-    from bids_encoder.szinte import SzinteData, szinte_fit_inputs
+    from bids_encoder.datasets.szinte import SzinteData, szinte_fit_inputs
     from bids_encoder.workflows.crossval import cross_validate
     from bids_encoder.workflows.fit import fit_model
 
