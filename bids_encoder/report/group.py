@@ -14,7 +14,10 @@ from .render import render
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_group_report"]
+__all__ = ["write_group_report", "FEW_PARTICIPANTS"]
+
+#: below this many participants, group.html says that its maps are a preview, not inference
+FEW_PARTICIPANTS = 10
 
 
 def _background(space):
@@ -45,5 +48,7 @@ def write_group_report(output_dir, items):
         sections.setdefault(item["group"], []).append(
             {"file": path.relative_to(output_dir).as_posix(), "caption": item["caption"]})
     summary = pd.read_csv(output_dir / "group" / "participants_summary.tsv", sep="\t", dtype=str).fillna("n/a")
+    subjects = summary["participant_id"] if "participant_id" in summary else summary.iloc[:, 0]
     return render("group.html", output_dir / "group.html", title="group", sections=sections,
-                  columns=list(summary.columns), rows=summary.to_numpy().tolist())
+                  columns=list(summary.columns), rows=summary.to_numpy().tolist(),
+                  n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS)
