@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..bids.participant_maps import read_map
+from . import figures
 from .participant import MapPlotter
 from .render import render
 
@@ -37,12 +38,14 @@ def write_group_report(output_dir, items):
     """
     output_dir = Path(output_dir)
     folder = output_dir / "group" / "figures"
-    sections = {}
+    sections, cuts = {}, {}
     for item in items:
         values, geometry = read_map(item["path"])
         writer = geometry.writer(np.ones(values.size, dtype=bool))
+        if geometry.kind == "volume" and item["group"] not in cuts:  # one set of cuts per group of maps, where
+            cuts[item["group"]] = figures.axial_cuts(writer.to_image(values, item["stat"]))  # its first map has data
         plotter = MapPlotter(writer, _background(item["space"]) if geometry.kind == "volume" else None,
-                             item["space"])
+                             item["space"], cut_coords=cuts.get(item["group"]))
         name = f"{item['group']}_{item['label'].replace(' ', '_').replace('(', '').replace(')', '')}"
         path, _ = plotter.plot(values, folder / name, item["label"], item["stat"])
         sections.setdefault(item["group"], []).append(
