@@ -31,7 +31,7 @@ import click
 @click.option("--volumes", default=300, show_default=True)
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True)
 def main(folder, configs, volumes, confounds):
-    from bids_encoder.bids.example_dataset import make_example_dataset
+    from bids_encoder.datasets.example_dataset import make_example_dataset
 
     bids = folder / f"bids_{volumes}"
     if not (bids / "dataset_description.json").is_file():

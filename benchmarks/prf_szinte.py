@@ -22,7 +22,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from bids_encoder.szinte import SZINTE_TR, load_szinte2024, szinte_fit_inputs
+from bids_encoder.datasets.szinte import SZINTE_TR, load_szinte2024, szinte_fit_inputs
 
 
 def agreement(parameters, r2, reference):

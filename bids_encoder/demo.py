@@ -11,10 +11,10 @@ import click
 import numpy as np
 import pandas as pd
 
+from .datasets.synthetic import bar_apertures
 from .models import GaussianPRF2DWithHRF, LinearModelWithBaselineHRF, SPMHRFModel
 from .optimize import ParameterFitter, WeightFitter
 from .optimize.recipes import fit_prf2d
-from .synthetic import bar_apertures
 
 
 def glm_with_hrf_fit(n_voxels, seed):

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from bids_encoder.synthetic import bar_apertures  # noqa: E402, F401  (shared by the tests)
+from bids_encoder.datasets.synthetic import bar_apertures  # noqa: E402, F401  (shared by the tests)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_encoder.bids.example_dataset import make_example_dataset
 from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import make_example_dataset
 
 pytestmark = pytest.mark.xdist_group(name="bad_inputs")
 

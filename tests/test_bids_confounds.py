@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from bids_encoder.bids.confounds import load_run_confounds, parse_strategy
-from bids_encoder.bids.example_dataset import SPACE, make_example_dataset
 from bids_encoder.bids.layout import InputError
+from bids_encoder.datasets.example_dataset import SPACE, make_example_dataset
 
 
 @pytest.fixture(scope="module")

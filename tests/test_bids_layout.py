@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_encoder.bids.example_dataset import SPACE, make_example_dataset
 from bids_encoder.bids.layout import InputError, find_runs, load_layout
+from bids_encoder.datasets.example_dataset import SPACE, make_example_dataset
 
 
 @pytest.fixture(scope="module")

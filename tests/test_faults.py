@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_encoder.bids.example_dataset import make_example_dataset
+from bids_encoder.datasets.example_dataset import make_example_dataset
 
 pytestmark = pytest.mark.xdist_group(name="faults")
 

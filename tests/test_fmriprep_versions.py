@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from bids_encoder.bids.confounds import load_run_confounds, modern_column
-from bids_encoder.bids.example_dataset import make_example_dataset
 from bids_encoder.bids.layout import find_runs, load_layout
 from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import make_example_dataset
 
 pytestmark = pytest.mark.xdist_group(name="fmriprep_versions")
 

@@ -16,8 +16,8 @@ from scipy import stats as scipy_stats
 
 from bids_encoder import __version__
 from bids_encoder.bids.derivatives import output_layout
-from bids_encoder.bids.example_dataset import make_example_dataset
 from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import make_example_dataset
 
 pytestmark = pytest.mark.xdist_group(name="group_e2e")  # one worker builds the dataset once
 

@@ -25,8 +25,8 @@ import pytest
 from nilearn.glm.first_level import compute_regressor
 
 from bids_encoder.bids.derivatives import bids_label
-from bids_encoder.bids.example_dataset import fmriprep_confounds
 from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import fmriprep_confounds
 
 pytestmark = pytest.mark.xdist_group(name="real_layouts")
 

@@ -36,10 +36,15 @@ def test_readme_example_command_recovers_effects(example):
     stdout, out = example
     rows = [line for line in stdout.splitlines() if line.startswith("| sub-")]
     assert len(rows) == 6
-    assert all(float(r) > 0.6 for row in rows for r in row.strip(" |").split("|")[2:])
-    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 20  # 2 × 2 fits × (3 effects, R², cvR²)
+    assert all(float(r) > 0.7 for row in rows for r in row.strip(" |").split("|")[2:])
+    # per subject: GLM volume + surface (3 effects, R², cvR²), pRF volume (x, y, sd, amplitude, baseline, R², polar
+    # angle, eccentricity; --cv none)
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 2 * (2 * 5 + 8)
     group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
-    assert len(group) == 3 and all(float(row.split("|")[3]) > 0.8 for row in group)
+    assert len(group) == 3 and all(float(row.split("|")[3]) > 0.85 for row in group)
+    prf = [line.strip(" |").split("|") for line in stdout.splitlines() if line.startswith("| pRF sub-")]
+    assert len(prf) == 2 and all(int(row[1]) > 2000 for row in prf)
+    assert all(float(row[2]) > 0.95 and float(row[3]) > 0.95 and float(row[4]) > 0.6 for row in prf)  # x, y, sd
     assert (out / "group/participants_summary.tsv").is_file()
     assert f"Reports:                    {out}/sub-01.html, sub-02.html, group.html" in stdout
 
@@ -50,7 +55,7 @@ def test_every_sidecar_carries_the_version(example):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Version"] == __version__
     sidecars = [p for p in out.rglob("*.json") if "figures" not in p.parts and p.name != "dataset_description.json"]
-    assert len(sidecars) == 20 + 4 + len(list((out / "group").glob("*.json")))  # maps, designs, group
+    assert len(sidecars) == 36 + 6 + len(list((out / "group").glob("*.json")))  # maps, designs, group
     assert len(list((out / "group").glob("*.json"))) > 20
     assert {p.name: json.loads(p.read_text()).get("SoftwareVersion") for p in sidecars} == {
         p.name: __version__ for p in sidecars}
@@ -61,12 +66,15 @@ def test_report_files_and_sections_are_written(example):
     assert sorted(p.name for p in out.glob("*.html")) == ["group.html", "sub-01.html", "sub-02.html"]
     sections = sorted((out / "sub-01/figures").glob("*_report.json"))
     assert [p.name for p in sections] == [
-        "sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm_report.json",
-        "sub-01_task-localizer_space-fsaverage5_model-glm_report.json"]
+        "sub-01_task-localizer_space-MNI152NLin2009cAsym_model-glm_report.json",
+        "sub-01_task-localizer_space-fsaverage5_model-glm_report.json",
+        "sub-01_task-prf_space-MNI152NLin2009cAsym_model-prf2d_report.json"]
     surface = json.loads(sections[1].read_text())
+    assert {"x", "y", "sd", "polarAngle", "eccentricity"} <= {
+        item["caption"].split(":")[0] for item in json.loads(sections[2].read_text())["figures"]["parameters"]}
     assert surface["figures"]["rsquared"]["caption"].endswith("on the fsaverage5 inflated mesh")
     assert len(surface["figures"]["parameters"]) == 3
-    for section in map(json.loads, (p.read_text() for p in sections)):
+    for section in map(json.loads, (p.read_text() for p in sections[:2])):
         for item in [*section["figures"]["parameters"], section["figures"]["design"], section["figures"]["rsquared"],
                      section["figures"]["timeseries"], section["figures"]["confounds"]]:
             assert (out / item["file"]).stat().st_size > 1000
@@ -120,12 +128,13 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert not errors, errors
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         if page == "group.html":
-            assert "participants" in ids and len(images) == 12  # 2 spaces × (count, mean R², mean cvR², 3 z maps)
-            assert {"task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm",
-                    "task-localizer_space-fsaverage5_model-glm"} <= ids
+            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps); pRF: count, mean R², 6 parameter means
+            assert "participants" in ids and "few-participants" in ids and len(images) == 20
+            assert {"task-localizer_space-MNI152NLin2009cAsym_model-glm", "task-localizer_space-fsaverage5_model-glm",
+                    "task-prf_space-MNI152NLin2009cAsym_model-prf2d"} <= ids
         else:
-            for fit in ("task-localizer_space-MNI152NLin2009cAsym_res-2_model-glm",
-                        "task-localizer_space-fsaverage5_model-glm"):
+            for fit in ("task-localizer_space-MNI152NLin2009cAsym_model-glm",
+                        "task-localizer_space-fsaverage5_model-glm", "task-prf_space-MNI152NLin2009cAsym_model-prf2d"):
                 name = f"sub-01_{fit}"
                 assert {f"{name}-{section}" for section in SECTIONS} <= ids, sorted(ids)
         height = browser.execute_script("return document.documentElement.scrollHeight")
@@ -134,3 +143,32 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 50_000
     finally:
         browser.quit()
+
+
+def test_summary_rows_are_readable():
+    """Sidecar-like values (the fitter settings, a dict; or a JSON string in older report.json) become key: value
+    rows, numbers and flags readable."""
+    from bids_encoder.report.participant import readable_rows
+
+    fitter = {"ParameterFitter": {"Solver": "Levenberg-Marquardt", "Converged": False, "Tolerance": 1e-05,
+                                  "Bounds": {"sd": [0.1, 8.0]}}}
+    expected = [("Runs", "1, 2"), ("Fitter › ParameterFitter › Solver", "Levenberg-Marquardt"),
+                ("Fitter › ParameterFitter › Converged", "no"), ("Fitter › ParameterFitter › Tolerance", "1e-05"),
+                ("Fitter › ParameterFitter › Bounds › sd", "0.1, 8"), ("Device", "n/a")]
+    assert readable_rows([("Runs", [1, 2]), ("Fitter", fitter), ("Device", None)]) == expected
+    assert readable_rows([("Runs", [1, 2]), ("Fitter", json.dumps(fitter)), ("Device", None)]) == expected
+
+
+def test_axial_cuts_are_millimetres_of_the_data():
+    import nibabel as nib
+    import numpy as np
+
+    from bids_encoder.report.figures import axial_cuts
+
+    data = np.zeros((10, 10, 20), np.float32)
+    data[:, :, 5:15] = 1.0  # slices 5..14, z = -40 + 4 k mm: -20 … 16 mm
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = -40.0
+    cuts = axial_cuts(nib.Nifti1Image(data, affine), n_cuts=5)
+    assert len(cuts) == 5 and cuts[0] >= -20 and cuts[-1] <= 16 and cuts == sorted(cuts)
+    assert axial_cuts(nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), affine)) is None

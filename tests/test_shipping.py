@@ -193,7 +193,7 @@ def _submission(call):
 def test_slurm_array_runs_one_participant_per_task_then_the_group(tmp_path):
     import os
 
-    from bids_encoder.bids.example_dataset import make_example_dataset
+    from bids_encoder.datasets.example_dataset import make_example_dataset
 
     make_example_dataset(tmp_path / "bids", n_subjects=2, n_runs=1, n_volumes=60, shape=(8, 9, 7), noise=0.1, seed=5)
     (tmp_path / "bids_encoder.sif").write_bytes(b"")

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from bids_encoder.cli import main
+from bids_encoder.datasets.szinte import load_szinte2024
 from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
 from bids_encoder.optimize.recipes import fit_prf2d
-from bids_encoder.szinte import load_szinte2024
 
 TR = 1.317025
 FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")

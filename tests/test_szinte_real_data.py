@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bids_encoder.datasets.szinte import load_szinte2024
 from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
 from bids_encoder.optimize.recipes import fit_prf2d
-from bids_encoder.szinte import load_szinte2024
 
 TR = 1.317025
 FOLDER = os.environ.get("BIDS_ENCODER_SZINTE_DIR")
@@ -68,7 +68,7 @@ def test_held_out_r2_of_the_hrf_choices():
     0.17. Here every sixth voxel with a reference fit and 2 × 2-binned apertures, to keep the test short (measured:
     0.09, 0.10, 0.21). The halves sweep the bars in opposite directions, so a wrong HRF delay shifts the fitted
     position one way in the training half and mistimes the held-out half: per-voxel HRFs win out of sample here."""
-    from bids_encoder.szinte import SzinteData, szinte_fit_inputs
+    from bids_encoder.datasets.szinte import SzinteData, szinte_fit_inputs
     from bids_encoder.workflows.crossval import cross_validate
     from bids_encoder.workflows.fit import fit_model
 

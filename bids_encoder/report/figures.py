@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 logger = logging.getLogger(__name__)
 
 __all__ = ["design_figure", "confounds_figure", "volume_map_figure", "surface_map_figure", "histogram_figure",
-           "timeseries_figure", "curve_figure", "fsaverage_mesh", "cv_scatter_figure"]
+           "timeseries_figure", "curve_figure", "fsaverage_mesh", "cv_scatter_figure", "axial_cuts"]
 
 CYCLIC = "twilight_shifted"  # polar angle: a colour map that wraps around at ±180°
 
@@ -68,9 +68,22 @@ def confounds_figure(design, columns, path, title, maximum=12):
     return _save(figure, path)
 
 
+def axial_cuts(image, n_cuts=7):
+    """``n_cuts`` axial slice heights (mm) spread over the image's finite non-zero voxels, inner 80 % of their
+    extent: one set per fit, so that every map of it is cut at the same places."""
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    ijk = np.argwhere(np.isfinite(data) & (data != 0))
+    if ijk.size == 0:
+        return None
+    z = (ijk @ image.affine[:3, :3].T + image.affine[:3, 3])[:, 2]
+    low, high = np.percentile(z, [10, 90])
+    return [float(round(c)) for c in np.linspace(low, high, n_cuts)]
+
+
 def volume_map_figure(image, path, title, background=None, cmap="cold_hot", vmin=None, vmax=None, symmetric=True,
-                      threshold=None):
-    """Axial slices of a 3-D map over ``background`` (nilearn ``plot_stat_map``)."""
+                      threshold=None, cut_coords=None):
+    """Axial slices (``cut_coords``: heights in mm, else 6 chosen by nilearn) of a 3-D map over ``background``
+    (nilearn ``plot_stat_map``)."""
     from nilearn import plotting
 
     data = np.asarray(image.dataobj, dtype=np.float64)
@@ -81,7 +94,7 @@ def volume_map_figure(image, path, title, background=None, cmap="cold_hot", vmin
     image = _nan_to_zero(image)
     background = _nan_to_zero(background) if background is not None else False
     plotting.plot_stat_map(image, bg_img=background, display_mode="z",
-                           cut_coords=6, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, symmetric_cbar=symmetric,
+                           cut_coords=cut_coords if cut_coords is not None else 6, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, symmetric_cbar=symmetric,
                            threshold=threshold, title=title, figure=figure, colorbar=True, black_bg=False,
                            draw_cross=False, annotate=True)
     return _save(figure, path)
@@ -125,6 +138,7 @@ def surface_map_figure(values, hemisphere_sizes, mesh, path, title, cmap="cold_h
         plotting.plot_surf_stat_map(mesh[hemi], np.nan_to_num(halves[hemi]), hemi=hemi, view=view, axes=axes[k],
                                     figure=figure, cmap=cmap, vmin=vmin, vmax=vmax, colorbar=k == 3,
                                     symmetric_cbar=symmetric, engine="matplotlib")
+        axes[k].set_title(f"{hemi} hemisphere, {view}", fontsize=9)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 
@@ -148,18 +162,29 @@ def histogram_figure(series, path, title, xlabel, bounds=None):
     return _save(figure, path)
 
 
-def timeseries_figure(observed, fitted, labels, tr, path, title):
-    """Data (grey) and fit (colour) of a few voxels, one panel each."""
+def timeseries_figure(observed, fitted, labels, tr, path, title, runs=None, units="BOLD (scanner units)"):
+    """Data (grey) and fit (colour) of a few voxels, one panel each; ``runs`` (one label per volume) draws dashed
+    lines where a run starts and names the runs; the y axis says ``units``."""
     n = observed.shape[1]
-    figure, axes = plt.subplots(n, 1, figsize=(10, 1.7 * n), squeeze=False, sharex=True)
+    figure, axes = plt.subplots(n, 1, figsize=(10, 1.9 * n), squeeze=False, sharex=True)
     time = np.arange(observed.shape[0]) * tr
+    runs = None if runs is None or len(runs) != observed.shape[0] else np.asarray(runs)
+    starts = [] if runs is None else list(np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]]))
     for k in range(n):
         axis = axes[k, 0]
         axis.plot(time, observed[:, k], color="0.55", linewidth=0.8, label="data")
         axis.plot(time, fitted[:, k], color="tab:blue", linewidth=1.2, label="fit")
         axis.set_title(labels[k], fontsize=8, loc="left")
+        axis.tick_params(labelsize=7)
+        for start in starts[1:]:
+            axis.axvline(time[start] - tr / 2, color="tab:red", linestyle="--", linewidth=0.9)
+        if k == n - 1 and len(starts) > 1:  # run names under the last panel's axis, clear of the titles
+            for start in starts:
+                axis.text(time[start], -0.32, f"run {runs[start]} →", transform=axis.get_xaxis_transform(),
+                          fontsize=7, color="tab:red", va="top")
     axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("time (s, runs concatenated)")
+    figure.supylabel(units, fontsize=8)
+    axes[-1, 0].set_xlabel("time (s" + (", runs concatenated; dashed lines: run starts)" if len(starts) > 1 else ")"))
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 

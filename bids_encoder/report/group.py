@@ -9,12 +9,16 @@ import numpy as np
 import pandas as pd
 
 from ..bids.participant_maps import read_map
+from . import figures
 from .participant import MapPlotter
 from .render import render
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_group_report"]
+__all__ = ["write_group_report", "FEW_PARTICIPANTS"]
+
+#: below this many participants, group.html says that its maps are a preview, not inference
+FEW_PARTICIPANTS = 10
 
 
 def _background(space):
@@ -34,16 +38,20 @@ def write_group_report(output_dir, items):
     """
     output_dir = Path(output_dir)
     folder = output_dir / "group" / "figures"
-    sections = {}
+    sections, cuts = {}, {}
     for item in items:
         values, geometry = read_map(item["path"])
         writer = geometry.writer(np.ones(values.size, dtype=bool))
+        if geometry.kind == "volume" and item["group"] not in cuts:  # one set of cuts per group of maps, where
+            cuts[item["group"]] = figures.axial_cuts(writer.to_image(values, item["stat"]))  # its first map has data
         plotter = MapPlotter(writer, _background(item["space"]) if geometry.kind == "volume" else None,
-                             item["space"])
+                             item["space"], cut_coords=cuts.get(item["group"]))
         name = f"{item['group']}_{item['label'].replace(' ', '_').replace('(', '').replace(')', '')}"
         path, _ = plotter.plot(values, folder / name, item["label"], item["stat"])
         sections.setdefault(item["group"], []).append(
             {"file": path.relative_to(output_dir).as_posix(), "caption": item["caption"]})
     summary = pd.read_csv(output_dir / "group" / "participants_summary.tsv", sep="\t", dtype=str).fillna("n/a")
+    subjects = summary["participant_id"] if "participant_id" in summary else summary.iloc[:, 0]
     return render("group.html", output_dir / "group.html", title="group", sections=sections,
-                  columns=list(summary.columns), rows=summary.to_numpy().tolist())
+                  columns=list(summary.columns), rows=summary.to_numpy().tolist(),
+                  n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS)

@@ -39,8 +39,11 @@ def map_style(stat):
 class MapPlotter:
     """Draws per-voxel values with the geometry of a MapWriter: slices, a mesh, or a histogram without one."""
 
-    def __init__(self, writer, background=None, space=""):
+    def __init__(self, writer, background=None, space="", cut_coords=None):
         self.writer, self.background = writer, background
+        self.cut_coords = cut_coords  # volume: the same axial cuts (mm) for every map, from the mask by default
+        if writer.kind == "volume" and cut_coords is None:
+            self.cut_coords = figures.axial_cuts(writer.to_image(np.ones(writer.n_voxels), "mask"))
         self.mesh = None
         if writer.kind == "gifti" and space.startswith("fsaverage"):
             self.mesh = figures.fsaverage_mesh(writer.hemisphere_sizes["L"], writer.hemisphere_sizes["R"])
@@ -54,7 +57,8 @@ class MapPlotter:
                 style["vmax"] = float(np.percentile(finite, 99)) if finite.size else 1.0
             return figures.volume_map_figure(self.writer.to_image(values, stat), path.with_suffix(".png"), title,
                                              background=self.background, cmap=style["cmap"], vmin=style["vmin"],
-                                             vmax=style["vmax"], symmetric=style["symmetric"]), "slices"
+                                             vmax=style["vmax"], symmetric=style["symmetric"],
+                                             cut_coords=self.cut_coords), "slices"
         if self.mesh is not None:
             return figures.surface_map_figure(values, self.writer.hemisphere_sizes, self.mesh,
                                               path.with_suffix(".png"), title, cmap=style["cmap"],
@@ -78,7 +82,10 @@ def _sample_voxels(r2):
 
 def _voxel_name(writer, index):
     if writer.kind == "volume":
-        return "voxel (" + ", ".join(str(int(c)) for c in np.argwhere(writer.mask)[index]) + ")"
+        ijk = np.argwhere(writer.mask)[index]
+        xyz = writer.reference.affine[:3, :3] @ ijk + writer.reference.affine[:3, 3]
+        return ("voxel at (" + ", ".join(f"{c:.0f}" for c in xyz) + ") mm, index ("
+                + ", ".join(str(int(c)) for c in ijk) + ")")
     if writer.kind == "gifti":
         left = writer.hemisphere_sizes["L"]
         return f"vertex {index} (hemi-L)" if index < left else f"vertex {index - left} (hemi-R)"
@@ -140,8 +147,11 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     if chosen and result.predict is not None:
         observed, fitted = result.predict([index for _, index in chosen])
         labels = [f"{kind} R² = {r2[index]:.3f}: {_voxel_name(writer, index)}" for kind, index in chosen]
+        glm = info["model"] == "glm"
         section["figures"]["timeseries"] = _figure(figures.timeseries_figure(
-            observed, fitted, labels, inputs.tr, f"{stem}_timeseries.svg", "Data and fit"), output_dir,
+            observed, fitted, labels, inputs.tr, f"{stem}_timeseries.svg", "Data and fit",
+            runs=inputs.data.index.get_level_values("run"),
+            units="BOLD (scanner units)" if glm else "BOLD − confounds and run mean (scanner units)"), output_dir,
             "Best, median and three random voxels (seed 0): data (grey) and fit (blue)"
             + (" with confounds and run means projected out." if info["model"] != "glm" else
                " (model, run intercepts and confounds)."))
@@ -162,10 +172,42 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     return section
 
 
+def _readable(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return ", ".join(map(_readable, value)) or "none"
+    return "n/a" if value is None else str(value)
+
+
+def readable_rows(rows, prefix=""):
+    """Summary rows as ``(label, text)``: a dict value (or a JSON object in a string, as older reports wrote the
+    fitter settings) becomes one ``label › key`` row per entry, nested dicts recursively."""
+    result = []
+    for label, value in rows:
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if isinstance(value, dict):
+            result += readable_rows(value.items(), f"{prefix}{label} › ")
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            result += readable_rows([(f"{k + 1}", v) for k, v in enumerate(value)], f"{prefix}{label} › ")
+        else:
+            result.append((f"{prefix}{label}", _readable(value)))
+    return result
+
+
 def write_participant_report(output_dir, subject):
     """Render ``OUTPUT_DIR/sub-X.html`` from every fit section of the subject."""
     output_dir = Path(output_dir)
     sections = [json.loads(path.read_text()) for path in
                 sorted((output_dir / f"sub-{subject}" / "figures").glob("*_report.json"))]
+    for section in sections:
+        section["summary"] = readable_rows(section["summary"])
+        section["convergence"] = readable_rows(section["convergence"])
     return render("participant.html", output_dir / f"sub-{subject}.html", title=f"sub-{subject}",
                   subject=subject, sections=sections)

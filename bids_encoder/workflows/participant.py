@@ -6,7 +6,6 @@ A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -295,7 +294,7 @@ def _summary_rows(runs, inputs, result, settings, options, timings, fitted):
         ("Model", f"{options.model} ({result.model_class})"),
         ("HRF", _hrf_summary(result.hrf)),
         ("Cross-validation", _cv_summary(result.cv)),
-        ("Fitter", json.dumps(result.fitter)),
+        ("Fitter", result.fitter),  # a dict: the report shows one row per setting
         ("Device", settings.get("device")),
         ("Wall time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),
     ]

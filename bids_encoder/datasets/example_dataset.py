@@ -1,4 +1,4 @@
-"""Write a small fMRIPrep-like BIDS dataset with known ground truth (for the example command and the tests).
+"""Write a small fMRIPrep-like BIDS dataset with known ground truth (the tests; the README example: mni_example).
 
 Layout (``space-MNI152NLin2009cAsym``, ``res-2``)::
 
