@@ -255,7 +255,7 @@ def test_shared_hrf_and_split_half_through_the_cli(dataset, tmp_path):
     _, root, _ = dataset
     out = tmp_path / "out"
     assert main([str(root / "bids"), str(out), "participant", "--participant-label", "01", "--run", "1", "--hrf",
-                 "shared", "--confounds", "none", "--no-report", "--work-dir", str(root / "work")]) == 0
+                 "shared", "--confounds", "high_pass", "--no-report", "--work-dir", str(root / "work")]) == 0
     prefix = out / f"sub-01/func/sub-01_task-localizer_{VOLUME}_model-glm"
     sidecar = json.loads(Path(f"{prefix}_stat-cvrsquared_statmap.json").read_text())
     shared = sidecar["HRF"]["Shared"]
@@ -272,7 +272,8 @@ def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     """--config (YAML) sets options, the command line wins, --bids-filter-file keeps run 1, --hrf fit adds maps."""
     _, root, _ = dataset
     (tmp_path / "filters.json").write_text(json.dumps({"bold": {"run": 1}}))
-    (tmp_path / "config.yml").write_text("hrf: fit\nconfounds: none\nmodel: lasso\nmax-iterations: 8\n")
+    # high_pass: the data have a slow drift, which a per-voxel HRF would otherwise absorb (delays late by ~0.6 s)
+    (tmp_path / "config.yml").write_text("hrf: fit\nconfounds: high_pass\nmodel: lasso\nmax-iterations: 8\n")
     out = tmp_path / "out"
     code = main([str(root / "bids"), str(out), "participant", "--config", str(tmp_path / "config.yml"),
                  "--model", "glm", "--participant-label", "01", "--bids-filter-file", str(tmp_path / "filters.json"),
@@ -287,7 +288,7 @@ def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     assert sidecar["Model"]["Class"] == "LinearModelWithBaselineHRF" and sidecar["HRF"]["Fitted"] is True
     assert sidecar["Fitter"]["ParameterFitter"]["MaxIterations"] == 8
     assert 1 <= sidecar["Fitter"]["ParameterFitter"]["Iterations"] <= 8
-    assert sidecar["Confounds"]["Strategy"] == [] and sidecar["Confounds"]["NumberOfRegressors"] == 0
+    assert sidecar["Confounds"]["Strategy"] == ["high_pass"] and sidecar["Confounds"]["NumberOfRegressors"] == 3
     delay = nib.load(func / f"{prefix}_stat-hrfDelay_statmap.nii.gz").get_fdata()
     finite = delay[np.isfinite(delay)]
     assert finite.size > 0 and np.all((finite >= 3.0) & (finite <= 7.0))
@@ -295,4 +296,4 @@ def test_config_filters_and_fitted_hrf(dataset, tmp_path):
     section = json.loads((out / "sub-01/figures" / f"{prefix}_report.json").read_text())
     assert {"curve", "hrf", "timeseries", "rsquared", "design"} <= set(section["figures"])  # iterative-fit sections
     assert all((out / item["file"]).is_file() for item in section["figures"]["parameters"])
-    assert "confounds" not in section["figures"]  # --confounds none
+    assert "confounds" in section["figures"]
