@@ -51,6 +51,24 @@ def _write_json(path, content):
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 
+def write_skeleton(root, name, tasks, tr, n_subjects):
+    """The dataset-level files of a raw dataset and its fMRIPrep derivatives: both descriptions, one BOLD sidecar
+    per task at the top level (inherited by every run), participants.tsv. Returns (subject labels, fMRIPrep
+    folder)."""
+    _write_json(root / "dataset_description.json", {
+        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0", "Authors": ["bids_encoder"]})
+    for task in tasks:
+        _write_json(root / f"task-{task}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False)
+    fmriprep = root / "derivatives" / "fmriprep"
+    _write_json(fmriprep / "dataset_description.json", {
+        "Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
+    return subjects, fmriprep
+
+
 def _events(rng, conditions, n_volumes, tr):
     """Events with onsets on a 0.1 s grid (not on volume boundaries), 1–3 s long, 4–8 s apart."""
     onsets, t = [], 6.0
@@ -122,17 +140,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
     mask = (grid**2).sum(axis=-1) <= mask_radius**2  # an ellipsoid filling the box at radius 1
     truth = ExampleTruth(root=root, conditions=conditions, tr=tr, mask=mask, affine=affine)
 
-    _write_json(root / "dataset_description.json", {
-        "Name": "bids_encoder example", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "License": "CC0", "Authors": ["bids_encoder"]})
-    _write_json(root / f"task-{task}_bold.json", {"RepetitionTime": tr, "TaskName": task})
-    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
-    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
-        root / "participants.tsv", sep="\t", index=False)
-    fmriprep = root / "derivatives" / "fmriprep"
-    _write_json(fmriprep / "dataset_description.json", {
-        "Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
+    subjects, fmriprep = write_skeleton(root, "bids_encoder example", [task], tr, n_subjects)
 
     frame_times = np.arange(n_volumes) * tr
     sphere = {hemi: _sphere(rng, surface_vertices, hemi) for hemi in ("L", "R")} if surface_vertices else None

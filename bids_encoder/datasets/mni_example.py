@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import compute_regressor, spm_hrf
 
-from .example_dataset import FMRIPREP_VERSION, SPACE, _events, _write_gifti, _write_json, fmriprep_confounds
+from .example_dataset import SPACE, _events, _write_gifti, _write_json, fmriprep_confounds, write_skeleton
 from .synthetic import bar_apertures
 
 __all__ = ["REGIONS", "MNIExampleTruth", "make_mni_example"]
@@ -137,24 +137,13 @@ def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolu
     frames = frames_table.to_numpy().reshape(-1, 17, 17)  # t × x × y, x-major as the grid
     n_prf = len(frames)
 
-    _write_json(root / "dataset_description.json", {
-        "Name": "bids_encoder MNI example", "BIDSVersion": "1.9.0", "DatasetType": "raw", "License": "CC0",
-        "Authors": ["bids_encoder"]})
-    for task in ("localizer", "prf"):
-        _write_json(root / f"task-{task}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+    subjects, fmriprep = write_skeleton(root, "bids_encoder MNI example", ("localizer", "prf"), tr, n_subjects)
     (root / "stimuli").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(root / "stimuli" / "bars.npz", frames.astype(np.uint8))
     coords = np.linspace(-PRF_EXTENT, PRF_EXTENT, 17)
     _write_json(root / "stimuli" / "bars.json", {
         "VisualAngleX": [coords[0], coords[-1]], "VisualAngleY": [coords[0], coords[-1]],
         "Description": "bars sweeping in six directions, one frame per volume"})
-    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
-    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
-        root / "participants.tsv", sep="\t", index=False)
-    fmriprep = root / "derivatives" / "fmriprep"
-    _write_json(fmriprep / "dataset_description.json", {
-        "Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "fMRIPrep", "Version": FMRIPREP_VERSION}]})
     frame_times = np.arange(n_volumes) * tr
     baseline = np.where(mask, 100.0 + 400.0 * template / max(float(template.max()), 1.0), 0.0)
 

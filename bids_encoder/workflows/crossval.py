@@ -28,10 +28,14 @@ from .fit import HRF_CHOICES, fit_model, run_columns
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CV_SCHEMES", "cross_validate", "fit_with_cv", "make_folds"]
+__all__ = ["CV_SCHEMES", "CrossValidationError", "cross_validate", "fit_with_cv", "make_folds"]
 
 CV_SCHEMES = ("auto", "loro", "split-half", "none")
 SCORE_CHUNK = 16384  # voxels scored at once
+
+
+class CrossValidationError(ValueError):
+    """A cross-validation that cannot run on these inputs (a usage error of --cv or --hrf auto)."""
 
 
 @dataclasses.dataclass
@@ -49,15 +53,15 @@ def make_folds(index, scheme="auto"):
         scheme = "loro" if len(labels) >= 2 else "split-half"
     if scheme == "loro":
         if len(labels) < 2:
-            raise ValueError("--cv loro needs at least two runs in the fit; use --cv split-half for one run")
+            raise CrossValidationError("--cv loro needs at least two runs in the fit; use --cv split-half for one run")
         return scheme, [Fold(i + 1, runs == run, f"run {run} held out") for i, run in enumerate(labels)]
     if scheme != "split-half":
-        raise ValueError(f"Unknown cross-validation scheme {scheme!r}; choose from {', '.join(CV_SCHEMES)}")
+        raise CrossValidationError(f"Unknown cross-validation scheme {scheme!r}; choose from {', '.join(CV_SCHEMES)}")
     position = np.concatenate([np.arange((runs == run).sum()) for run in labels])
     length = np.concatenate([np.full((runs == run).sum(), (runs == run).sum()) for run in labels])
     first = position < length // 2
     if (length < 8).any():
-        raise ValueError("split-half cross-validation needs runs of at least 8 volumes")
+        raise CrossValidationError("split-half cross-validation needs runs of at least 8 volumes")
     return scheme, [Fold(1, first, "first half of every run held out"),
                     Fold(2, ~first, "second half of every run held out")]
 
@@ -156,7 +160,7 @@ def fit_with_cv(inputs, model, hrf="canonical", cv="auto", **fit_options):
     """
     if hrf == "auto":
         if cv == "none":
-            raise ValueError("--hrf auto chooses by cross-validated R²: it cannot run with --cv none")
+            raise CrossValidationError("--hrf auto chooses by cross-validated R²: it cannot run with --cv none")
         return _choose_hrf(inputs, model, cv, fit_options)
     result = fit_model(inputs, model, hrf=hrf, **fit_options)
     if cv != "none":

@@ -19,7 +19,7 @@ from ..bids.images import space_kind
 from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
-from .crossval import fit_with_cv
+from .crossval import CrossValidationError, fit_with_cv
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 from .summary import PROGRESS, fit_record
@@ -226,10 +226,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         result = fit_with_cv(inputs, options.model, hrf=options.hrf, cv=options.cv, alpha=options.alpha,
                              max_iterations=options.max_iterations, noise_model=options.noise_model,
                              memory_limit=options.memory_limit, progressbar=options.progressbar)
-    except ValueError as error:
-        if "cross-validat" in str(error) or "--cv" in str(error) or "--hrf auto" in str(error):
-            raise InputError(f"{name}: {error}", exit_code=64) from error
-        raise
+    except CrossValidationError as error:
+        raise InputError(f"{name}: {error}", exit_code=64) from error
     timings.update({f"fit_{key}": value for key, value in result.timings.items()})
     if result.cv is not None:
         timings["cross_validation"] = result.cv["WallTime"]
