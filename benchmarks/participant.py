@@ -14,6 +14,7 @@ Targets (2 CPU cores): under 3 minutes and under 8 GB with --hrf fit.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,10 @@ import click
               help="HRF:CV, e.g. canonical:none, fit:auto, auto:auto (repeatable; the first is the reference).")
 @click.option("--volumes", default=300, show_default=True)
 @click.option("--confounds", default="motion,high_pass,wm_csf", show_default=True)
-def main(folder, configs, volumes, confounds):
+@click.option("--before", "before", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another checkout of bids_encoder (e.g. a git worktree of an older commit): every configuration "
+                   "also runs with it first (PYTHONPATH), rows labelled 'before', side by side in this run.")
+def main(folder, configs, volumes, confounds, before):
     from bids_encoder.datasets.example_dataset import make_example_dataset
 
     bids = folder / f"bids_{volumes}"
@@ -41,21 +45,24 @@ def main(folder, configs, volumes, confounds):
         print(f"generated {int(truth.mask.sum())} in-mask voxels in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
     rows = []
-    for config in configs:
+    runs = [(config, code) for config in configs for code in ((before, None) if before else (None,))]
+    for config, code in runs:
         hrf, cv = config.split(":")
-        out = folder / f"out_{hrf}_{cv}"
+        out = folder / f"out_{hrf}_{cv}{'_before' if code else ''}"
         shutil.rmtree(out, ignore_errors=True)
         command = [sys.executable, "benchmarks/_peak.py", sys.executable, "-m", "bids_encoder", str(bids), str(out),
                    "participant", "--hrf", hrf, "--cv", cv, "--confounds", confounds, "--no-report",
                    "--work-dir", str(folder / "work")]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        environment = dict(os.environ, PYTHONPATH=str(code)) if code else None
+        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              env=environment)
         wall = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"bids_encoder failed ({done.returncode}): {done.stderr.strip().splitlines()[-1]}")
         peak_gb = float(done.stdout.strip().splitlines()[-1]) / 1e9
         content = json.loads(next(out.glob("sub-01/func/*_stat-rsquared_statmap.json")).read_text())
-        rows.append((hrf, cv, content, wall, peak_gb))
+        rows.append((hrf + (" (before)" if code else ""), cv, content, wall, peak_gb))
         print(f"done: {config} in {wall:.0f} s", file=sys.stderr, flush=True)
     stages = list(dict.fromkeys(k for _, _, c, _, _ in rows for k in c["Processing"]["WallTime"]))
     print(f"| voxels | volumes | hrf | cv | kept | confounds | {' | '.join(stages)} | total wall s | × first | "

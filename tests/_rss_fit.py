@@ -32,7 +32,7 @@ def fit(n):
     init = pd.DataFrame({"x": rng.uniform(-3, 3, n), "y": rng.uniform(-3, 3, n), "sd": rng.uniform(1, 2, n),
                          "baseline": np.zeros(n), "amplitude": np.ones(n)})
     fitter = ParameterFitter(model, data, paradigm, memory_limit=limit)
-    fitter.fit(init_pars=init, optimizer="lm" if solver == "lm" else None, max_n_iterations=2, min_n_iterations=2,
+    fitter.fit(init_pars=init, optimizer="lm" if solver == "lm" else "adam", max_n_iterations=2, min_n_iterations=2,
                progressbar=False)
     return len(fitter.history)
 

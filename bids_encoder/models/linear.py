@@ -85,7 +85,7 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
     def _lagged(paradigm, kernels, segments):
         return lagged(tf.cast(paradigm, kernels.dtype), kernels.shape[0], segments)  # (regressors, time, taps)
 
-    def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments):
+    def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments, free_index=None):
         """Prediction (time × voxels) and its Jacobian (time × voxels × free) with respect to ``free``.
 
         With per-voxel kernels the prediction is linear in the kernels, so forward-mode differentiation is needed

@@ -14,6 +14,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..transforms import Bounded, Identity, Positive
+from . import _jacobians
 from .base import EncodingModel, HRFEncodingModel
 
 __all__ = [
@@ -56,6 +57,14 @@ class _PRFModel(EncodingModel):
     def _columns(self, parameters, *labels):
         all_labels = self.get_parameter_labels()
         return [parameters[:, all_labels.index(label)][tf.newaxis, :] for label in labels]
+
+    def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments, free_index=None):
+        """Closed-form route for the Levenberg–Marquardt solver (see :mod:`bids_encoder.models._jacobians`);
+        None (forward mode) for models without a registered neural Jacobian."""
+        if free_index is None:
+            return None
+        return _jacobians.prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments,
+                                                  free_index)
 
 
 class GaussianPRF(_PRFModel):
@@ -234,6 +243,8 @@ def _with_hrf(base):
     return type(f"{base.__name__}WithHRF", (HRFEncodingModel, base), {"__init__": __init__, "__doc__": doc,
                                                                       "__module__": __name__})
 
+
+_jacobians.register(GaussianPRF2D._predict_neural)(_jacobians.gaussian2d_jacobian)
 
 GaussianPRFWithHRF = _with_hrf(GaussianPRF)
 VonMisesPRFWithHRF = _with_hrf(VonMisesPRF)

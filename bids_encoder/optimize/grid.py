@@ -11,6 +11,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ._inputs import projected_constant
+from .devices import run_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _with_constant(basis, n_time):
 
 
 def grid_search(model, paradigm, data, segments, values, basis=None, use_correlation_cost=False,
-                positive_amplitude=True, memory_limit=666666666, progressbar=True):
+                positive_amplitude=True, memory_limit=666666666, progressbar=True, devices=None):
     """Best grid point per voxel.
 
     Parameters
@@ -43,6 +44,8 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         (always the case with ``use_correlation_cost``).
     basis : array (time × k), optional
         Orthonormal confound basis, projected out of data and predictions (an intercept is always removed).
+    devices : list of str, optional
+        Devices the chunks of grid points are split over (see :mod:`bids_encoder.optimize.devices`).
 
     Grid points whose peak response is below 1 % of the largest peak over the whole grid are skipped: a field
     that barely sees the stimulus would otherwise fit noise through a scaled-up leak. The peaks are computed in a
@@ -89,8 +92,10 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
             raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
         return tf.reduce_max(tf.abs(raw), axis=0)
 
-    peaks = np.concatenate([peak_chunk(tf.constant(grid[start : start + chunk])).numpy()
-                            for start in range(0, len(grid), chunk)])
+    starts = list(range(0, len(grid), chunk))
+    peaks, _ = run_chunks(lambda start: peak_chunk(tf.constant(grid[start : start + chunk])).numpy(), starts,
+                          devices)
+    peaks = np.concatenate(peaks)
     # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
     visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
 
@@ -118,16 +123,21 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     best_cross = np.zeros(n_voxels, dtype=np.float32)
     best_norm2 = np.ones(n_voxels, dtype=np.float32)
     with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
-        for start in range(0, len(grid), chunk):
+
+        def score(start):
             points = grid[start : start + chunk]
             visible = tf.constant(visible_points[start : start + chunk])
-            score, index, cross, norm2 = (t.numpy() for t in score_chunk(tf.constant(points), visible))
+            result = tuple(t.numpy() for t in score_chunk(tf.constant(points), visible))
+            bar.update(len(points))
+            return result
+
+        scored, _ = run_chunks(score, starts, devices)
+        for start, (score, index, cross, norm2) in zip(starts, scored, strict=True):  # in order: ties as before
             better = score > best_score
             best_score[better] = score[better]
             best_index[better] = index[better] + start
             best_cross[better] = cross[better]
             best_norm2[better] = norm2[better]
-            bar.update(len(points))
     parameters = grid[best_index].copy()
     if closed_form:
         amplitude = best_cross / np.maximum(best_norm2, 1e-30)

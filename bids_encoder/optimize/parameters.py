@@ -12,6 +12,7 @@ import tensorflow as tf
 from ..models.base import run_lengths
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
 from ._problem import SOLVER_DEFAULTS, FitProblem
+from .devices import compute_devices, run_chunks
 from .grid import as_frame, grid_search, refine_baseline_and_amplitude
 from .levenberg_marquardt import run_levenberg_marquardt
 
@@ -39,10 +40,15 @@ class ParameterFitter:
         Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
         ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
         chunk's mean R² is over its own voxels), for every solver. None or False: nothing is written.
+    devices : list of str, optional
+        Logical devices to split the chunks of voxels over (``'/device:GPU:0'``, …); every visible GPU by
+        default, else the CPU (see :mod:`bids_encoder.optimize.devices`). ``self.chunk_devices`` records where
+        each chunk ran.
     """
 
-    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False):
+    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False, devices=None):
         self.model = model
+        self.devices = devices
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
         self.memory_limit = int(memory_limit)
         self.log_dir = log_dir
@@ -157,11 +163,11 @@ class ParameterFitter:
         store_intermediate_parameters=False,
         r2_atol=None,
         lag=None,
-        learning_rate=0.01,
+        learning_rate=None,
         progressbar=True,
         **kwargs,
     ):
-        """Fit the parameters by gradient descent (Adam by default).
+        """Fit the parameters iteratively: Levenberg–Marquardt by default, or gradient descent.
 
         Parameters
         ----------
@@ -176,10 +182,12 @@ class ParameterFitter:
             parameters explain only what the confounds cannot. With several runs, the indicators of runs 2..n
             always join them: every run has its own mean, ``baseline`` is the first run's level, and R² is
             relative to the variance that the run means and confounds leave (as in ``WeightFitter``).
-        optimizer : keras optimizer or 'lm', optional
-            Any Keras optimizer instance; ``Adam(learning_rate, **kwargs)`` when None. ``'lm'`` runs the batched
-            Levenberg–Marquardt solver (second order, typically 10–50 iterations; ``learning_rate`` unused;
-            stops also once every voxel has converged; no ``shared_pars``).
+        optimizer : keras optimizer, 'lm', 'adam' or None
+            ``'lm'`` runs the batched Levenberg–Marquardt solver (second order, typically 10–50 iterations, compiled
+            once and shrinking to the voxels that still move; stops also once every voxel has converged or
+            stalled; no ``shared_pars``). ``'adam'`` is ``Adam(learning_rate, **kwargs)``; any Keras optimizer
+            instance is used as given. None (the default) picks the best that applies: LM, unless ``shared_pars``,
+            a ``learning_rate`` or optimizer arguments ask for gradient descent (Adam, as braincoder does).
         fixed_pars : list of str
             Parameters kept exactly at their initial values.
         shared_pars : list of str
@@ -193,7 +201,8 @@ class ParameterFitter:
             Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
         r2_atol, lag : float, int, optional
             After ``min_n_iterations``, stop once mean R² improved by less than ``r2_atol`` over ``lag`` steps.
-        learning_rate : float
+        learning_rate : float, optional
+            Step size of Adam (0.01 when Adam runs without one).
         progressbar : bool
             Show step and mean R² with tqdm.
 
@@ -202,11 +211,20 @@ class ParameterFitter:
         DataFrame, shape (voxels × parameters)
             NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set, and
             ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel stopped because an
-            accepted step lowered its residual sum of squares by less than a relative 1e-4; with gradient descent, whether
-            the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
+            accepted step lowered its residual sum of squares by less than a relative 1e-4; with gradient descent,
+            whether the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
+            ``self.voxel_stalled``: with ``'lm'``, voxels that stopped because their damping reached its maximum
+            without an accepted step (not converged: no step LM tried lowered their SSR); False otherwise.
         """
         if noise_model not in NOISE_MODELS:
             raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
+        if kwargs and not (optimizer is None or (isinstance(optimizer, str) and optimizer.lower() == "adam")):
+            raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None or 'adam'")
+        if optimizer is None:
+            optimizer = "adam" if (shared_pars or kwargs or learning_rate is not None) else "lm"
+        if isinstance(optimizer, str) and optimizer.lower() == "adam":
+            optimizer = tf.keras.optimizers.Adam(0.01 if learning_rate is None else learning_rate, **kwargs)
+            kwargs = {}
         use_lm = isinstance(optimizer, str)
         defaults = SOLVER_DEFAULTS["lm" if use_lm else "adam"]
         max_n_iterations = defaults["max_n_iterations"] if max_n_iterations is None else int(max_n_iterations)
@@ -219,10 +237,8 @@ class ParameterFitter:
         shared = self._check_names(shared_pars, "shared_pars")
         if set(fixed) & set(shared):
             raise ValueError(f"Parameters cannot be both fixed and shared: {sorted(set(fixed) & set(shared))}")
-        if optimizer is not None and kwargs:
-            raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None")
         if use_lm and optimizer.lower() not in ("lm", "levenberg-marquardt"):
-            raise ValueError(f"Unknown optimizer {optimizer!r}: pass a Keras optimizer, None (Adam) or 'lm'")
+            raise ValueError(f"Unknown optimizer {optimizer!r}: pass a Keras optimizer, None, 'adam' or 'lm'")
         if use_lm and shared:
             raise ValueError("shared_pars couple voxels; fit them with a gradient-descent optimizer, not 'lm'")
         init = self._initial_parameters(init_pars)
@@ -243,36 +259,54 @@ class ParameterFitter:
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         sigma2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         voxel_converged = np.zeros(self.data.shape[1], dtype=bool)
+        voxel_stalled = np.zeros(self.data.shape[1], dtype=bool)
         self.history = []
         intermediate = []
         self.n_iterations = 0
         self.converged = True
         log, writer = self._tensorboard_log()
-        for number, chunk in enumerate(chunks):
-            if len(chunk) == 0:
-                continue
+        label = "LM" if use_lm else "Adam"
+        chunks = [chunk for chunk in chunks if len(chunk)]
+
+        def fit_chunk(numbered):
+            number, chunk = numbered
             problem = FitProblem(
                 self.model, self.paradigm, self.data.iloc[:, chunk], init.iloc[chunk], self.segments,
                 weights=None if weights is None else weights[:, chunk], basis=basis,
                 fixed=fixed, shared=shared, noise_model=noise_model,
             )
-            label = "LM" if use_lm else "Adam"
             description = f"{label} {number + 1}/{len(chunks)}" if len(chunks) > 1 else label
+            steps = []  # (mean R², loss) of every batch of steps, logged in chunk order afterwards
+
+            def record(mean_r2, loss):
+                steps.append((mean_r2, loss))
+
             if use_lm:
                 outcome = run_levenberg_marquardt(
                     problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description, on_steps=log)
+                    progressbar, description=description, on_steps=record)
             else:
-                opt = optimizer if optimizer is not None else tf.keras.optimizers.Adam(learning_rate, **kwargs)
-                if optimizer is not None and len(chunks) > 1:
+                opt = optimizer
+                if len(chunks) > 1:  # a fresh state per chunk
                     opt = optimizer.__class__.from_config(optimizer.get_config())
                 outcome = problem.run_gradient_descent(
                     opt, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description, on_steps=log)
+                    progressbar, description=description, on_steps=record)
+            outcome["steps"] = steps
+            outcome["placed_on"] = problem.free.device  # where its variables (and so its steps) live
+            return outcome
+
+        devices = compute_devices() if self.devices is None else list(self.devices)
+        if not use_lm and len(devices) > 1 and not isinstance(optimizer, tf.keras.optimizers.Adam):
+            devices = devices[:1]  # a Keras optimizer instance other than Adam is shared state: one device
+        outcomes, _ = run_chunks(fit_chunk, list(enumerate(chunks)), devices)
+        self.chunk_devices = [outcome["placed_on"] for outcome in outcomes]
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
             result.iloc[chunk] = outcome["parameters"]
             predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
             voxel_converged[chunk] = outcome.get("voxel_converged", outcome["converged"])
+            voxel_stalled[chunk] = outcome.get("voxel_stalled", False)
             if outcome["sigma2"] is not None:
                 sigma2[chunk] = outcome["sigma2"]
             self.history.append(outcome["history"])
@@ -280,11 +314,15 @@ class ParameterFitter:
             self.converged &= outcome["converged"]
             if store_intermediate_parameters:
                 intermediate.append((chunk, outcome["intermediate"]))
+            if log is not None:
+                for mean_r2, loss in outcome["steps"]:
+                    log(mean_r2, loss)
 
         if writer is not None:
             writer.close()
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
+        self.voxel_stalled = pd.Series(voxel_stalled, index=self.data.columns, name="stalled")
         self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
         self.estimated_sigma2 = (
             pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None
@@ -327,7 +365,7 @@ class ParameterFitter:
             best, score = grid_search(
                 self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, mask], self.segments, list(args),
                 basis=basis, use_correlation_cost=use_correlation_cost, positive_amplitude=positive_amplitude,
-                memory_limit=self.memory_limit, progressbar=progressbar)
+                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices)
             result[mask], r2[mask] = best, score
         self.grid_r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.grid_parameters = as_frame(result, labels, self.data.columns)

@@ -102,7 +102,7 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
     settings = dict(SOLVER_DEFAULTS[solver])
     settings.update(fit_kwargs)
     start = time.perf_counter()
-    parameters = fitter.fit(init_pars=init.fillna(0.0), optimizer=None if optimizer == "adam" else optimizer,
+    parameters = fitter.fit(init_pars=init.fillna(0.0), optimizer=optimizer,
                             confounds=confounds, fixed_pars=fixed_pars, progressbar=progressbar, **settings)
     timings["iterative"] = time.perf_counter() - start
     logger.info("pRF fit: grid %.1f s, refine %.1f s, %s %.1f s (%d iterations), median R² %.3f",
