@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ._tensorflow import start_tensorflow
+from ._tensorflow import gpu_free_memory, start_tensorflow
 
 LEVELS = ("participant", "group")
 LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label", "--run")
@@ -144,6 +144,22 @@ def _configure_device(device, nthreads):
     if device == "gpu" and not gpus:
         raise AppError("--device gpu: TensorFlow sees no GPU (check the driver, and --gpus all / --nv)", 1)
     return "GPU" if gpus else "CPU"
+
+
+def _device_memory_limit(memory_limit, device):
+    """--memory-limit, capped on a GPU at 80 % of the free memory of the least free GPU (each GPU holds one chunk
+    at a time): a chunk planned for the host's memory would not fit a smaller GPU."""
+    if device != "GPU":
+        return memory_limit
+    free = gpu_free_memory()
+    if free is None:
+        return memory_limit
+    cap = int(0.8 * free)
+    if cap < memory_limit:
+        logging.getLogger("bids_encoder").info("--memory-limit %d MB capped at %d MB (80 %% of the GPU's free "
+                                               "memory)", memory_limit // 10**6, cap // 10**6)
+        return cap
+    return memory_limit
 
 
 class _ConsoleFormatter(logging.Formatter):

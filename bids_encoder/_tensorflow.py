@@ -86,3 +86,27 @@ def start_tensorflow(nthreads=None):
     except ImportError:  # absl comes with TensorFlow; nothing to quieten without it
         pass
     return tf, gpus
+
+
+def gpu_free_memory():
+    """Free memory (bytes) of the least free visible GPU, from ``nvidia-smi`` (honouring CUDA_VISIBLE_DEVICES);
+    None when it cannot be read."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    free = {}
+    for line in done.stdout.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            free[parts[0]] = int(parts[1]) * 2**20
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        free = {index: value for index, value in free.items() if index in visible.split(",")} or free
+    return min(free.values()) if free else None

@@ -24,6 +24,7 @@ from ._cli_support import (
     AppError,
     _configure_device,
     _confound_parameters,
+    _device_memory_limit,
     _expand_lists,
     _filters,
     _keep_log,
@@ -203,6 +204,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             _dry_run(bids_dir, output_dir, participant_options)
             return
         participant_options.device = _configure_device(options["device"], options["nthreads"])
+        participant_options.memory_limit = _device_memory_limit(memory_limit, participant_options.device)
         if options["seed"] is not None:
             import tensorflow as tf
 

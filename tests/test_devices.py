@@ -44,3 +44,22 @@ def test_split_fit_recovers_positions(two_devices):
     x = np.asarray(two_devices["split"]["lm"])[:, 0]
     assert np.corrcoef(x, two_devices["truth_x"])[0, 1] > 0.95
     assert two_devices["split"]["lm_r2"] > 0.5
+
+
+def test_memory_limit_is_capped_by_the_gpus_free_memory(tmp_path, monkeypatch):
+    """A fake nvidia-smi with two GPUs (8000 and 3000 MiB free): a 4 GB budget becomes 80 % of the least free one
+    on a GPU, and stays as given on the CPU; with CUDA_VISIBLE_DEVICES=0 only the first GPU counts."""
+    from bids_encoder import _cli_support
+    from bids_encoder._tensorflow import gpu_free_memory
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '0, 8000\\n1, 3000\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_free_memory() == 3000 * 2**20
+    assert _cli_support._device_memory_limit(4_000_000_000, "GPU") == int(0.8 * 3000 * 2**20)
+    assert _cli_support._device_memory_limit(4_000_000_000, "CPU") == 4_000_000_000
+    assert _cli_support._device_memory_limit(1_000_000_000, "GPU") == 1_000_000_000
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert gpu_free_memory() == 8000 * 2**20

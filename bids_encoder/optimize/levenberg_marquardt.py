@@ -39,47 +39,42 @@ _KERNELS = weakref.WeakKeyDictionary()  # model → {set-up: _Kernel}
 
 def kernel_for(problem, store_intermediate):
     """The compiled steps for ``problem``'s model and set-up, built on first use."""
-    key = (tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx), tuple(problem.paradigm.shape),
-           tuple(problem.segments or ()), problem.basis is not None, problem.weights is not None,
-           bool(store_intermediate))
+    from ._gram import GramKernel, gram_applicable
+
+    gram = gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
+                           problem.weights is not None)
+    key = (gram, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
+           tuple(problem.paradigm.shape), tuple(problem.segments or ()), problem.basis is not None,
+           problem.weights is not None, bool(store_intermediate))
     kernels = _KERNELS.setdefault(problem.model, {})
     if key not in kernels:
-        kernels[key] = _Kernel(problem, store_intermediate)
+        kernels[key] = (GramKernel if gram else _Kernel)(problem, store_intermediate)
     return kernels[key]
 
 
-class _Kernel:
-    """LM steps for one model and set-up as a function of tensors only (no captured per-chunk data)."""
+class StepKernel:
+    """The Levenberg–Marquardt loop over steps; subclasses say how to linearise the problem around ``free``.
 
-    def __init__(self, problem, store_intermediate):
+    ``voxel_inputs(problem)`` gives the per-voxel tensors (with the axis that indexes voxels), ``shared_inputs``
+    the others; the compiled function takes the solver state, then those, then the number of steps.
+    """
+
+    def __init__(self, problem, store_intermediate, voxel_specs, shared_specs):
         self.model = problem.model
         self.transforms = list(problem.transforms)
         self.free_idx, self.fixed_idx = list(problem.free_idx), list(problem.fixed_idx)
         self.n_labels = len(problem.labels)
         self.segments = problem.segments
         self.store_intermediate = bool(store_intermediate)
-        self.has_basis, self.has_weights = problem.basis is not None, problem.weights is not None
-        self.fast = getattr(problem.model, "_prediction_and_jacobian", None)
         self.n_traces = 0
-        n_free, n_fixed = len(self.free_idx), len(self.fixed_idx)
-        n_time, n_features = problem.paradigm.shape  # static: the models' convolutions need the run lengths
+        n_free = len(self.free_idx)
         spec = tf.TensorSpec
-        signature = [
-            spec([None, n_free], tf.float32),  # free
-            spec([None], tf.float32),  # damping
-            spec([None], tf.bool),  # converged
-            spec([None], tf.bool),  # stalled
-            spec([n_time, None], tf.float32),  # y (time, voxels), confounds projected out
-            spec([None], tf.float32),  # sst
-            spec([None, n_fixed], tf.float32),  # fixed values
-            spec([None, None], tf.float32),  # weights (features, voxels) or (0, voxels)
-            spec([n_time, n_features], tf.float32),  # paradigm
-            spec([n_time, None], tf.float32),  # basis (time, k) or (time, 0)
-            spec([], tf.int32),  # steps
-        ]
-        self.steps = tf.function(self._steps, input_signature=signature)
+        state = [spec([None, n_free], tf.float32), spec([None], tf.float32), spec([None], tf.bool),
+                 spec([None], tf.bool)]  # free, damping, converged, stalled
+        self.n_voxel_inputs = len(voxel_specs)
+        self.steps = tf.function(self._steps, input_signature=[*state, *voxel_specs, *shared_specs,
+                                                                spec([], tf.int32)])
 
-    # ------------------------------------------------------------------ pure functions of tensors
     def natural(self, free, fixed):
         n_voxels = tf.shape(free)[0]
         columns = [None] * self.n_labels
@@ -89,6 +84,89 @@ class _Kernel:
             columns[i] = fixed[:, j]
         columns = [tf.zeros([n_voxels]) if column is None else column for column in columns]
         return tf.stack(columns, axis=1)
+
+    def linearise(self, free, inputs):
+        """(ssr, normal equations J'J (voxels, P, P), gradient J'r (voxels, P), state for ``candidate_ssr``)."""
+        raise NotImplementedError
+
+    def candidate_ssr(self, candidate, free, ssr, state, inputs):
+        raise NotImplementedError
+
+    def fixed_of(self, inputs):
+        raise NotImplementedError
+
+    def _steps(self, free, damping, converged, stalled, *rest):
+        self.n_traces += 1  # Python side effect: counts traces, not calls
+        *inputs, n_steps = rest
+        r2_sums = tf.TensorArray(tf.float32, size=n_steps)
+        loss_sums = tf.TensorArray(tf.float32, size=n_steps)
+        snapshots = tf.TensorArray(tf.float32, size=n_steps if self.store_intermediate else 0,
+                                   element_shape=tf.TensorShape([None, self.n_labels]) if self.store_intermediate
+                                   else None)
+        sst = self.sst_of(inputs)
+        ssr_now = tf.zeros_like(sst)
+        for i in tf.range(n_steps):
+            ssr, normal, gradient, state = self.linearise(free, inputs)
+            r2_sums = r2_sums.write(i, tf.reduce_sum(1.0 - ssr / sst))
+            loss_sums = loss_sums.write(i, tf.reduce_sum(ssr / sst))
+            if self.store_intermediate:
+                snapshots = snapshots.write(i, self.natural(free, self.fixed_of(inputs)))
+            # Marquardt's damping, relative to each parameter's own curvature: the steps do not depend on the
+            # scale of the data or on the units of the parameters (damping >= LAMBDA_MIN keeps the system
+            # positive definite); a parameter without influence (zero column) gets a unit scale and no step
+            diagonal = tf.linalg.diag_part(normal)
+            scale = tf.where(diagonal > TINY, diagonal, tf.ones_like(diagonal))
+            system = normal + damping[:, tf.newaxis, tf.newaxis] * tf.linalg.diag(scale)
+            step = tf.linalg.solve(system, gradient[..., tf.newaxis])[..., 0]
+            step = tf.where(tf.math.is_finite(step), step, 0.0)
+            candidate = free + step
+            new_ssr = self.candidate_ssr(candidate, free, ssr, state, inputs)
+            moving = ~(converged | stalled)
+            accept = tf.math.is_finite(new_ssr) & (new_ssr < ssr) & moving
+            free = tf.where(accept[:, tf.newaxis], candidate, free)
+            ssr_now = tf.where(accept, new_ssr, ssr)
+            small = (ssr - new_ssr) <= RELATIVE_TOLERANCE * ssr
+            converged = converged | (accept & small)
+            stalled = stalled | (moving & ~accept & (damping >= LAMBDA_MAX))
+            damping = tf.clip_by_value(tf.where(accept, damping * LAMBDA_DOWN, damping * LAMBDA_UP),
+                                       LAMBDA_MIN, LAMBDA_MAX)
+        intermediate = snapshots.stack() if self.store_intermediate else tf.zeros([0, 0, self.n_labels])
+        return (free, damping, converged, stalled, ssr_now, r2_sums.stack(), loss_sums.stack(), intermediate)
+
+
+class _Kernel(StepKernel):
+    """Any model: predictions and Jacobians over all volumes (closed form where the model has one)."""
+
+    def __init__(self, problem, store_intermediate):
+        self.has_basis, self.has_weights = problem.basis is not None, problem.weights is not None
+        self.fast = getattr(problem.model, "_prediction_and_jacobian", None)
+        n_time, n_features = problem.paradigm.shape  # static: the models' convolutions need the run lengths
+        spec = tf.TensorSpec
+        voxel_specs = [spec([n_time, None], tf.float32),  # y (time, voxels), confounds projected out
+                       spec([None], tf.float32),  # sst
+                       spec([None, len(problem.fixed_idx)], tf.float32),  # fixed values
+                       spec([None, None], tf.float32)]  # weights (features, voxels) or (0, voxels)
+        shared_specs = [spec([n_time, n_features], tf.float32),  # paradigm
+                        spec([n_time, None], tf.float32)]  # basis (time, k) or (time, 0)
+        super().__init__(problem, store_intermediate, voxel_specs, shared_specs)
+
+    @staticmethod
+    def voxel_inputs(problem):
+        n_voxels = problem.n_voxels
+        fixed = problem.fixed_values if problem.fixed_idx else tf.zeros([n_voxels, 0])
+        weights = problem.weights if problem.weights is not None else tf.zeros([0, n_voxels])
+        return [(problem.y, 1), (problem.sst, 0), (fixed, 0), (weights, 1)]
+
+    @staticmethod
+    def shared_inputs(problem):
+        basis = problem.basis if problem.basis is not None else tf.zeros([problem.n_time, 0])
+        return [problem.paradigm, basis]
+
+    def sst_of(self, inputs):
+        return inputs[1]
+
+    def fixed_of(self, inputs):
+        return inputs[2]
 
     def predict(self, paradigm, parameters, weights):
         return self.model._predict(paradigm, parameters, weights if self.has_weights else None,
@@ -116,52 +194,24 @@ class _Kernel:
             columns.append(accumulator.jvp(prediction, unconnected_gradients="zero"))
         return prediction, tf.stack(columns, axis=-1)
 
-    def _steps(self, free, damping, converged, stalled, y, sst, fixed, weights, paradigm, basis, n_steps):
-        self.n_traces += 1  # Python side effect: counts traces, not calls
-        r2_sums = tf.TensorArray(tf.float32, size=n_steps)
-        loss_sums = tf.TensorArray(tf.float32, size=n_steps)
-        snapshots = tf.TensorArray(tf.float32, size=n_steps if self.store_intermediate else 0,
-                                   element_shape=tf.TensorShape([None, self.n_labels]) if self.store_intermediate
-                                   else None)
-        ssr_now = tf.zeros_like(sst)
-        for i in tf.range(n_steps):
-            prediction, jac = self.jacobian(paradigm, free, fixed, weights)
-            residual = y - self.project(basis, prediction)
-            ssr = tf.reduce_sum(tf.square(residual), axis=0)
-            r2_sums = r2_sums.write(i, tf.reduce_sum(1.0 - ssr / sst))
-            loss_sums = loss_sums.write(i, tf.reduce_sum(ssr / sst))
-            if self.store_intermediate:
-                snapshots = snapshots.write(i, self.natural(free, fixed))
-            # with the projection P = I - BB': (PJ)'(PJ) = J'J - (B'J)'(B'J) and (PJ)'r = J'r (r = Pr), so the
-            # Jacobian itself is never projected
-            normal = tf.einsum("tvp,tvq->vpq", jac, jac)
-            if self.has_basis:
-                loadings = tf.einsum("tk,tvp->kvp", basis, jac)
-                normal = normal - tf.einsum("kvp,kvq->vpq", loadings, loadings)
-            gradient = tf.einsum("tvp,tv->vp", jac, residual)
-            # Marquardt's damping, relative to each parameter's own curvature: the steps do not depend on the
-            # scale of the data or on the units of the parameters (damping >= LAMBDA_MIN keeps the system
-            # positive definite); a parameter without influence (zero column) gets a unit scale and no step
-            diagonal = tf.linalg.diag_part(normal)
-            scale = tf.where(diagonal > TINY, diagonal, tf.ones_like(diagonal))
-            system = normal + damping[:, tf.newaxis, tf.newaxis] * tf.linalg.diag(scale)
-            step = tf.linalg.solve(system, gradient[..., tf.newaxis])[..., 0]
-            step = tf.where(tf.math.is_finite(step), step, 0.0)
-            candidate = free + step
-            candidate_residual = y - self.project(basis, self.predict(paradigm, self.natural(candidate, fixed),
-                                                                      weights))
-            new_ssr = tf.reduce_sum(tf.square(candidate_residual), axis=0)
-            moving = ~(converged | stalled)
-            accept = tf.math.is_finite(new_ssr) & (new_ssr < ssr) & moving
-            free = tf.where(accept[:, tf.newaxis], candidate, free)
-            ssr_now = tf.where(accept, new_ssr, ssr)
-            small = (ssr - new_ssr) <= RELATIVE_TOLERANCE * ssr
-            converged = converged | (accept & small)
-            stalled = stalled | (moving & ~accept & (damping >= LAMBDA_MAX))
-            damping = tf.clip_by_value(tf.where(accept, damping * LAMBDA_DOWN, damping * LAMBDA_UP),
-                                       LAMBDA_MIN, LAMBDA_MAX)
-        intermediate = snapshots.stack() if self.store_intermediate else tf.zeros([0, 0, self.n_labels])
-        return (free, damping, converged, stalled, ssr_now, r2_sums.stack(), loss_sums.stack(), intermediate)
+    def linearise(self, free, inputs):
+        y, _, fixed, weights, paradigm, basis = inputs
+        prediction, jac = self.jacobian(paradigm, free, fixed, weights)
+        residual = y - self.project(basis, prediction)
+        ssr = tf.reduce_sum(tf.square(residual), axis=0)
+        # with the projection P = I - BB': (PJ)'(PJ) = J'J - (B'J)'(B'J) and (PJ)'r = J'r (r = Pr), so the
+        # Jacobian itself is never projected
+        normal = tf.einsum("tvp,tvq->vpq", jac, jac)
+        if self.has_basis:
+            loadings = tf.einsum("tk,tvp->kvp", basis, jac)
+            normal = normal - tf.einsum("kvp,kvq->vpq", loadings, loadings)
+        gradient = tf.einsum("tvp,tv->vp", jac, residual)
+        return ssr, normal, gradient, ()
+
+    def candidate_ssr(self, candidate, free, ssr, state, inputs):
+        y, _, fixed, weights, paradigm, basis = inputs
+        residual = y - self.project(basis, self.predict(paradigm, self.natural(candidate, fixed), weights))
+        return tf.reduce_sum(tf.square(residual), axis=0)
 
 
 def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate,
@@ -189,24 +239,23 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     damping = np.full(n_voxels, LAMBDA_INIT, np.float32)
     converged = np.zeros(n_voxels, bool)
     stalled = np.zeros(n_voxels, bool)
-    y, sst = problem.y, problem.sst
-    fixed = problem.fixed_values if problem.fixed_idx else tf.zeros([n_voxels, 0])
-    weights = problem.weights if problem.weights is not None else tf.zeros([0, n_voxels])
-    basis = problem.basis if problem.basis is not None else tf.zeros([problem.n_time, 0])
-    ssr = problem.ssr(problem.natural_parameters()).numpy()  # of every voxel, kept for those that left
-    sst_values = sst.numpy()
-    history, snapshots = [], []
+    voxel_inputs, shared_inputs = kernel.voxel_inputs(problem), kernel.shared_inputs(problem)
+    ssr = kernel.initial_ssr(problem) if hasattr(kernel, "initial_ssr") else \
+        problem.ssr(problem.natural_parameters()).numpy()  # of every voxel, kept for those that left
+    sst_values = problem.sst.numpy()
+    history, snapshots, batch_sizes = [], [], []
     done_at_stop = 0
     stopped = False
     with tqdm(total=max_n_iterations, desc=description, disable=not progressbar, leave=False) as bar:
         while len(history) < max_n_iterations:
             n_steps = min(STEPS_PER_CALL, max_n_iterations - len(history))
             active = np.flatnonzero(~(converged | stalled))
+            batch_sizes.append(len(active))
             subset = _subset(active, n_voxels)
             result = kernel.steps(
                 tf.constant(free[active]), tf.constant(damping[active]), tf.constant(converged[active]),
-                tf.constant(stalled[active]), subset(y, 1), subset(sst, 0), subset(fixed, 0), subset(weights, 1),
-                problem.paradigm, basis, tf.constant(n_steps, tf.int32))
+                tf.constant(stalled[active]), *(subset(tensor, axis) for tensor, axis in voxel_inputs),
+                *shared_inputs, tf.constant(n_steps, tf.int32))
             new_free, new_damping, new_converged, new_stalled, new_ssr, r2_sums, loss_sums, intermediate = result
             # the voxels that had left contribute their final values to the chunk's figures
             resting = np.ones(n_voxels, bool)
@@ -239,6 +288,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     outcome = problem.outcome(history, stopped)
     outcome["voxel_converged"] = converged
     outcome["voxel_stalled"] = stalled
+    outcome["batch_sizes"] = batch_sizes  # voxels in the batch of every call (the active set)
     if store_intermediate:
         outcome["intermediate"] = np.concatenate(snapshots, axis=0)
     return outcome

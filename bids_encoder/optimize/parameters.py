@@ -10,6 +10,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..models.base import run_lengths
+from ._gram import gram_applicable
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
 from ._problem import SOLVER_DEFAULTS, FitProblem
 from .devices import compute_devices, run_chunks
@@ -125,7 +126,7 @@ class ParameterFitter:
             raise ValueError(f"Unknown parameter(s) in {what}: {unknown}; the model has {labels}")
         return names
 
-    def _chunks(self, voxel_indices, n_parameters, n_free, use_lm, basis):
+    def _chunks(self, voxel_indices, n_parameters, n_free, use_lm, basis, gram=False):
         """Chunks of voxels whose working set stays under ``memory_limit``.
 
         Per voxel: a dozen (time)-long series (data, predictions, residuals, gradients), the parameters and their
@@ -138,8 +139,13 @@ class ParameterFitter:
         """
         n_time, n_features = self.paradigm.shape
         model_floats = self.model._floats_per_voxel(n_time, n_features)
-        per_voxel = 4 * (12 * n_time + 16 * n_parameters + MODEL_COPIES["lm" if use_lm else "adam"] * model_floats)
-        if use_lm:
+        if use_lm and gram:  # kernel-space LM: the voxel's series, its statistics (taps², float64 while built)
+            taps = len(self.model.hrf_model.times)
+            per_voxel = 4 * (12 * n_time + 16 * n_parameters + 2 * n_features * n_time) + 24 * taps * taps
+        else:
+            per_voxel = 4 * (12 * n_time + 16 * n_parameters
+                             + MODEL_COPIES["lm" if use_lm else "adam"] * model_floats)
+        if use_lm and not gram:
             per_voxel += 4 * (2 * n_time * (n_free + 2) + 4 * n_free * n_free)
         fixed = 4 * self.model._fixed_floats(n_time, n_features) + (0 if basis is None else 12 * basis.size)
         budget = self.memory_limit - fixed
@@ -248,7 +254,9 @@ class ParameterFitter:
         self._check_finite_init(init, mask)
         voxels = np.flatnonzero(mask)
         n_free = len(init.columns) - len(fixed) - len(shared)
-        chunks = self._chunks(voxels, init.shape[1], n_free, use_lm, basis)
+        free_labels = [label for label in init.columns if label not in fixed and label not in shared]
+        gram = use_lm and gram_applicable(self.model, list(init.columns), free_labels, weights is not None)
+        chunks = self._chunks(voxels, init.shape[1], n_free, use_lm, basis, gram=gram)
         if shared and len(chunks) > 1:  # tied parameters need every voxel in one problem
             logger.warning("shared_pars need all voxels in one chunk: memory_limit is exceeded")
             chunks = [voxels]
@@ -261,6 +269,7 @@ class ParameterFitter:
         voxel_converged = np.zeros(self.data.shape[1], dtype=bool)
         voxel_stalled = np.zeros(self.data.shape[1], dtype=bool)
         self.history = []
+        self.batch_sizes = []  # LM: voxels still moving at every call, per chunk
         intermediate = []
         self.n_iterations = 0
         self.converged = True
@@ -310,6 +319,7 @@ class ParameterFitter:
             if outcome["sigma2"] is not None:
                 sigma2[chunk] = outcome["sigma2"]
             self.history.append(outcome["history"])
+            self.batch_sizes.append(outcome.get("batch_sizes", []))
             self.n_iterations = max(self.n_iterations, outcome["n_iterations"])
             self.converged &= outcome["converged"]
             if store_intermediate_parameters:
