@@ -7,7 +7,7 @@ least-squares-separate (:func:`lss_betas`). Numeric core: TensorFlow, numpy, pan
 """
 
 from ._common import make_grid
-from .posterior import stimulus_pdf
+from .posterior import disc_apertures, stimulus_pdf
 from .residuals import ResidualFitter, tuning_matrix
 from .summary import interval_contains, posterior_summary
 
@@ -15,6 +15,7 @@ __all__ = [
     "ResidualFitter",
     "tuning_matrix",
     "stimulus_pdf",
+    "disc_apertures",
     "make_grid",
     "posterior_summary",
     "interval_contains",

@@ -12,7 +12,7 @@ from ._common import ModelResponses, as_grid, cell_sizes, check_data, is_circula
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["stimulus_pdf", "grid_log_weights"]
+__all__ = ["stimulus_pdf", "grid_log_weights", "disc_apertures"]
 
 _FLOOR = -1e30  # log densities are clamped here instead of reaching -inf
 _BATCH_VALUES = 2**23  # time points per batch × grid points: about 32 MB per float32 (batch × grid) tensor
@@ -32,6 +32,33 @@ def grid_log_weights(columns, circular=False, period=2 * np.pi):
     for axis, flag in zip(values, flags, strict=True):
         log_volume += np.log(cell_sizes(axis, flag, period))
     return log_volume
+
+
+def disc_apertures(grid_coordinates, radius):
+    """A ``paradigm_fn`` for 2-D pRF models: each (x, y) point becomes a disc of ``radius`` (degrees).
+
+    Parameters
+    ----------
+    grid_coordinates : DataFrame or array, shape (pixels, 2)
+        The model's pixel positions (``model.grid_coordinates``).
+    radius : float
+
+    Returns
+    -------
+    callable
+        ``f(points)`` → apertures (points × pixels): 1 inside the disc, 0 outside, with a linear edge one pixel
+        wide (anti-aliased, so that the response changes smoothly with the position).
+    """
+    pixels = np.asarray(grid_coordinates, dtype=np.float64)
+    steps = [np.diff(np.unique(pixels[:, i])) for i in range(2)]
+    pixel = float(np.median(np.concatenate([s for s in steps if s.size]))) if any(s.size for s in steps) else 1.0
+
+    def apertures(points):
+        points = np.asarray(points, dtype=np.float64)
+        distance = np.hypot(points[:, :1] - pixels[:, 0], points[:, 1:2] - pixels[:, 1])
+        return np.clip(0.5 + (radius - distance) / pixel, 0.0, 1.0).astype(np.float32)
+
+    return apertures
 
 
 def _circular_flags(circular, n_dims):
