@@ -9,6 +9,7 @@ least-squares-separate (:func:`lss_betas`). Numeric core: TensorFlow, numpy, pan
 from ._common import make_grid
 from .posterior import disc_apertures, stimulus_pdf
 from .residuals import ResidualFitter, tuning_matrix
+from .stimulus_fitter import StimulusFitter, pixel_neighbours
 from .summary import interval_contains, posterior_summary
 
 __all__ = [
@@ -19,4 +20,6 @@ __all__ = [
     "make_grid",
     "posterior_summary",
     "interval_contains",
+    "StimulusFitter",
+    "pixel_neighbours",
 ]
