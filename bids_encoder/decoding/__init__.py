@@ -9,6 +9,7 @@ least-squares-separate (:func:`lss_betas`). Numeric core: TensorFlow, numpy, pan
 from ._common import make_grid
 from .posterior import disc_apertures, stimulus_pdf
 from .residuals import ResidualFitter, tuning_matrix
+from .single_trial import lss_betas, trial_regressors
 from .stimulus_fitter import StimulusFitter, pixel_neighbours
 from .summary import interval_contains, posterior_summary
 
@@ -22,4 +23,6 @@ __all__ = [
     "interval_contains",
     "StimulusFitter",
     "pixel_neighbours",
+    "lss_betas",
+    "trial_regressors",
 ]
