@@ -15,7 +15,7 @@ from bids_encoder.decoding import (
     stimulus_pdf,
     tuning_matrix,
 )
-from bids_encoder.models import GaussianPRF2D
+from bids_encoder.models import GaussianPRF2D, GaussianPRFWithHRF, SPMHRFModel
 
 
 def _true_value_density(pdf, truth):
@@ -189,3 +189,19 @@ def test_two_dimensional_position_decoding():
         assert np.corrcoef(summary[f"{dim}_mean"], truth[:, i])[0, 1] >= 0.8
         coverage = interval_contains(summary, truth[:, i], dimension=dim).mean()
         assert 0.85 <= coverage <= 0.99, (dim, coverage)
+
+
+def test_hrf_models_decode_without_the_hrf(rng):
+    """A …WithHRF model decodes (single-trial) patterns with its neural response plus baseline, as the same
+    model without HRF; its ResidualFitter works on BOLD time series (the HRF-convolved prediction)."""
+    model, omega, _ = gaussian_population(rng, 8)
+    with_hrf = GaussianPRFWithHRF(parameters=model.parameters, hrf_model=SPMHRFModel(tr=1.0))
+    data = model.simulate(paradigm=rng.uniform(0, 100, 6), noise=omega, random_state=0)
+    np.testing.assert_allclose(stimulus_pdf(with_hrf, data, GRID, omega=omega).to_numpy(),
+                               stimulus_pdf(model, data, GRID, omega=omega).to_numpy(), rtol=1e-5, atol=1e-9)
+    series = np.repeat(rng.uniform(0, 100, 20), 6)
+    bold = with_hrf.simulate(paradigm=series, noise=omega, random_state=1)
+    fitter = ResidualFitter(with_hrf, bold, series, stimulus_range=GRID)
+    np.testing.assert_allclose(fitter.residuals.to_numpy(), bold.to_numpy() - with_hrf.predict(series).to_numpy(),
+                               atol=1e-5)
+    assert np.linalg.eigvalsh(fitter.fit().to_numpy()).min() > 0

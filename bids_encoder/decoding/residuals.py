@@ -48,13 +48,13 @@ def tuning_matrix(model, stimulus_range=None, parameters=None, weights=None, par
     the covariance of independent noise of variance σ² in the population tuned to each grid value, and voxels
     with overlapping tuning share more of it. σ² therefore depends on the grid's density, not only on the data.
     """
-    basis = _basis(model, stimulus_range, paradigm, paradigm_fn)
+    basis = _basis(model, stimulus_range, paradigm, paradigm_fn, weights)
     responses = ModelResponses(model, basis, parameters, weights)
     tuning = responses.neural(tf.constant(basis.to_numpy(np.float32))).numpy()
     return pd.DataFrame(tuning, index=basis.index, columns=responses.voxels)
 
 
-def _basis(model, stimulus_range, paradigm, paradigm_fn):
+def _basis(model, stimulus_range, paradigm, paradigm_fn, weights):
     if stimulus_range is not None:
         values = stimulus_range.to_numpy(np.float32) if isinstance(stimulus_range, pd.DataFrame) else \
             np.asarray(stimulus_range, dtype=np.float32)
@@ -64,8 +64,11 @@ def _basis(model, stimulus_range, paradigm, paradigm_fn):
         return pd.DataFrame(np.asarray(rows, dtype=np.float32))
     n_features = None
     if model.uses_weights:
-        n_features = model.get_paradigm(paradigm).shape[1] if (paradigm is not None or model.paradigm is not None) \
-            else model.weights.shape[0]
+        weights = model.weights if weights is None else weights
+        if weights is not None:
+            n_features = np.shape(weights)[0]
+        else:
+            n_features = model.get_paradigm(paradigm).shape[1]
     elif hasattr(model, "grid_coordinates"):
         n_features = len(model.grid_coordinates)
     if n_features is not None:
