@@ -108,8 +108,8 @@ class ResidualFitter:
 
     Notes
     -----
-    Every parameter is positive definite by construction: τ = softplus(z) (plus a floor of 1e-4 of the residuals'
-    RMS), ρ = sigmoid(z), σ² = softplus(z), so Ω ⪰ (1 − ρ) diag(τ²) ≻ 0. The log-likelihood uses Ω's Cholesky
+    Ω is positive definite by construction: τ = softplus(z) (plus a floor of 1e-4 of the residuals' RMS),
+    ρ = sigmoid(z) in (0, 1) (no negative shared correlation), σ² = softplus(z), so Ω ⪰ (1 − ρ) diag(τ²) ≻ 0. The log-likelihood uses Ω's Cholesky
     factor (log-determinant from its diagonal, the residuals whitened by a triangular solve); it is minimised by
     L-BFGS (scipy) on a compiled TensorFlow function of the unconstrained parameters, on residuals scaled to unit
     RMS (the scale is restored afterwards). For Student-t residuals Ω is the scale matrix (the covariance is
@@ -193,7 +193,7 @@ class ResidualFitter:
 
         Gaussian residuals: the expected (Fisher) information in closed form, (T/2) tr(Ω⁻¹ ∂Ω/∂θᵢ Ω⁻¹ ∂Ω/∂θⱼ),
         in float64. Student-t residuals: the observed information, the Hessian of the negative log-likelihood
-        by automatic differentiation (float32, about a second for 200 voxels). Parameters at a boundary of their
+        by automatic differentiation (float32; a few seconds for 200 voxels). Parameters at a boundary of their
         range (ρ or σ² near 0) have no meaningful SE; when the information is not positive definite the SEs
         are NaN (with a warning).
 
