@@ -194,6 +194,16 @@ class EncodingModel:
         columns = weights.columns if weights is not None else parameters.index
         return pd.DataFrame(prediction.numpy(), index=paradigm.index, columns=columns)
 
+    def get_stimulus_pdf(self, data, stimulus_range, parameters=None, omega=None, dof=None, weights=None,
+                         **kwargs):
+        """Posterior density of the stimulus over a grid for every row of ``data`` (``omega`` defaults to
+        ``self.omega``). See :func:`bids_encoder.decoding.stimulus_pdf` for the options (prior, 2-D grids,
+        circular stimuli, log densities)."""
+        from ..decoding.posterior import stimulus_pdf
+
+        return stimulus_pdf(self, data, stimulus_range, omega=omega, parameters=parameters, weights=weights,
+                            dof=dof, **kwargs)
+
     def simulate(self, paradigm=None, parameters=None, weights=None, noise=1.0, dof=None, n_repeats=1,
                  random_state=None):
         """Predictions plus noise.
