@@ -181,15 +181,16 @@ class FitProblem:
         n = len(history)
         return n >= max(min_n_iterations, lag + 1) and history[-1] - history[-1 - lag] < r2_atol
 
-    def outcome(self, history, converged):
+    def outcome(self, history, converged, ssr=None):
+        """Parameters, R², σ² and the history; ``ssr`` (numpy, per voxel) when the solver tracked it, else it is
+        computed from one prediction."""
         parameters = self.natural_parameters()
-        prediction = self.predict(parameters)
-        ssr = tf.reduce_sum(tf.square(self.y - self.project(prediction)), axis=0)
+        if ssr is None:
+            ssr = self.ssr(parameters).numpy()
         return {
             "parameters": parameters.numpy(),
-            "predictions": prediction.numpy(),
-            "r2": self.r2(ssr).numpy(),
-            "sigma2": None if self.log_sigma2 is None else ssr.numpy() / self.dof,
+            "r2": (1.0 - ssr / self.sst.numpy()).astype(np.float32),
+            "sigma2": None if self.log_sigma2 is None else ssr / self.dof,
             "history": np.asarray(history, dtype=np.float32),
             "n_iterations": len(history),
             "converged": converged,

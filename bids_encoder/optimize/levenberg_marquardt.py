@@ -240,8 +240,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     converged = np.zeros(n_voxels, bool)
     stalled = np.zeros(n_voxels, bool)
     voxel_inputs, shared_inputs = kernel.voxel_inputs(problem), kernel.shared_inputs(problem)
-    ssr = kernel.initial_ssr(problem) if hasattr(kernel, "initial_ssr") else \
-        problem.ssr(problem.natural_parameters()).numpy()  # of every voxel, kept for those that left
+    ssr = np.zeros(n_voxels, np.float32)  # of every voxel (all are in the first call), kept for those that left
     sst_values = problem.sst.numpy()
     history, snapshots, batch_sizes = [], [], []
     done_at_stop = 0
@@ -285,7 +284,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     problem.free.assign(free)
     logger.info("%s: %d iterations, mean R² %.4f, %d/%d voxels converged, %d stalled at maximum damping",
                 description, len(history), history[-1], int(converged.sum()), n_voxels, int(stalled.sum()))
-    outcome = problem.outcome(history, stopped)
+    outcome = problem.outcome(history, stopped, ssr=ssr.astype(np.float64))
     outcome["voxel_converged"] = converged
     outcome["voxel_stalled"] = stalled
     outcome["batch_sizes"] = batch_sizes  # voxels in the batch of every call (the active set)

@@ -50,6 +50,7 @@ class ParameterFitter:
     def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False, devices=None):
         self.model = model
         self.devices = devices
+        self._predictions, self._predicted = None, None
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
         self.memory_limit = int(memory_limit)
         self.log_dir = log_dir
@@ -263,7 +264,6 @@ class ParameterFitter:
 
         labels = self.model.get_parameter_labels()
         result = pd.DataFrame(np.nan, index=self.data.columns, columns=labels, dtype=np.float32)
-        predictions = np.full(self.data.shape, np.nan, dtype=np.float32)
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         sigma2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         voxel_converged = np.zeros(self.data.shape[1], dtype=bool)
@@ -312,7 +312,6 @@ class ParameterFitter:
         self.chunk_devices = [outcome["placed_on"] for outcome in outcomes]
         for chunk, outcome in zip(chunks, outcomes, strict=True):
             result.iloc[chunk] = outcome["parameters"]
-            predictions[:, chunk] = outcome["predictions"]
             r2[chunk] = outcome["r2"]
             voxel_converged[chunk] = outcome.get("voxel_converged", outcome["converged"])
             voxel_stalled[chunk] = outcome.get("voxel_stalled", False)
@@ -333,7 +332,8 @@ class ParameterFitter:
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.voxel_stalled = pd.Series(voxel_stalled, index=self.data.columns, name="stalled")
-        self.predictions = pd.DataFrame(predictions, index=self.data.index, columns=self.data.columns)
+        self._predictions = None  # computed on first use (whole-brain predictions are large)
+        self._predicted = (result, weights, basis is not None)
         self.estimated_sigma2 = (
             pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None
         )
@@ -341,6 +341,33 @@ class ParameterFitter:
             self.intermediate_parameters = self._stack_intermediate(intermediate, labels)
         self.parameters = result
         return result
+
+    @property
+    def predictions(self):
+        """Predictions (time × voxels DataFrame) of the last ``fit``'s parameters, before the confound projection;
+        NaN for voxels not fitted. Computed on first access, in chunks of voxels under ``memory_limit``."""
+        if self._predictions is None:
+            if self._predicted is None:
+                raise AttributeError("predictions exist after fit()")
+            parameters, weights, _ = self._predicted
+            values = np.full(self.data.shape, np.nan, dtype=np.float32)
+            fitted = np.flatnonzero(np.all(np.isfinite(parameters.to_numpy()), axis=1))
+            n_time, n_features = self.paradigm.shape
+            per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
+            size = int(max(1, self.memory_limit // per_voxel))
+            paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
+            for start in range(0, len(fitted), size):
+                chunk = fitted[start : start + size]
+                values[:, chunk] = self.model._predict(
+                    paradigm, tf.constant(parameters.to_numpy()[chunk], tf.float32),
+                    None if weights is None else tf.constant(weights[:, chunk], tf.float32),
+                    segments=self.segments).numpy()
+            self._predictions = pd.DataFrame(values, index=self.data.index, columns=self.data.columns)
+        return self._predictions
+
+    @predictions.setter
+    def predictions(self, value):
+        self._predictions = value
 
     def fit_grid(self, *args, use_correlation_cost=False, positive_amplitude=True, confounds=None,
                  progressbar=True):
