@@ -186,13 +186,28 @@ class WeightFitter:
         coefs = np.empty((n_cols, n_voxels), dtype=np.float32)
         ssr = np.empty(n_voxels)
         sst = np.empty(n_voxels)
+        lagged_form = hasattr(self.model, "_lagged") and hasattr(self.model, "hrf_model")
+        if lagged_form:  # each regressor is L_r k_v: project the few lagged copies once, not every voxel's design
+            shifted = self.model._lagged(paradigm_tf, self.model.hrf_model.get_kernel(), segments)
+            shifted = tf.cast(shifted, tf.float64)  # (R, T, K)
+            shifted_clean = shifted - tf.einsum("tk,rkj->rtj", basis_tf, tf.einsum("tk,rtj->rkj", basis_tf, shifted))
+            blocks = tf.einsum("rtk,stj->rskj", shifted_clean, shifted_clean)  # L_r' P L_s
+            bytes_per_voxel = 8 * (n_time * (n_reg + 3) + n_reg * n_reg * 4)
+            chunk = max(1, min(n_voxels, self.memory_limit // bytes_per_voxel))
+        hrf_labels = self.model.hrf_model.get_parameter_labels() if lagged_form else []
         for start in range(0, n_voxels, chunk):
             stop = min(start + chunk, n_voxels)
-            pars = tf.constant(parameters.iloc[start:stop].to_numpy())
-            design = tf.cast(self.model._design(paradigm_tf, pars, segments=segments), tf.float64)  # (T, v, R)
             target = tf.constant(y_t[start:stop].T.astype(np.float64))  # (T, v)
-            beta, residual_ssr, clean_sst, nuisance = _per_voxel_solve(design, target, basis_tf, nuisance_pinv_tf,
-                                                                       penalty)
+            if lagged_form:
+                kernels = tf.cast(self.model.hrf_model.get_kernel(
+                    tf.constant(parameters.iloc[start:stop][hrf_labels].to_numpy(), tf.float32)), tf.float64)
+                beta, residual_ssr, clean_sst, nuisance = _lagged_solve(shifted, shifted_clean, blocks, kernels,
+                                                                        target, basis_tf, nuisance_pinv_tf, penalty)
+            else:
+                pars = tf.constant(parameters.iloc[start:stop].to_numpy())
+                design = tf.cast(self.model._design(paradigm_tf, pars, segments=segments), tf.float64)  # (T, v, R)
+                beta, residual_ssr, clean_sst, nuisance = _per_voxel_solve(design, target, basis_tf,
+                                                                           nuisance_pinv_tf, penalty)
             coefs[:n_reg, start:stop] = beta.numpy().T
             coefs[n_reg:, start:stop] = nuisance.numpy()
             ssr[start:stop] = residual_ssr.numpy()
@@ -234,6 +249,24 @@ def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
     ssr = tf.reduce_sum(tf.square(residual), axis=0)
     sst = tf.reduce_sum(tf.square(target_clean), axis=0)
     nuisance = tf.matmul(nuisance_pinv, target - tf.einsum("tvr,vr->tv", design, beta))
+    return beta, ssr, sst, nuisance
+
+
+@tf.function(reduce_retracing=True)
+def _lagged_solve(shifted, shifted_clean, blocks, kernels, target, basis, nuisance_pinv, penalty):
+    """:func:`_per_voxel_solve` for designs ``L_r k_v`` (lagged regressors times per-voxel kernels): the normal
+    equations from the shared blocks ``L_r' P L_s`` (taps × taps) and ``L_r' P y``, so no (time × voxels ×
+    regressors) design is projected."""
+    target_clean = target - tf.matmul(basis, tf.matmul(basis, target, transpose_a=True))
+    gram = tf.einsum("kv,rskj,jv->vrs", kernels, blocks, kernels) + penalty
+    moments = tf.einsum("rtk,tv->rkv", shifted_clean, target_clean)  # L_r' P y
+    rhs = tf.einsum("rkv,kv->vr", moments, kernels)[..., tf.newaxis]
+    beta = tf.linalg.solve(gram, rhs)[..., 0]
+    sst = tf.reduce_sum(tf.square(target_clean), axis=0)
+    ssr = sst - 2.0 * tf.reduce_sum(beta * rhs[..., 0], axis=1) + tf.einsum("vr,vrs,vs->v", beta, gram - penalty,
+                                                                            beta)
+    fitted = tf.einsum("rtk,kv,vr->tv", shifted, kernels, beta)  # Σ_r β_r L_r k_v, before the projection
+    nuisance = tf.matmul(nuisance_pinv, target - fitted)
     return beta, ssr, sst, nuisance
 
 
