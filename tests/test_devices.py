@@ -63,3 +63,29 @@ def test_memory_limit_is_capped_by_the_gpus_free_memory(tmp_path, monkeypatch):
     assert _cli_support._device_memory_limit(1_000_000_000, "GPU") == 1_000_000_000
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert gpu_free_memory() == 8000 * 2**20
+
+
+def test_gpu_script_runs_here_with_the_gpu_columns_skipped():
+    """benchmarks/gpu.sh passes shellcheck and, on this GPU-less machine, checks the devices, skips the GPU tests
+    and prints the CPU column of its table with the GPU one marked skipped (exit 0)."""
+    import os
+    import shutil
+
+    root = HERE.parent
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    if not shellcheck.is_file():
+        shellcheck = shutil.which("shellcheck")
+    if shellcheck:
+        lint = subprocess.run([str(shellcheck), str(root / "benchmarks" / "gpu.sh")], capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout
+    env = {key: value for key, value in os.environ.items() if key != "BIDS_ENCODER_SZINTE_DIR"}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh"), "--smoke"], capture_output=True, text=True,
+                          env=dict(env, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="-1"), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert any("GPUs none visible" in line for line in lines)
+    assert "skipped: no GPU visible to TensorFlow" in lines
+    row = next(line for line in lines if line.startswith("| smoke |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "300" and float(cells[2]) > 0 and cells[5] == "skipped (no GPU)"
+    assert 0.0 < float(cells[9].split("/")[0]) < 1.0  # the CPU fit's median R²

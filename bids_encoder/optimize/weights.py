@@ -192,18 +192,24 @@ class WeightFitter:
             shifted = tf.cast(shifted, tf.float64)  # (R, T, K)
             shifted_clean = shifted - tf.einsum("tk,rkj->rtj", basis_tf, tf.einsum("tk,rtj->rkj", basis_tf, shifted))
             blocks = tf.einsum("rtk,stj->rskj", shifted_clean, shifted_clean)  # L_r' P L_s
-            bytes_per_voxel = 8 * (n_time * (n_reg + 3) + n_reg * n_reg * 4)
+            wide = tf.reshape(tf.transpose(shifted, [1, 0, 2]), [n_time, -1])  # (T, R · K)
+            wide_clean = tf.reshape(tf.transpose(shifted_clean, [1, 0, 2]), [n_time, -1])
+            taps = int(shifted.shape[2])
+            # per voxel: its series in float32 and float64, cleaned, fitted and their difference; the small systems
+            bytes_per_voxel = 4 * n_time + 8 * 4 * n_time + 8 * (n_reg * taps * 3 + n_reg * n_reg * 4)
             chunk = max(1, min(n_voxels, self.memory_limit // bytes_per_voxel))
         hrf_labels = self.model.hrf_model.get_parameter_labels() if lagged_form else []
         for start in range(0, n_voxels, chunk):
             stop = min(start + chunk, n_voxels)
-            target = tf.constant(y_t[start:stop].T.astype(np.float64))  # (T, v)
-            if lagged_form:
-                kernels = tf.cast(self.model.hrf_model.get_kernel(
-                    tf.constant(parameters.iloc[start:stop][hrf_labels].to_numpy(), tf.float32)), tf.float64)
-                beta, residual_ssr, clean_sst, nuisance = _lagged_solve(shifted, shifted_clean, blocks, kernels,
-                                                                        target, basis_tf, nuisance_pinv_tf, penalty)
+            if lagged_form:  # (voxels × time) as pandas stores it: no transposed copy
+                kernels = tf.cast(tf.transpose(self.model.hrf_model.get_kernel(
+                    tf.constant(parameters.iloc[start:stop][hrf_labels].to_numpy(), tf.float32))), tf.float64)
+                y = tf.cast(as_tensor(np.ascontiguousarray(y_t[start:stop])), tf.float64)
+                beta, residual_ssr, clean_sst, nuisance = _lagged_solve(wide, wide_clean, blocks, kernels, y,
+                                                                        basis_tf, nuisance_pinv_tf, penalty)
+                del y
             else:
+                target = tf.constant(y_t[start:stop].T.astype(np.float64))  # (T, v)
                 pars = tf.constant(parameters.iloc[start:stop].to_numpy())
                 design = tf.cast(self.model._design(paradigm_tf, pars, segments=segments), tf.float64)  # (T, v, R)
                 beta, residual_ssr, clean_sst, nuisance = _per_voxel_solve(design, target, basis_tf,
@@ -253,20 +259,23 @@ def _per_voxel_solve(design, target, basis, nuisance_pinv, penalty):
 
 
 @tf.function(reduce_retracing=True)
-def _lagged_solve(shifted, shifted_clean, blocks, kernels, target, basis, nuisance_pinv, penalty):
+def _lagged_solve(shifted, shifted_clean, blocks, kernels, y, basis, nuisance_pinv, penalty):
     """:func:`_per_voxel_solve` for designs ``L_r k_v`` (lagged regressors times per-voxel kernels): the normal
     equations from the shared blocks ``L_r' P L_s`` (taps × taps) and ``L_r' P y``, so no (time × voxels ×
-    regressors) design is projected."""
-    target_clean = target - tf.matmul(basis, tf.matmul(basis, target, transpose_a=True))
-    gram = tf.einsum("kv,rskj,jv->vrs", kernels, blocks, kernels) + penalty
-    moments = tf.einsum("rtk,tv->rkv", shifted_clean, target_clean)  # L_r' P y
-    rhs = tf.einsum("rkv,kv->vr", moments, kernels)[..., tf.newaxis]
-    beta = tf.linalg.solve(gram, rhs)[..., 0]
-    sst = tf.reduce_sum(tf.square(target_clean), axis=0)
-    ssr = sst - 2.0 * tf.reduce_sum(beta * rhs[..., 0], axis=1) + tf.einsum("vr,vrs,vs->v", beta, gram - penalty,
-                                                                            beta)
-    fitted = tf.einsum("rtk,kv,vr->tv", shifted, kernels, beta)  # Σ_r β_r L_r k_v, before the projection
-    nuisance = tf.matmul(nuisance_pinv, target - fitted)
+    regressors) design exists. ``y`` is (voxels × time), ``kernels`` (voxels × taps), ``shifted`` and
+    ``shifted_clean`` (time × regressors · taps); every product is a plain matrix product."""
+    n_reg = tf.shape(blocks)[0]
+    n_taps = tf.shape(kernels)[1]
+    y_clean = y - tf.matmul(tf.matmul(y, basis), basis, transpose_b=True)
+    moments = tf.reshape(tf.matmul(y_clean, shifted_clean), [-1, n_reg, n_taps])  # L_r' P y: (v, R, K)
+    rhs = tf.einsum("vrk,vk->vr", moments, kernels)
+    gram = tf.einsum("vk,rskj,vj->vrs", kernels, blocks, kernels)
+    beta = tf.linalg.solve(gram + penalty, rhs[..., tf.newaxis])[..., 0]
+    sst = tf.reduce_sum(tf.square(y_clean), axis=1)
+    ssr = sst - 2.0 * tf.reduce_sum(beta * rhs, axis=1) + tf.einsum("vr,vrs,vs->v", beta, gram, beta)
+    scaled = tf.reshape(beta[:, :, tf.newaxis] * kernels[:, tf.newaxis, :], [-1, n_reg * n_taps])  # β_r k_v
+    fitted = tf.matmul(scaled, shifted, transpose_b=True)  # Σ_r β_r L_r k_v: (v, T)
+    nuisance = tf.matmul(nuisance_pinv, y - fitted, transpose_b=True)  # (k, v)
     return beta, ssr, sst, nuisance
 
 
