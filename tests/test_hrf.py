@@ -103,3 +103,19 @@ def test_bad_hrf_arguments():
         CustomHRFModel([0.0, np.nan])
     kernel = CustomHRFModel([0.0, 1.0, 3.0]).get_kernel().numpy()
     np.testing.assert_allclose(kernel, [0.0, 0.25, 0.75])
+
+
+@pytest.mark.parametrize("n_time", [40, 700])
+def test_shared_kernel_convolution_equals_numpy(rng, n_time):
+    """Both routes of the shared-kernel convolution (Toeplitz product for short runs, conv1d for long ones) give
+    numpy's causal convolution, run by run."""
+    from bids_encoder.hrf import TOEPLITZ_MAX_TIME, convolve
+
+    assert (n_time <= TOEPLITZ_MAX_TIME) != (n_time == 700)
+    kernel = rng.normal(size=12).astype(np.float32)
+    series = rng.normal(size=(2 * n_time, 5, 3)).astype(np.float32)
+    out = convolve(tf.constant(series), tf.constant(kernel), segments=(n_time, n_time)).numpy()
+    for start in (0, n_time):
+        part = series[start:start + n_time]
+        expected = np.apply_along_axis(lambda s: np.convolve(s, kernel)[:n_time], 0, part)
+        np.testing.assert_allclose(out[start:start + n_time], expected, rtol=1e-4, atol=1e-4)

@@ -116,8 +116,12 @@ def _save_bold(signal, affine, tr, path, start_time=None):
 
 
 def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolution=4, noise=0.2, prf_noise=0.3,
-                     seed=0):
-    """Write the dataset under ``root`` and return its :class:`MNIExampleTruth`."""
+                     seed=0, prf_coverage="slab"):
+    """Write the dataset under ``root`` and return its :class:`MNIExampleTruth`.
+
+    ``prf_coverage``: the retinotopic run covers an occipital slab (as a partial-coverage acquisition would), or
+    the whole ``"brain"`` (pRFs planted in the same occipital voxels; the whole-brain pRF benchmark).
+    """
     from nilearn import datasets
 
     root = Path(root)
@@ -131,8 +135,9 @@ def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolu
     vertices = np.concatenate([np.asarray(pial.parts[part].coordinates, np.float64) for part in ("left", "right")])
     n_vertices = len(vertices) // 2
 
-    slab = mask & (mm[..., 1] <= -64.0)
-    truth.prf_mask = slab & (mm[..., 1] <= -68.0) & (np.abs(mm[..., 2] - CALCARINE_Z) <= 24.0)
+    occipital = mask & (mm[..., 1] <= -64.0)
+    slab = mask if prf_coverage == "brain" else occipital
+    truth.prf_mask = occipital & (mm[..., 1] <= -68.0) & (np.abs(mm[..., 2] - CALCARINE_Z) <= 24.0)
     frames_table, grid = bar_apertures(n_side=17, extent=PRF_EXTENT, n_steps=16, blank=4)
     frames = frames_table.to_numpy().reshape(-1, 17, 17)  # t × x × y, x-major as the grid
     n_prf = len(frames)
