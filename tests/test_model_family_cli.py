@@ -1,0 +1,171 @@
+"""The model family through the CLI: 1-D tuning models from events (numerosity on volumes, orientation on
+surfaces), the 2-D pRF family, model comparison at both levels."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import make_example_dataset
+from bids_encoder.datasets.tuning_example import make_tuning_dataset
+from bids_encoder.workflows.comparison import best_model
+
+FAST = ["--confounds", "motion", "--confounds-param", "motion=basic", "--nthreads", "1"]
+SPACE = "space-MNI152NLin2009cAsym_res-2"
+
+
+@pytest.fixture(scope="module")
+def numerosity(tmp_path_factory):
+    """One subject, two runs, log-Gaussian tuning planted (one event's peak response = the noise SD), fitted with
+    loggauss1d and gauss1d (compared by cvR²; leave one run out), with the report."""
+    root = tmp_path_factory.mktemp("numerosity")
+    truth = make_tuning_dataset(root / "bids", "numerosity", n_subjects=1, seed=3)
+    out = root / "out"
+    assert main([str(root / "bids"), str(out), "participant", "--model", "loggauss1d,gauss1d", "--stimulus-column",
+                 "numerosity", "--nuisance-trial-type", "response", "--positive-amplitude",
+                 "--work-dir", str(root / "work"), *FAST]) == 0
+    return truth, out
+
+
+def _volume(out, subject, model, stat):
+    path = out / f"sub-{subject}" / "func" / (f"sub-{subject}_task-numerosity_{SPACE}_model-{model}_stat-{stat}"
+                                               "_statmap.nii.gz")
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def test_numerosity_recovered_through_the_cli(numerosity, subject="01"):
+    """Preferred numerosity (exp(mu), natural units) against the planted one: r ≥ 0.9 over the voxels with
+    cvR² > 0 (which must be most of them)."""
+    truth, out = numerosity
+    preferred = _volume(out, subject, "loggauss1d", "preferred")[truth.mask]
+    cvr2 = _volume(out, subject, "loggauss1d", "cvrsquared")[truth.mask]
+    planted = truth.preferred[subject][truth.mask]
+    chosen = cvr2 > 0
+    assert chosen.mean() > 0.6
+    r = np.corrcoef(preferred[chosen], planted[chosen])[0, 1]
+    assert r >= 0.9, r
+    mu = _volume(out, subject, "loggauss1d", "mu")[truth.mask]
+    np.testing.assert_allclose(np.exp(mu), preferred, rtol=1e-5)  # the derived map in natural units
+    assert (_volume(out, subject, "loggauss1d", "amplitude")[truth.mask] > 0).all()  # --positive-amplitude
+    sidecar = json.loads((out / f"sub-{subject}/func/sub-{subject}_task-numerosity_{SPACE}_model-loggauss1d_stat-"
+                                "preferred_statmap.json").read_text())
+    assert sidecar["Units"] == "units of the events' numerosity column"
+    assert sidecar["Model"]["Class"] == "LogGaussianPRFWithHRF"
+    stimulus = sidecar["Fitter"]["ParameterFitter"]["Stimulus"]
+    assert stimulus["Column"] == "numerosity" and stimulus["Values"] == [1, 2, 3, 4, 5, 6, 7]
+    assert sidecar["Fitter"]["ParameterFitter"]["PositiveAmplitude"] is True
+    design = pd.read_csv(next((out / f"sub-{subject}/func").glob("*model-loggauss1d_design.tsv")), sep="\t")
+    assert "nuisance_response" in design.columns and "numerosity-7" in design.columns
+
+
+def test_model_comparison_maps(numerosity, tmp_path):
+    """Participant: the best model by cvR² per voxel, legend in the sidecar; group (participant outputs copied
+    to three subjects, their best-model maps replaced by known ones): mode and fraction per model."""
+    truth, out = numerosity
+    stem = f"sub-01/func/sub-01_task-numerosity_{SPACE}_model-comparison_stat-bestmodel_statmap"
+    best = np.asarray(nib.load(out / f"{stem}.nii.gz").dataobj)
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    assert sidecar["Levels"] == {"1": "loggauss1d", "2": "gauss1d"}
+    expected = best_model(np.vstack([_volume(out, "01", m, "cvrsquared")[truth.mask] for m in ("loggauss1d",
+                                                                                                "gauss1d")]))
+    np.testing.assert_array_equal(best[truth.mask], expected)
+    assert np.isnan(best[~truth.mask]).all()
+    assert sum(sidecar["FractionOfVoxelsWon"].values()) == pytest.approx(1.0)
+    report = (out / "sub-01.html").read_text()
+    assert "Tuning and parameter distributions" in report and "model-loggauss1d_tuning.svg" in report
+    group_out = tmp_path / "out"
+    shutil.copytree(out, group_out, ignore=shutil.ignore_patterns("*.html", "figures", "logs"))
+    rng = np.random.default_rng(0)
+    planted = {}
+    for subject in ("02", "03"):  # the same fit under other subject labels, with known best-model maps
+        shutil.copytree(group_out / "sub-01", group_out / f"sub-{subject}")
+        for path in list((group_out / f"sub-{subject}").rglob("sub-01_*")):
+            path.rename(path.with_name(path.name.replace("sub-01_", f"sub-{subject}_")))
+    for subject in ("01", "02", "03"):
+        path = group_out / f"sub-{subject}/func/sub-{subject}_task-numerosity_{SPACE}_model-comparison_stat-" \
+                           "bestmodel_statmap.nii.gz"
+        image = nib.load(path)
+        values = np.where(truth.mask, rng.integers(1, 3, truth.mask.shape), np.nan).astype(np.float32)
+        planted[subject] = values
+        nib.Nifti1Image(values, image.affine).to_filename(path)
+    bids = tmp_path / "bids"
+    make_tuning_dataset(bids, "numerosity", n_subjects=3, n_volumes=30, n_per_value=1, seed=1)
+    assert main([str(bids), str(group_out), "group", "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0
+    group = group_out / "group"
+    mode = np.asarray(nib.load(group / f"task-numerosity_{SPACE}_model-comparison_stat-bestmodel_desc-mode"
+                                       "_statmap.nii.gz").dataobj)
+    fractions = {m: np.asarray(nib.load(group / f"task-numerosity_{SPACE}_model-comparison_stat-fraction_desc-{m}"
+                                                "_statmap.nii.gz").dataobj) for m in ("loggauss1d", "gauss1d")}
+    inside = truth.mask
+    votes = np.stack([planted[s][inside] for s in ("01", "02", "03")])
+    np.testing.assert_allclose(fractions["loggauss1d"][inside], (votes == 1).mean(axis=0))
+    np.testing.assert_allclose(fractions["gauss1d"][inside], (votes == 2).mean(axis=0))
+    np.testing.assert_array_equal(mode[inside], np.where((votes == 1).sum(axis=0) >= 2, 1.0, 2.0))
+    meta = json.loads((group / f"task-numerosity_{SPACE}_model-comparison_stat-bestmodel_desc-mode_statmap.json")
+                      .read_text())
+    assert meta["Levels"] == {"1": "loggauss1d", "2": "gauss1d"} and "never a mean" in meta["Statistic"]
+    assert not list(group.glob("*model-comparison*desc-mean*"))
+
+
+def test_orientation_on_surfaces(tmp_path):
+    """Von Mises tuning of 8 orientations (period 180°) on fsaverage-style GIFTI surfaces: preferred orientation
+    within a few degrees (circular error) and r ≥ 0.9 over the vertices with cvR² > 0."""
+    truth = make_tuning_dataset(tmp_path / "bids", "orientation", n_subjects=1, surface_vertices=50, seed=5)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bids"), str(out), "participant", "--model", "vonmises1d", "--stimulus-column",
+                 "orientation", "--stimulus-period", "180", "--space", "fsaverage5", "--no-report",
+                 "--work-dir", str(tmp_path / "work"), *FAST]) == 0
+
+    def surface(stat):
+        return np.concatenate([np.asarray(nib.load(out / "sub-01/func" / (
+            f"sub-01_task-orientation_hemi-{h}_space-fsaverage5_model-vonmises1d_stat-{stat}_statmap.func.gii"))
+            .darrays[0].data, dtype=np.float64) for h in ("L", "R")])
+
+    preferred, cvr2 = surface("preferred"), surface("cvrsquared")
+    planted = truth.surface_preferred["01"]
+    chosen = cvr2 > 0
+    assert chosen.mean() > 0.6
+    error = np.degrees(np.angle(np.exp(1j * np.radians(2 * (preferred - planted))))) / 2  # period 180
+    assert np.median(np.abs(error[chosen])) < 10
+    assert np.corrcoef(planted[chosen] + error[chosen], planted[chosen])[0, 1] >= 0.9
+    assert ((preferred >= 0) & (preferred < 180)).all()
+
+
+def test_prf_family_on_volume_and_surface(tmp_path):
+    """dog2d and dn2d on bar apertures in a volume (with their comparison), css2d on fsaverage5: every model's
+    parameter maps, derived maps and cvR²."""
+    bids = tmp_path / "bids"
+    make_example_dataset(bids, n_subjects=1, n_runs=1, n_volumes=40, shape=(5, 6, 4), noise=0.5, seed=2,
+                         surface_vertices=20)
+    (bids / "stimuli").mkdir()
+    frames = np.zeros((40, 10, 8), np.float32)
+    for t in range(40):
+        frames[t, t % 10, :] = 1.0
+    np.save(bids / "stimuli/bars.npy", frames)
+    (bids / "stimuli/bars.json").write_text(json.dumps({"VisualAngleX": [-5, 5], "VisualAngleY": [4, -4]}))
+    pd.DataFrame({"onset": [0.0], "duration": [80.0], "trial_type": ["bars"], "stim_file": ["bars.npy"]}).to_csv(
+        bids / "sub-01/func/sub-01_task-localizer_run-1_events.tsv", sep="\t", index=False)
+    extra = {"css2d": ["n"], "dog2d": ["srfAmplitude", "srfSize"], "dn2d": ["rfAmplitude", "neuralBaseline"]}
+    for space, kind, models in (("MNI152NLin2009cAsym", "volume", ("dog2d", "dn2d")),
+                                ("fsaverage5", "gifti", ("css2d",))):
+        out = tmp_path / f"out-{kind}"
+        arguments = [str(bids), str(out), "participant", "--model", ",".join(models), "--space", space,
+                     "--max-iterations", "5", "--no-report", "--work-dir", str(tmp_path / "work"), *FAST]
+        assert main(arguments) == 0
+        func = out / "sub-01/func"
+        names = {p.name for p in func.iterdir()}
+        prefix = ("sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2" if kind == "volume"
+                  else "sub-01_task-localizer_hemi-L_space-fsaverage5")
+        extension = ".nii.gz" if kind == "volume" else ".func.gii"
+        for model in models:
+            for stat in ["x", "y", "sd", "polarAngle", "eccentricity", "rsquared", "cvrsquared", *extra[model]]:
+                assert f"{prefix}_model-{model}_stat-{stat}_statmap{extension}" in names, (model, stat)
+        comparison = f"{prefix}_model-comparison_stat-bestmodel_statmap{extension}"
+        assert (comparison in names) == (len(models) > 1)
+        if len(models) > 1:
+            legend = json.loads(next(func.glob("*model-comparison_stat-bestmodel_statmap.json")).read_text())
+            assert legend["Levels"] == {"1": "dog2d", "2": "dn2d"}
