@@ -294,7 +294,8 @@ def _models(values):
     models = tuple(dict.fromkeys(part for value in values for part in str(value).replace(",", " ").split()))
     unknown = [model for model in models if model not in MODELS]
     if unknown or not models:
-        raise AppError(f"Invalid --model {', '.join(unknown) or repr('')}: choose from {', '.join(MODELS)}", 64)
+        raise AppError(f"Invalid value for '--model': {', '.join(map(repr, unknown)) or repr('')} (choose from "
+                       f"{', '.join(MODELS)})", 64)
     return models
 
 
