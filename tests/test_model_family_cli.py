@@ -3,6 +3,7 @@ surfaces), the 2-D pRF family, model comparison at both levels."""
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -169,3 +170,36 @@ def test_prf_family_on_volume_and_surface(tmp_path):
         if len(models) > 1:
             legend = json.loads(next(func.glob("*model-comparison_stat-bestmodel_statmap.json")).read_text())
             assert legend["Levels"] == {"1": "dog2d", "2": "dn2d"}
+
+
+def test_group_summarises_preferred_orientation_circularly(tmp_path):
+    """vonmises1d's preferred orientation (period 180°) is averaged on the circle at the group level: 170° and
+    10° average to 0°, not 90° (checked against scipy.stats.circmean with high=180)."""
+    from scipy import stats as scipy_stats
+
+    from bids_encoder.bids.derivatives import map_paths, sidecar_path
+    from bids_encoder.bids.images import MapWriter
+
+    bids = tmp_path / "bids"
+    make_tuning_dataset(bids, "orientation", n_subjects=3, n_volumes=30, n_per_value=1, shape=(3, 3, 2), seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps({"Name": "o", "BIDSVersion": "1.9.0",
+                                                              "DatasetType": "derivative"}))
+    mask = np.ones((4, 1, 1), bool)
+    writer = MapWriter("volume", reference=nib.Nifti1Image(np.zeros((4, 1, 1), np.float32), np.eye(4)), mask=mask)
+    preferred = np.array([[170.0, 10.0, 90.0, 45.0], [10.0, 10.0, 80.0, 50.0], [175.0, 20.0, 100.0, 40.0]])
+    for row, subject in zip(preferred, ("01", "02", "03"), strict=True):
+        entities = {"subject": subject, "task": "orientation", "space": "MNI152NLin2009cAsym", "model": "vonmises1d"}
+        for stat, values, extra in (("preferred", row, {"CircularPeriod": 180.0}), ("rsquared", np.full(4, 0.5), {})):
+            path = map_paths(out, {**entities, "stat": stat}, "volume")
+            writer.write(values, path, name=stat)
+            sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "degrees", "Runs": [1],
+                                                      "MedianRSquared": 0.5, **extra}))
+    assert main([str(bids), str(out), "group", "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0
+    stem = out / "group/task-orientation_space-MNI152NLin2009cAsym_model-vonmises1d_stat-preferred_desc-mean_statmap"
+    mean = np.asarray(nib.load(f"{stem}.nii.gz").dataobj).ravel()
+    expected = scipy_stats.circmean(preferred, high=180.0, low=0.0, axis=0)
+    np.testing.assert_allclose(np.angle(np.exp(1j * np.radians(2 * (mean - expected)))), 0.0, atol=1e-4)
+    assert abs(mean[0] - 178.33) < 0.5 or abs(mean[0] + 1.67) < 0.5  # near 0°/180°, far from the linear 118°
+    assert json.loads(Path(f"{stem}.json").read_text())["Test"]["PeriodDegrees"] == 180.0

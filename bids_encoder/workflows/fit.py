@@ -50,6 +50,7 @@ class MapSpec:
     description: str
     units: str
     contrast: str | None = None
+    sidecar: dict | None = None  # extra sidecar fields (e.g. the period of a circular map)
 
 
 @dataclass

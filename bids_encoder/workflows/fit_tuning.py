@@ -77,8 +77,10 @@ def natural_maps(model_name, parameters, column, period):
         with np.errstate(invalid="ignore", divide="ignore"):
             half = np.arccos(1.0 - np.log(2) / kappa)  # where exp(kappa (cos d - 1)) = 1/2
         fwhm = np.where(kappa > np.log(2) / 2, 2 * half * period / (2 * np.pi), np.nan)
+    circular = {"CircularPeriod": period} if model_name == "vonmises1d" else None
     return [
-        MapSpec("preferred", preferred.astype(np.float32), f"Preferred {column}: the peak of the tuning curve", units),
+        MapSpec("preferred", preferred.astype(np.float32), f"Preferred {column}: the peak of the tuning curve", units,
+                sidecar=circular),
         MapSpec("fwhm", fwhm.astype(np.float32), f"Full width at half maximum of the tuning curve over {column}"
                 + (" (NaN: the curve never falls to half its peak)" if model_name == "vonmises1d" else ""), units),
     ]
