@@ -146,3 +146,23 @@ def test_staged_fit_recovers_the_extended_models(rng, name, model_class, extra, 
     assert set(default_extra_grid(model)) <= set(labels)
     if name == "dn":
         assert (fit.parameters["surround_baseline"] == 1.0).all()
+
+
+def test_derived_maps_in_natural_units_and_best_model():
+    """preferred and FWHM against closed forms (Gaussian 2.3548 sd; von Mises 2 arccos(1 - ln 2 / kappa) on the
+    stimulus period, NaN when the curve never halves); best model by cvR², NaN where no model has one."""
+    from bids_encoder.workflows.comparison import best_model
+    from bids_encoder.workflows.fit_tuning import model_values, natural_maps
+
+    gauss = natural_maps("gauss1d", pd.DataFrame({"mu": [3.0], "sd": [0.5]}), "numerosity", None)
+    assert gauss[0].values[0] == pytest.approx(3.0)
+    assert gauss[1].values[0] == pytest.approx(2 * np.sqrt(2 * np.log(2)) * 0.5, rel=1e-6)
+    mu = model_values("vonmises1d", [170.0], 180.0)  # radians on the doubled circle
+    vonmises = natural_maps("vonmises1d", pd.DataFrame({"mu": [mu[0] - 2 * np.pi, mu[0]], "kappa": [2.0, 0.2]}),
+                            "orientation", 180.0)
+    np.testing.assert_allclose(vonmises[0].values, [170.0, 170.0], rtol=1e-5)
+    assert vonmises[1].values[0] == pytest.approx(2 * np.arccos(1 - np.log(2) / 2.0) * 180 / (2 * np.pi), rel=1e-5)
+    assert np.isnan(vonmises[1].values[1])  # kappa 0.2: the minimum exp(-0.4) stays above half the peak
+    assert vonmises[0].sidecar == {"CircularPeriod": 180.0}
+    best = best_model([[0.1, np.nan, -0.2, np.nan], [0.3, 0.0, -0.5, np.nan]])
+    np.testing.assert_array_equal(best, [2.0, 2.0, 1.0, np.nan])
