@@ -95,7 +95,8 @@ def test_model_comparison_maps(numerosity, tmp_path):
         nib.Nifti1Image(values, image.affine).to_filename(path)
     bids = tmp_path / "bids"
     make_tuning_dataset(bids, "numerosity", n_subjects=3, n_volumes=30, n_per_value=1, seed=1)
-    assert main([str(bids), str(group_out), "group", "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0
+    assert main([str(bids), str(group_out), "group", "--model", "loggauss1d", "--model", "gauss1d",
+                 "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0  # several models: with their comparison
     group = group_out / "group"
     mode = np.asarray(nib.load(group / f"task-numerosity_{SPACE}_model-comparison_stat-bestmodel_desc-mode"
                                        "_statmap.nii.gz").dataobj)
