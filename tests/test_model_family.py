@@ -166,3 +166,15 @@ def test_derived_maps_in_natural_units_and_best_model():
     assert vonmises[0].sidecar == {"CircularPeriod": 180.0}
     best = best_model([[0.1, np.nan, -0.2, np.nan], [0.3, 0.0, -0.5, np.nan]])
     np.testing.assert_array_equal(best, [2.0, 2.0, 1.0, np.nan])
+
+
+def test_log_gaussian_refuses_non_positive_values():
+    from types import SimpleNamespace
+
+    from bids_encoder.bids.layout import InputError
+    from bids_encoder.workflows.fit_tuning import fit_tuning_inputs
+
+    inputs = SimpleNamespace(stimulus_values=np.array([0.0, 1.0, 2.0]), stimulus_column="contrast", tr=1.0)
+    with pytest.raises(InputError, match="must be positive") as raised:
+        fit_tuning_inputs(inputs, "loggauss1d", "canonical", None, "ssq", 1e8, False)
+    assert raised.value.exit_code == 65

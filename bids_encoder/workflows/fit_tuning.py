@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..bids.layout import InputError
 from ..hrf import SPMHRFModel
 from ..models import (
     GaussianPRF,
@@ -121,6 +122,9 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
     with_hrf, without_hrf, description = TUNING_MODELS[model_name]
     period = float(stimulus_period or 360.0)
     column = inputs.stimulus_column
+    if model_name == "loggauss1d" and np.any(np.asarray(inputs.stimulus_values) <= 0):
+        raise InputError(f"--model loggauss1d takes the log of the {column} values, which must be positive (found "
+                         f"{float(np.min(inputs.stimulus_values)):g})", exit_code=65)
     values = model_values(model_name, inputs.stimulus_values, period)
     settings = lm_settings(max_iterations)
     extra = nuisance(inputs)
