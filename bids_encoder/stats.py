@@ -89,9 +89,19 @@ def circular_median(degrees):
     return circular_mean(candidates)
 
 
-def circular_summary(degrees):
-    """{'mean', 'median', 'sd'} of angles in degrees, per voxel."""
-    return {"mean": circular_mean(degrees), "median": circular_median(degrees), "sd": circular_sd(degrees)}
+def circular_summary(degrees, period=360.0):
+    """{'mean', 'median', 'sd'} of angles in degrees, per voxel.
+
+    ``period`` (degrees): values that repeat every ``period`` (180 for orientations) are mapped onto the full circle
+    first; the mean and median come back in [0, period), the SD in the values' units. With 360 (the default),
+    mean and median are in (−180, 180].
+    """
+    if float(period) == 360.0:
+        return {"mean": circular_mean(degrees), "median": circular_median(degrees), "sd": circular_sd(degrees)}
+    scale = 360.0 / float(period)
+    full = _as_array(degrees) * scale
+    return {"mean": np.mod(circular_mean(full) / scale, period), "median": np.mod(circular_median(full) / scale, period),
+            "sd": circular_sd(full) / scale}
 
 
 def one_sample_t(values):

@@ -28,6 +28,7 @@ from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
+from .comparison import COMPARISON, group_comparison
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
 from .interrupts import raise_if_interrupted
 
@@ -117,8 +118,12 @@ def run_group(bids_dir, output_dir, options):
         raise InputError(f"No participant outputs under {output_dir} for {chosen}"
                          + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
                             if options.participant_label else ""), exit_code=18)
+    comparisons = {}
+    for fit in [fit for fit in fits if dict(fit.key).get("model") == COMPARISON]:
+        comparisons.setdefault(fit.key, {}).setdefault(fit.subject, []).append(fit)
+    fits = [fit for fit in fits if dict(fit.key).get("model") != COMPARISON]
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
-    groups = _check(fits, expected, atlas)
+    groups = _check(fits, expected, atlas) if fits else {}
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
@@ -128,6 +133,12 @@ def run_group(bids_dir, output_dir, options):
         written, shown = [], []
         for key, subjects in groups.items():
             written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown)
+        for key, subjects in comparisons.items():  # categorical: mode and fractions, never a mean
+            if len(subjects) < 2 or is_native(dict(key).get("space", "")):
+                logger.warning("%s: %d participant(s)%s: no group model comparison", fit_name(key), len(subjects),
+                               " in a native space" if len(subjects) >= 2 else "")
+                continue
+            written += group_comparison(key, subjects, staging, _common_sidecar(subjects, options))
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
         (staging / "group").chmod(0o755)
@@ -156,13 +167,17 @@ def _kind(subjects):
     return "gifti" if isinstance(path, dict) else "cifti" if str(path).endswith(".dscalar.nii") else "volume"
 
 
-def _combine(arrays, circular):
-    """Average a participant's sessions (one array each): NaN-aware, circular for angles."""
+def _combine(arrays, period):
+    """Average a participant's sessions (one array each): NaN-aware, circular for angles (``period`` in degrees;
+    None: linear)."""
     if len(arrays) == 1:
         return arrays[0]
     stacked = np.vstack(arrays)
-    if circular:
+    if period == 360.0:
         return stats.circular_mean(stacked)
+    if period is not None:
+        scale = 360.0 / period
+        return np.mod(stats.circular_mean(stacked * scale) / scale, period)
     finite = np.isfinite(stacked)
     n = finite.sum(axis=0)
     total = np.where(finite, stacked, 0.0).sum(axis=0)
@@ -198,8 +213,9 @@ class _SubjectMaps:
                 keep &= np.where(np.isfinite(cvr2), cvr2, -np.inf) >= min_cvrsquared
             self.keep.append(keep)
 
-    def values(self, stat):
-        """The participant's map of (contrast, stat), flat; None when none of its fits has it."""
+    def values(self, stat, period=None):
+        """The participant's map of (contrast, stat), flat; None when none of its fits has it. ``period``
+        (degrees): a circular map."""
         arrays = []
         for fit, keep, r2 in zip(self.fits, self.keep, self.r2, strict=True):
             if stat not in fit.maps:
@@ -211,7 +227,7 @@ class _SubjectMaps:
             if not geometry.same_as(self.geometry):
                 raise InputError(f"{fit.label}: the {stat[1]} map is not on the grid of its R² map", exit_code=65)
             arrays.append(np.where(keep, values, np.nan))
-        return _combine(arrays, stat[1] in CIRCULAR_STATS) if arrays else None
+        return _combine(arrays, period) if arrays else None
 
 
 def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown):
@@ -229,13 +245,15 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown)
                        key=lambda s: (s[1] == "rsquared", s[1], s[0] or ""))
     first_fit = next(iter(fits_by_subject.values()))[0]
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
+    periods = {stat: 360.0 if stat[1] in CIRCULAR_STATS else described[stat].get("CircularPeriod")
+               for stat in stat_keys}
     common = _common_sidecar(fits_by_subject, options)
     group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown)
     rois = None if atlas is None else RoiTables(atlas, subjects)
     for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
-        values = {subject: maps.values(stat) for subject, maps in subjects.items()}
+        values = {subject: maps.values(stat, periods[stat]) for subject, maps in subjects.items()}
         if group_maps is not None:
-            group_maps.add(stat, values, described[stat])
+            group_maps.add(stat, values, described[stat], periods[stat])
         if rois is not None:
             rois.add(stat, values)
     written = []
@@ -253,7 +271,8 @@ def _participant_description(fit, stat):
         sidecar = fit.metadata(*stat)
     except (KeyError, OSError, ValueError):
         return {"Description": stat[1], "Units": None}
-    return {"Description": sidecar.get("Description", stat[1]), "Units": sidecar.get("Units")}
+    return {"Description": sidecar.get("Description", stat[1]), "Units": sidecar.get("Units"),
+            "CircularPeriod": sidecar.get("CircularPeriod")}
 
 
 def _common_sidecar(fits_by_subject, options):
@@ -314,21 +333,23 @@ class _GroupMaps:
         self.written.extend(list(path.values()) if isinstance(path, dict) else [path])
         self.written.append(sidecar_path(path))
 
-    def add(self, stat, values_by_subject, described):
-        """Summaries (and for effects t and z) of ``stat`` from each participant's map (None: has none)."""
+    def add(self, stat, values_by_subject, described, period=None):
+        """Summaries (and for effects t and z) of ``stat`` from each participant's map (None: has none);
+        circular with ``period`` (degrees) for angles."""
         contrast, name = stat
         values = np.vstack([_or_nan(v, self.size) for v in values_by_subject.values()])[:, self.mask]
         included = [f"sub-{s}" for s, row in zip(values_by_subject, values, strict=True) if np.isfinite(row).any()]
         entities = {**self.base, "stat": name, **({"contrast": contrast} if contrast else {})}
         used = self._sources(stat)
-        circular = name in CIRCULAR_STATS
-        summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
+        circular = period is not None
+        summary = stats.circular_summary(values, period) if circular else stats.linear_summary(values)
         tests = CIRCULAR_TESTS if circular else SUMMARY_TESTS
         for desc, result in summary.items():
             self._write({**entities, "desc": desc}, result, {
                 "Description": f"{tests[desc]} of: {described['Description']}",
                 "Units": described["Units"], "Test": {"Name": desc, "Definition": tests[desc],
-                                                      "Circular": circular},
+                                                      "Circular": circular,
+                                                      **({"PeriodDegrees": period} if circular else {})},
                 "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
             t, z, _ = stats.one_sample_t(values)

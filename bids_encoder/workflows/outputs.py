@@ -105,7 +105,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         path = map_paths(output_dir, entities, kind)
         written += list(path.values()) if isinstance(path, dict) else [path]
         inputs.writer.write(spec.values, path, name=spec.stat)
-        sidecar = {"Description": spec.description, "Units": spec.units, **common}
+        sidecar = {"Description": spec.description, "Units": spec.units, **(spec.sidecar or {}), **common}
         sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
         if spec.contrast:
             sidecar["Model"]["Contrast"] = spec.contrast

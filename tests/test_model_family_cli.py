@@ -1,0 +1,202 @@
+"""The model family through the CLI: 1-D tuning models from events (numerosity on volumes, orientation on
+surfaces), the 2-D pRF family, model comparison at both levels."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_encoder.cli import main
+from bids_encoder.datasets.example_dataset import make_example_dataset
+from bids_encoder.datasets.tuning_example import make_tuning_dataset
+from bids_encoder.workflows.comparison import best_model
+
+FAST = ["--confounds", "motion", "--confounds-param", "motion=basic", "--nthreads", "1"]
+SPACE = "space-MNI152NLin2009cAsym_res-2"
+
+
+@pytest.fixture(scope="module")
+def numerosity(tmp_path_factory):
+    """One subject, two runs, log-Gaussian tuning planted (one event's peak response = the noise SD), fitted with
+    loggauss1d and gauss1d (compared by cvR²; leave one run out), with the report."""
+    root = tmp_path_factory.mktemp("numerosity")
+    truth = make_tuning_dataset(root / "bids", "numerosity", n_subjects=1, seed=3)
+    out = root / "out"
+    assert main([str(root / "bids"), str(out), "participant", "--model", "loggauss1d,gauss1d", "--stimulus-column",
+                 "numerosity", "--nuisance-trial-type", "response", "--positive-amplitude",
+                 "--work-dir", str(root / "work"), *FAST]) == 0
+    return truth, out
+
+
+def _volume(out, subject, model, stat):
+    path = out / f"sub-{subject}" / "func" / (f"sub-{subject}_task-numerosity_{SPACE}_model-{model}_stat-{stat}"
+                                               "_statmap.nii.gz")
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def test_numerosity_recovered_through_the_cli(numerosity, subject="01"):
+    """Preferred numerosity (exp(mu), natural units) against the planted one: r ≥ 0.9 over the voxels with
+    cvR² > 0 (which must be most of them)."""
+    truth, out = numerosity
+    preferred = _volume(out, subject, "loggauss1d", "preferred")[truth.mask]
+    cvr2 = _volume(out, subject, "loggauss1d", "cvrsquared")[truth.mask]
+    planted = truth.preferred[subject][truth.mask]
+    chosen = cvr2 > 0
+    assert chosen.mean() > 0.6
+    r = np.corrcoef(preferred[chosen], planted[chosen])[0, 1]
+    assert r >= 0.9, r
+    mu = _volume(out, subject, "loggauss1d", "mu")[truth.mask]
+    np.testing.assert_allclose(np.exp(mu), preferred, rtol=1e-5)  # the derived map in natural units
+    assert (_volume(out, subject, "loggauss1d", "amplitude")[truth.mask] > 0).all()  # --positive-amplitude
+    sidecar = json.loads((out / f"sub-{subject}/func/sub-{subject}_task-numerosity_{SPACE}_model-loggauss1d_stat-"
+                                "preferred_statmap.json").read_text())
+    assert sidecar["Units"] == "units of the events' numerosity column"
+    assert sidecar["Model"]["Class"] == "LogGaussianPRFWithHRF"
+    stimulus = sidecar["Fitter"]["ParameterFitter"]["Stimulus"]
+    assert stimulus["Column"] == "numerosity" and stimulus["Values"] == [1, 2, 3, 4, 5, 6, 7]
+    assert sidecar["Fitter"]["ParameterFitter"]["PositiveAmplitude"] is True
+    design = pd.read_csv(next((out / f"sub-{subject}/func").glob("*model-loggauss1d_design.tsv")), sep="\t")
+    assert "nuisance_response" in design.columns and "numerosity-7" in design.columns
+
+
+def test_model_comparison_maps(numerosity, tmp_path):
+    """Participant: the best model by cvR² per voxel, legend in the sidecar; group (participant outputs copied
+    to three subjects, their best-model maps replaced by known ones): mode and fraction per model."""
+    truth, out = numerosity
+    stem = f"sub-01/func/sub-01_task-numerosity_{SPACE}_model-comparison_stat-bestmodel_statmap"
+    best = np.asarray(nib.load(out / f"{stem}.nii.gz").dataobj)
+    sidecar = json.loads((out / f"{stem}.json").read_text())
+    assert sidecar["Levels"] == {"1": "loggauss1d", "2": "gauss1d"}
+    expected = best_model(np.vstack([_volume(out, "01", m, "cvrsquared")[truth.mask] for m in ("loggauss1d",
+                                                                                                "gauss1d")]))
+    np.testing.assert_array_equal(best[truth.mask], expected)
+    assert np.isnan(best[~truth.mask]).all()
+    assert sum(sidecar["FractionOfVoxelsWon"].values()) == pytest.approx(1.0)
+    report = (out / "sub-01.html").read_text()
+    assert "Tuning and parameter distributions" in report and "model-loggauss1d_tuning.svg" in report
+    group_out = tmp_path / "out"
+    shutil.copytree(out, group_out, ignore=shutil.ignore_patterns("*.html", "figures", "logs"))
+    rng = np.random.default_rng(0)
+    planted = {}
+    for subject in ("02", "03"):  # the same fit under other subject labels, with known best-model maps
+        shutil.copytree(group_out / "sub-01", group_out / f"sub-{subject}")
+        for path in list((group_out / f"sub-{subject}").rglob("sub-01_*")):
+            path.rename(path.with_name(path.name.replace("sub-01_", f"sub-{subject}_")))
+    for subject in ("01", "02", "03"):
+        path = group_out / f"sub-{subject}/func/sub-{subject}_task-numerosity_{SPACE}_model-comparison_stat-" \
+                           "bestmodel_statmap.nii.gz"
+        image = nib.load(path)
+        values = np.where(truth.mask, rng.integers(1, 3, truth.mask.shape), np.nan).astype(np.float32)
+        planted[subject] = values
+        nib.Nifti1Image(values, image.affine).to_filename(path)
+    bids = tmp_path / "bids"
+    make_tuning_dataset(bids, "numerosity", n_subjects=3, n_volumes=30, n_per_value=1, seed=1)
+    assert main([str(bids), str(group_out), "group", "--model", "loggauss1d", "--model", "gauss1d",
+                 "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0  # several models: with their comparison
+    group = group_out / "group"
+    mode = np.asarray(nib.load(group / f"task-numerosity_{SPACE}_model-comparison_stat-bestmodel_desc-mode"
+                                       "_statmap.nii.gz").dataobj)
+    fractions = {m: np.asarray(nib.load(group / f"task-numerosity_{SPACE}_model-comparison_stat-fraction_desc-{m}"
+                                                "_statmap.nii.gz").dataobj) for m in ("loggauss1d", "gauss1d")}
+    inside = truth.mask
+    votes = np.stack([planted[s][inside] for s in ("01", "02", "03")])
+    np.testing.assert_allclose(fractions["loggauss1d"][inside], (votes == 1).mean(axis=0))
+    np.testing.assert_allclose(fractions["gauss1d"][inside], (votes == 2).mean(axis=0))
+    np.testing.assert_array_equal(mode[inside], np.where((votes == 1).sum(axis=0) >= 2, 1.0, 2.0))
+    meta = json.loads((group / f"task-numerosity_{SPACE}_model-comparison_stat-bestmodel_desc-mode_statmap.json")
+                      .read_text())
+    assert meta["Levels"] == {"1": "loggauss1d", "2": "gauss1d"} and "never a mean" in meta["Statistic"]
+    assert not list(group.glob("*model-comparison*desc-mean*"))
+
+
+def test_orientation_on_surfaces(tmp_path):
+    """Von Mises tuning of 8 orientations (period 180°) on fsaverage-style GIFTI surfaces: preferred orientation
+    within a few degrees (circular error) and r ≥ 0.9 over the vertices with cvR² > 0."""
+    truth = make_tuning_dataset(tmp_path / "bids", "orientation", n_subjects=1, surface_vertices=50, seed=5)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bids"), str(out), "participant", "--model", "vonmises1d", "--stimulus-column",
+                 "orientation", "--stimulus-period", "180", "--space", "fsaverage5", "--no-report",
+                 "--work-dir", str(tmp_path / "work"), *FAST]) == 0
+
+    def surface(stat):
+        return np.concatenate([np.asarray(nib.load(out / "sub-01/func" / (
+            f"sub-01_task-orientation_hemi-{h}_space-fsaverage5_model-vonmises1d_stat-{stat}_statmap.func.gii"))
+            .darrays[0].data, dtype=np.float64) for h in ("L", "R")])
+
+    preferred, cvr2 = surface("preferred"), surface("cvrsquared")
+    planted = truth.surface_preferred["01"]
+    chosen = cvr2 > 0
+    assert chosen.mean() > 0.6
+    error = np.degrees(np.angle(np.exp(1j * np.radians(2 * (preferred - planted))))) / 2  # period 180
+    assert np.median(np.abs(error[chosen])) < 10
+    assert np.corrcoef(planted[chosen] + error[chosen], planted[chosen])[0, 1] >= 0.9
+    assert ((preferred >= 0) & (preferred < 180)).all()
+
+
+def test_dn2d_through_the_cli(tmp_path):
+    """The 2-D family's app path (staged fit, seeded from the Gaussian) with its most special member, divisive
+    normalisation, on bar apertures: every parameter map with units, the derived maps, surround_baseline fixed at
+    1, the recipe in the sidecar. (css2d and dog2d share this path; the recipes are tested in test_model_family.)"""
+    bids = tmp_path / "bids"
+    make_example_dataset(bids, n_subjects=1, n_runs=1, n_volumes=40, shape=(5, 6, 4), noise=0.5, seed=2)
+    (bids / "stimuli").mkdir()
+    frames = np.zeros((40, 10, 8), np.float32)
+    for t in range(40):
+        frames[t, t % 10, :] = 1.0
+    np.save(bids / "stimuli/bars.npy", frames)
+    (bids / "stimuli/bars.json").write_text(json.dumps({"VisualAngleX": [-5, 5], "VisualAngleY": [4, -4]}))
+    pd.DataFrame({"onset": [0.0], "duration": [80.0], "trial_type": ["bars"], "stim_file": ["bars.npy"]}).to_csv(
+        bids / "sub-01/func/sub-01_task-localizer_run-1_events.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "--model", "dn2d", "--cv", "none", "--max-iterations", "5",
+                 "--no-report", "--work-dir", str(tmp_path / "work"), *FAST]) == 0
+    prefix = out / "sub-01/func/sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2_model-dn2d"
+    stats = ["x", "y", "sd", "rfAmplitude", "srfAmplitude", "srfSize", "neuralBaseline", "surroundBaseline",
+             "polarAngle", "eccentricity", "rsquared"]
+    for stat in stats:
+        assert Path(f"{prefix}_stat-{stat}_statmap.nii.gz").is_file(), stat
+        sidecar = json.loads(Path(f"{prefix}_stat-{stat}_statmap.json").read_text())
+        assert sidecar["Units"] and sidecar["Description"], stat
+    assert "Levenberg-Marquardt over every parameter" in sidecar["Fitter"]["ParameterFitter"]["Recipe"]
+    assert sidecar["Model"]["Class"] == "DivisiveNormalizationGaussianPRF2DWithHRF"
+    surround = np.asarray(nib.load(f"{prefix}_stat-surroundBaseline_statmap.nii.gz").dataobj)
+    assert np.nanmin(surround) == np.nanmax(surround) == 1.0
+    r2 = np.asarray(nib.load(f"{prefix}_stat-rsquared_statmap.nii.gz").dataobj)
+    assert np.nanmedian(r2) > 0
+
+
+def test_group_summarises_preferred_orientation_circularly(tmp_path):
+    """vonmises1d's preferred orientation (period 180°) is averaged on the circle at the group level: 170° and
+    10° average to 0°, not 90° (checked against scipy.stats.circmean with high=180)."""
+    from scipy import stats as scipy_stats
+
+    from bids_encoder.bids.derivatives import map_paths, sidecar_path
+    from bids_encoder.bids.images import MapWriter
+
+    bids = tmp_path / "bids"
+    make_tuning_dataset(bids, "orientation", n_subjects=3, n_volumes=30, n_per_value=1, shape=(3, 3, 2), seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps({"Name": "o", "BIDSVersion": "1.9.0",
+                                                              "DatasetType": "derivative"}))
+    mask = np.ones((4, 1, 1), bool)
+    writer = MapWriter("volume", reference=nib.Nifti1Image(np.zeros((4, 1, 1), np.float32), np.eye(4)), mask=mask)
+    preferred = np.array([[170.0, 10.0, 90.0, 45.0], [10.0, 10.0, 80.0, 50.0], [175.0, 20.0, 100.0, 40.0]])
+    for row, subject in zip(preferred, ("01", "02", "03"), strict=True):
+        entities = {"subject": subject, "task": "orientation", "space": "MNI152NLin2009cAsym", "model": "vonmises1d"}
+        for stat, values, extra in (("preferred", row, {"CircularPeriod": 180.0}), ("rsquared", np.full(4, 0.5), {})):
+            path = map_paths(out, {**entities, "stat": stat}, "volume")
+            writer.write(values, path, name=stat)
+            sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "degrees", "Runs": [1],
+                                                      "MedianRSquared": 0.5, **extra}))
+    assert main([str(bids), str(out), "group", "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0
+    stem = out / "group/task-orientation_space-MNI152NLin2009cAsym_model-vonmises1d_stat-preferred_desc-mean_statmap"
+    mean = np.asarray(nib.load(f"{stem}.nii.gz").dataobj).ravel()
+    expected = scipy_stats.circmean(preferred, high=180.0, low=0.0, axis=0)
+    np.testing.assert_allclose(np.angle(np.exp(1j * np.radians(2 * (mean - expected)))), 0.0, atol=1e-4)
+    assert abs(mean[0] - 178.33) < 0.5 or abs(mean[0] + 1.67) < 0.5  # near 0°/180°, far from the linear 118°
+    assert json.loads(Path(f"{stem}.json").read_text())["Test"]["PeriodDegrees"] == 180.0
