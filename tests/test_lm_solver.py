@@ -110,3 +110,50 @@ def test_default_optimizer_is_levenberg_marquardt(rng, optimizer):
     fitter = ParameterFitter(model, data, paradigm)
     fitter.fit(init_pars=truth.assign(x=0.0, y=0.0), optimizer=optimizer, progressbar=False)
     assert fitter.n_iterations <= 50 and fitter.batch_sizes[0]  # LM's call sizes are recorded, Adam's are not
+
+
+@pytest.mark.parametrize("name", ["GaussianPRF2D", "GaussianPRF2DWithHRF", "GaussianPRF2DWithHRF-unique",
+                                  "CSSPRF2DWithHRF", "DifferenceOfGaussiansPRF2DWithHRF"])
+def test_closed_form_prf_jacobians_equal_forward_mode(rng, name):
+    """The closed-form pRF Jacobians (field derivatives in one product, HRF applied to all, forward mode through
+    per-voxel kernels only) equal forward-mode differentiation of the whole prediction, through the transforms,
+    with a fixed parameter and two runs."""
+    import tensorflow as tf
+
+    import bids_encoder.models as models
+
+    grid, paradigm = _bars(n_side=9, n_time=48)
+    unique = name.endswith("-unique")
+    klass = getattr(models, name.removesuffix("-unique"))
+    kwargs = {"hrf_model": SPMHRFModel(1.5, unique_hrfs=unique)} if "WithHRF" in name else {}
+    model = klass(grid, positive_amplitude=True, **kwargs)
+    labels = model.get_parameter_labels()
+    n = 6
+    values = {"x": rng.uniform(-2, 2, n), "y": rng.uniform(-2, 2, n), "sd": rng.uniform(0.8, 2, n),
+              "baseline": rng.normal(0, 1, n), "amplitude": rng.uniform(0.5, 2, n), "n": rng.uniform(0.3, 0.9, n),
+              "srf_amplitude": rng.uniform(0.1, 0.5, n), "srf_size": rng.uniform(1.5, 3, n),
+              "hrf_delay": rng.uniform(5, 7, n), "hrf_dispersion": rng.uniform(0.8, 1.2, n)}
+    transforms = model.transforms
+    fixed = [labels.index("y")]
+    free_index = [i for i in range(len(labels)) if i not in fixed]
+    free = tf.constant(np.stack([transforms[labels[i]].backward(values[labels[i]]) for i in free_index], 1),
+                       tf.float32)
+    fixed_values = tf.constant(values["y"], tf.float32)
+
+    def natural(f):
+        columns = []
+        for i, label in enumerate(labels):
+            columns.append(fixed_values if i in fixed else transforms[label].forward(f[:, free_index.index(i)]))
+        return tf.stack(columns, axis=1)
+
+    stimulus = tf.constant(paradigm.to_numpy())
+    segments = (24, 24)
+    prediction, jacobian = model._prediction_and_jacobian(stimulus, natural, free, None, segments,
+                                                          free_index=free_index)
+    np.testing.assert_allclose(prediction, model._predict(stimulus, natural(free), segments=segments), rtol=1e-5,
+                               atol=1e-5)
+    for j in range(len(free_index)):
+        with tf.autodiff.ForwardAccumulator(free, tf.one_hot(tf.fill([n], j), len(free_index))) as accumulator:
+            value = model._predict(stimulus, natural(free), segments=segments)
+        expected = accumulator.jvp(value).numpy()
+        np.testing.assert_allclose(jacobian[..., j], expected, rtol=2e-3, atol=2e-4 * np.abs(expected).max())

@@ -111,3 +111,28 @@ def gaussian2d_jacobian(model, paradigm, parameters):
     response, d_x, d_y, d_sd = gaussian_field_products(model, paradigm, x, y, sd)
     return amplitude * response, {"x": amplitude * d_x, "y": amplitude * d_y, "sd": amplitude * d_sd,
                                   "amplitude": response}
+
+
+def css2d_jacobian(model, paradigm, parameters):
+    """amplitude · max(overlap, floor)^n and its derivatives (the floor's region has zero slope)."""
+    from .prf import CSS_FLOOR
+
+    x, y, sd, amplitude, n = model._columns(parameters, "x", "y", "sd", "amplitude", "n")
+    response, d_x, d_y, d_sd = gaussian_field_products(model, paradigm, x, y, sd)
+    floored = tf.maximum(response, CSS_FLOOR)
+    powered = tf.pow(floored, n)
+    slope = tf.where(response > CSS_FLOOR, amplitude * n * powered / floored, 0.0)
+    return amplitude * powered, {"x": slope * d_x, "y": slope * d_y, "sd": slope * d_sd, "amplitude": powered,
+                                 "n": amplitude * powered * tf.math.log(floored)}
+
+
+def dog2d_jacobian(model, paradigm, parameters):
+    """amplitude · (G(sd) − srf_amplitude · G(srf_size · sd)) and its derivatives."""
+    x, y, sd, amplitude, srf_amplitude, srf_size = model._columns(
+        parameters, "x", "y", "sd", "amplitude", "srf_amplitude", "srf_size")
+    centre, c_x, c_y, c_sd = gaussian_field_products(model, paradigm, x, y, sd)
+    surround, s_x, s_y, s_sd = gaussian_field_products(model, paradigm, x, y, sd * srf_size)
+    return amplitude * (centre - srf_amplitude * surround), {
+        "x": amplitude * (c_x - srf_amplitude * s_x), "y": amplitude * (c_y - srf_amplitude * s_y),
+        "sd": amplitude * (c_sd - srf_amplitude * srf_size * s_sd), "amplitude": centre - srf_amplitude * surround,
+        "srf_amplitude": -amplitude * surround, "srf_size": -amplitude * srf_amplitude * sd * s_sd}

@@ -358,6 +358,8 @@ def _with_hrf(base):
 
 
 _jacobians.register(GaussianPRF2D._predict_neural)(_jacobians.gaussian2d_jacobian)
+_jacobians.register(CSSPRF2D._predict_neural)(_jacobians.css2d_jacobian)
+_jacobians.register(DifferenceOfGaussiansPRF2D._predict_neural)(_jacobians.dog2d_jacobian)
 
 GaussianPRFWithHRF = _with_hrf(GaussianPRF)
 LogGaussianPRFWithHRF = _with_hrf(LogGaussianPRF)
