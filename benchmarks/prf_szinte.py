@@ -22,6 +22,7 @@ fits the first N voxels only (quicker).
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 
@@ -86,7 +87,8 @@ def main(data_dir, hrfs, solvers, models, voxels):
                      "cv>0": cv["FractionPositive"],
                      "delay_at_bound": at_bound.get("hrf_delay", np.nan),
                      "disp_at_bound": at_bound.get("hrf_dispersion", np.nan),
-                     "shared_delay": shared.get("Delay", np.nan), "shared_disp": shared.get("Dispersion", np.nan)})
+                     "shared_delay": shared.get("Delay", np.nan), "shared_disp": shared.get("Dispersion", np.nan),
+                     "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9})
         print(f"done: {model_name} {hrf} in {t_fit:.1f} s + cv {cv['WallTime']:.1f} s", file=sys.stderr, flush=True)
     if "adam" in solvers:
         model = GaussianPRF2DWithHRF(szinte.grid, hrf_model=SPMHRFModel(SZINTE_TR))
