@@ -64,13 +64,15 @@ def main(folder, configs, volumes, confounds, before):
         out = folder / f"out_{model}_{hrf}_{cv}{'_before' if code else ''}"
         shutil.rmtree(out, ignore_errors=True)
         source, task = (prf_bids, ["--task", "prf"]) if model == "prf2d" else (bids, [])
-        command = [sys.executable, "benchmarks/_peak.py", sys.executable, "-m", "bids_encoder", str(source),
+        command = [sys.executable, str(Path(__file__).with_name("_peak.py")), sys.executable, "-m", "bids_encoder",
+                   str(source),
                    str(out), "participant", "--model", model, *task, "--hrf", hrf, "--cv", cv, "--confounds",
                    confounds, "--no-report", "--work-dir", str(folder / f"work_{model}")]
         start = time.perf_counter()
         environment = dict(os.environ, PYTHONPATH=str(code)) if code else None
-        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-                              env=environment)
+        # python -m puts the working folder first on sys.path: run in the checkout that is measured
+        done = subprocess.run(command, capture_output=True, text=True, env=environment,
+                              cwd=code.resolve() if code else Path(__file__).resolve().parents[1])
         wall = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"bids_encoder failed ({done.returncode}): {done.stderr.strip().splitlines()[-1]}")
