@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -84,39 +85,13 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     chunk = int(max(1, min(len(grid), (memory_limit - fixed) // bytes_per_point)))
     paradigm_tf = tf.constant(paradigm, tf.float32)
 
-    @tf.function(reduce_retracing=True)
-    def peak_chunk(points):
-        """Largest absolute stimulus-driven response of each point (its baseline removed)."""
-        raw = model._predict(paradigm_tf, points, None, segments=segments)
-        if "baseline" in labels:
-            raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
-        return tf.reduce_max(tf.abs(raw), axis=0)
-
+    peak_chunk, score_chunk = _compiled(model, labels, segments, paradigm.shape, closed_form, positive_amplitude)
     starts = list(range(0, len(grid), chunk))
-    peaks, _ = run_chunks(lambda start: peak_chunk(tf.constant(grid[start : start + chunk])).numpy(), starts,
-                          devices)
+    peaks, _ = run_chunks(lambda start: peak_chunk(tf.constant(grid[start : start + chunk]), paradigm_tf).numpy(),
+                          starts, devices)
     peaks = np.concatenate(peaks)
     # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
     visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
-
-    @tf.function(reduce_retracing=True)
-    def score_chunk(points, visible):
-        raw = model._predict(paradigm_tf, points, None, segments=segments)
-        prediction = _project(basis_tf, raw)
-        cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
-        p_norm2 = tf.reduce_sum(tf.square(prediction), axis=0)[:, tf.newaxis]
-        if closed_form:  # R² of the best (positive) amplitude: corr² · sign
-            r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
-            score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
-            score = tf.where(p_norm2 > 0, score, -np.inf)
-        else:  # R² with the grid's own baseline and amplitude
-            score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
-        score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
-        best = tf.argmax(score, axis=0, output_type=tf.int32)
-        voxel = tf.range(tf.shape(best)[0])
-        index = tf.stack([best, voxel], axis=1)
-        return (tf.gather_nd(score, index), best, tf.gather_nd(cross, index),
-                tf.gather(p_norm2[:, 0], best))
 
     best_score = np.full(n_voxels, -np.inf, dtype=np.float32)
     best_index = np.zeros(n_voxels, dtype=np.int64)
@@ -127,7 +102,8 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         def score(start):
             points = grid[start : start + chunk]
             visible = tf.constant(visible_points[start : start + chunk])
-            result = tuple(t.numpy() for t in score_chunk(tf.constant(points), visible))
+            result = tuple(t.numpy() for t in score_chunk(tf.constant(points), visible, paradigm_tf, basis_tf, y,
+                                                          y_norm2))
             bar.update(len(points))
             return result
 
@@ -146,6 +122,53 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         parameters[:, labels.index("amplitude")] = amplitude
         parameters = refine_baseline(model, paradigm, data, segments, parameters, basis)
     return parameters, np.where(np.isfinite(best_score), np.abs(best_score), np.nan)
+
+
+_COMPILED = weakref.WeakKeyDictionary()  # model → {set-up: (peak_chunk, score_chunk)}
+
+
+def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amplitude):
+    """The grid's two compiled functions for ``model`` and a set-up, traced once whatever the numbers of points,
+    voxels and confounds (so chunks, folds and repeated searches reuse them)."""
+    key = (tuple(labels), tuple(segments or ()), tuple(paradigm_shape), closed_form, positive_amplitude)
+    cache = _COMPILED.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    n_time, n_features = paradigm_shape
+    spec = tf.TensorSpec
+    points_spec = spec([None, len(labels)], tf.float32)
+    paradigm_spec = spec([n_time, n_features], tf.float32)
+
+    @tf.function(input_signature=[points_spec, paradigm_spec])
+    def peak_chunk(points, paradigm):
+        """Largest absolute stimulus-driven response of each point (its baseline removed)."""
+        raw = model._predict(paradigm, points, None, segments=segments)
+        if "baseline" in labels:
+            raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
+        return tf.reduce_max(tf.abs(raw), axis=0)
+
+    @tf.function(input_signature=[points_spec, spec([None], tf.bool), paradigm_spec, spec([n_time, None], tf.float32),
+                                  spec([n_time, None], tf.float32), spec([None], tf.float32)])
+    def score_chunk(points, visible, paradigm, basis, y, y_norm2):
+        raw = model._predict(paradigm, points, None, segments=segments)
+        prediction = _project(basis, raw)
+        cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
+        p_norm2 = tf.reduce_sum(tf.square(prediction), axis=0)[:, tf.newaxis]
+        if closed_form:  # R² of the best (positive) amplitude: corr² · sign
+            r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
+            score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
+            score = tf.where(p_norm2 > 0, score, -np.inf)
+        else:  # R² with the grid's own baseline and amplitude
+            score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
+        score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
+        best = tf.argmax(score, axis=0, output_type=tf.int32)
+        voxel = tf.range(tf.shape(best)[0])
+        index = tf.stack([best, voxel], axis=1)
+        return (tf.gather_nd(score, index), best, tf.gather_nd(cross, index),
+                tf.gather(p_norm2[:, 0], best))
+
+    cache[key] = peak_chunk, score_chunk
+    return cache[key]
 
 
 def refine_baseline(model, paradigm, data, segments, parameters, basis=None):
