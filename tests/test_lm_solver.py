@@ -157,3 +157,31 @@ def test_closed_form_prf_jacobians_equal_forward_mode(rng, name):
             value = model._predict(stimulus, natural(free), segments=segments)
         expected = accumulator.jvp(value).numpy()
         np.testing.assert_allclose(jacobian[..., j], expected, rtol=2e-3, atol=2e-4 * np.abs(expected).max())
+
+
+def test_rank_deficient_jacobian_at_the_damping_floor(rng, monkeypatch):
+    """Two parameters that act only through a + 10⁴·b (exactly collinear Jacobian columns, curvatures 10⁸ apart)
+    with the damping at its floor: the Jacobi-scaled damped system stays solvable and the fit reaches the
+    least-squares optimum of a + 10⁴·b."""
+    import tensorflow as tf
+
+    import bids_encoder.optimize.levenberg_marquardt as lm
+    from bids_encoder.models.base import EncodingModel
+
+    class Collinear(EncodingModel):
+        parameter_labels = ["a", "b", "baseline"]
+
+        def _predict_neural(self, paradigm, parameters, weights=None):
+            return (parameters[:, 0] + 1e4 * parameters[:, 1])[tf.newaxis, :] * paradigm[:, 0:1]
+
+    monkeypatch.setattr(lm, "LAMBDA_INIT", 1e-9)
+    signal = pd.DataFrame({"s": np.sin(np.linspace(0, 12, 80)).astype(np.float32)})
+    truth = pd.DataFrame({"a": rng.normal(0, 1, 4), "b": np.zeros(4), "baseline": np.ones(4)})
+    model = Collinear()
+    data = model.simulate(signal, truth, noise=0.05, random_state=5)
+    fitter = ParameterFitter(model, data, signal)
+    estimate = fitter.fit(init_pars=truth.assign(a=0.0, b=0.0), optimizer="lm", progressbar=False)
+    combined = (estimate["a"] + 1e4 * estimate["b"]).to_numpy()
+    design = np.column_stack([signal["s"], np.ones(80)])
+    optimum = np.linalg.lstsq(design, data.to_numpy(np.float64), rcond=None)[0][0]
+    np.testing.assert_allclose(combined, optimum, atol=2e-3)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 5
-LAMBDA_INIT, LAMBDA_MIN, LAMBDA_MAX = 1e-2, 1e-7, 1e7
+LAMBDA_INIT, LAMBDA_MIN, LAMBDA_MAX = 1e-2, 1e-4, 1e7  # relative to each parameter's curvature
 LAMBDA_DOWN, LAMBDA_UP = 0.3, 10.0
 TINY = 1e-30  # a Jacobian column whose squared norm is below this counts as zero
 # a voxel whose accepted step lowers its SSR by less than this fraction has converged and stops moving (1e-6 sat
@@ -114,10 +114,16 @@ class StepKernel:
             # Marquardt's damping, relative to each parameter's own curvature: the steps do not depend on the
             # scale of the data or on the units of the parameters (damping >= LAMBDA_MIN keeps the system
             # positive definite); a parameter without influence (zero column) gets a unit scale and no step
+            # Solved in Jacobi-scaled form, (C + λI) u = D^-½ g with C = D^-½ N D^-½ (unit diagonal) and the step
+            # D^-½ u — the same step as (N + λD) s = g, but with eigenvalues in [λ, P + λ]: never singular in
+            # float32 (an unscaled near-singular system made MatrixSolve fail on 2,448 tuning voxels)
             diagonal = tf.linalg.diag_part(normal)
             scale = tf.where(diagonal > TINY, diagonal, tf.ones_like(diagonal))
-            system = normal + damping[:, tf.newaxis, tf.newaxis] * tf.linalg.diag(scale)
-            step = tf.linalg.solve(system, gradient[..., tf.newaxis])[..., 0]
+            inv_sqrt = tf.math.rsqrt(scale)
+            scaled = normal * inv_sqrt[:, :, tf.newaxis] * inv_sqrt[:, tf.newaxis, :]
+            scaled = tf.where(tf.math.is_finite(scaled), scaled, 0.0)
+            system = scaled + damping[:, tf.newaxis, tf.newaxis] * tf.eye(tf.shape(normal)[1])
+            step = inv_sqrt * tf.linalg.solve(system, (gradient * inv_sqrt)[..., tf.newaxis])[..., 0]
             step = tf.where(tf.math.is_finite(step), step, 0.0)
             candidate = free + step
             new_ssr = self.candidate_ssr(candidate, free, ssr, state, inputs)
@@ -236,7 +242,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
         return outcome
     kernel = kernel_for(problem, store_intermediate)
     free = problem.free.numpy()
-    damping = np.full(n_voxels, LAMBDA_INIT, np.float32)
+    damping = np.full(n_voxels, max(LAMBDA_INIT, LAMBDA_MIN), np.float32)
     converged = np.zeros(n_voxels, bool)
     stalled = np.zeros(n_voxels, bool)
     voxel_inputs, shared_inputs = kernel.voxel_inputs(problem), kernel.shared_inputs(problem)
