@@ -24,6 +24,7 @@ from ._cli_support import (
     AppError,
     _configure_device,
     _confound_parameters,
+    _contrasts,
     _expand_lists,
     _filters,
     _keep_log,
@@ -73,6 +74,16 @@ logger = logging.getLogger("bids_encoder")
               help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
 @click.option("--noise-model", type=click.Choice(["ssq", "gaussian"]), default="ssq", show_default=True,
               help="ssq (least squares) or gaussian.")
+@click.option("--contrast", "contrast", multiple=True, metavar="NAME=EXPRESSION",
+              help="GLM: a t contrast over the conditions (BIDS labels or quoted trial_type values), e.g. "
+              "facesVsHouses='faces - houses'; repeatable. One per condition is always written.")
+@click.option("--f-contrast", "f_contrast", multiple=True, metavar="NAME=EXPRESSION",
+              help="GLM: an F contrast, rows separated by commas, e.g. faceOrHouse='faces, houses'; repeatable. "
+              "effectsOfInterest (all conditions) is always written.")
+@click.option("--glm-noise-model", type=click.Choice(["ar1", "ols"]), default="ar1", show_default=True,
+              help="GLM inference: AR(1) prewhitening (per voxel and run) or ordinary least squares.")
+@click.option("--signal-scaling", type=click.Choice(["psc", "none"]), default="psc", show_default=True,
+              help="GLM: percent signal change (each voxel's mean per run) or none (BOLD units).")
 @click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
               help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
@@ -170,6 +181,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     if analysis_level == "participant" and options["hrf"] == "auto" and options["cv"] == "none":
         raise AppError("--hrf auto chooses by cross-validated R²: it cannot run with --cv none", 64)
     memory_limit = _memory(options["memory_limit"])
+    contrasts = _contrasts(options["contrast"], "--contrast")
+    f_contrasts = _contrasts(options["f_contrast"], "--f-contrast", f_contrast=True)
     confound_parameters = _confound_parameters(options["confounds_param"])
     filters = _filters(options["bids_filter_file"])
     bids_dir, output_dir = _check_paths(bids_dir, output_dir, options["work_dir"])
@@ -198,7 +211,9 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
             overwrite=options["overwrite"], progressbar=sys.stderr.isatty(),
-            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"])
+            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"],
+            contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
+            signal_scaling=options["signal_scaling"])
         if options["dry_run"]:
             _dry_run(bids_dir, output_dir, participant_options)
             return

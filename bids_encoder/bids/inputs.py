@@ -42,6 +42,7 @@ class FitInputs:
     # GLM: the exact SPM-convolved design (16× oversampled events); the paradigm itself with the canonical HRF,
     # a second design beside the TR-occupancy paradigm with --hrf auto (which also fits the canonical model)
     convolved: pd.DataFrame | None = None
+    signal_mean: np.ndarray | None = None  # GLM: each voxel's mean BOLD before signal scaling (report background)
 
     @property
     def n_volumes(self):

@@ -45,6 +45,8 @@ class MapSpec:
     description: str
     units: str
     contrast: str | None = None
+    sidecar: dict | None = None  # extra sidecar fields (contrast, degrees of freedom, noise model)
+    in_report: bool = True
 
 
 @dataclass
@@ -62,6 +64,9 @@ class FitResult:
     predict_runs: object = None  # (inputs, run numbers) → (row mask, stimulus-driven prediction rows × voxels)
     hrf_choice: str = "canonical"
     cv: dict | None = None  # filled by the cross-validation: scheme, folds, cvR² per voxel
+    # GLM: the regressors as fitted, (time × conditions), or voxel indices → (voxels × time × conditions)
+    regressors: object = None
+    inference: dict | None = None  # GLM: noise model, degrees of freedom, contrasts (workflows.inference)
 
 
 def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):

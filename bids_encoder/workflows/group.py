@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GroupOptions", "run_group"]
 
+#: participant statistics the group never averages: it aggregates effects (with their variances), never t, z or p
+NOT_AGGREGATED = ("variance", "t", "z", "p", "F")
+
 
 @dataclass
 class GroupOptions:
@@ -225,7 +228,8 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown)
             if not maps.geometry.same_as(reference):
                 raise InputError(f"sub-{subject}'s {fit_name(key)} maps are on {maps.geometry.describe()}, "
                                  f"the others' on {reference.describe()}", exit_code=65)
-    stat_keys = sorted({stat for fits in fits_by_subject.values() for fit in fits for stat in fit.maps},
+    stat_keys = sorted({stat for fits in fits_by_subject.values() for fit in fits for stat in fit.maps
+                        if stat[1] not in NOT_AGGREGATED},
                        key=lambda s: (s[1] == "rsquared", s[1], s[0] or ""))
     first_fit = next(iter(fits_by_subject.values()))[0]
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
