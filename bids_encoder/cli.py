@@ -94,6 +94,11 @@ logger = logging.getLogger("bids_encoder")
               "R² is below this before aggregating.")
 @click.option("--min-cvrsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels "
               "whose cross-validated R² is below this (with --min-rsquared, a voxel must pass both).")
+@click.option("--group-model", type=click.Choice(["mixed", "ols"]), default="mixed", show_default=True,
+              help="Group: mixed effects using the participants' variance maps (REML, FLAME1-like; OLS where they "
+              "are missing) or OLS.")
+@click.option("--group-covariate", multiple=True, metavar="NAME",
+              help="Group: a numeric participants.tsv column added to the group design (demeaned); repeatable.")
 @click.option("--atlas", help="Group: label image (NIfTI, GIFTI with {hemi}, CIFTI dlabel) for ROI summaries; "
               "{subject} in the path for per-participant atlases (required for T1w/fsnative outputs).")
 @click.option("--atlas-labels", type=click.Path(dir_okay=False, path_type=Path),
@@ -268,7 +273,8 @@ def _run_group(bids_dir, output_dir, labels, options):
         space=options["space"] if "space" in options["explicit"] else None,
         model=options["model"] if "model" in options["explicit"] else None,
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
-        work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"])
+        work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
+        group_model=options["group_model"], covariates=tuple(options["group_covariate"]))
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

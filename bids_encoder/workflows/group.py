@@ -28,6 +28,7 @@ from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
+from .group_model import GroupDesign, read_covariates
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
 from .interrupts import raise_if_interrupted
 
@@ -53,6 +54,8 @@ class GroupOptions:
     atlas_labels: Path | None = None
     work_dir: Path | None = None
     report: bool = True
+    group_model: str = "mixed"  # mixed effects where the participants have variance maps, else OLS
+    covariates: tuple = ()  # participants.tsv columns, demeaned
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -122,6 +125,8 @@ def run_group(bids_dir, output_dir, options):
                             if options.participant_label else ""), exit_code=18)
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
     groups = _check(fits, expected, atlas)
+    covariates = read_covariates(bids_dir, options.covariates)
+    designs = {key: GroupDesign(sorted(subjects), covariates, fit_name(key)) for key, subjects in groups.items()}
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
@@ -130,7 +135,7 @@ def run_group(bids_dir, output_dir, options):
     try:
         written, shown = [], []
         for key, subjects in groups.items():
-            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown)
+            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown, designs[key])
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
         (staging / "group").chmod(0o755)
@@ -159,8 +164,9 @@ def _kind(subjects):
     return "gifti" if isinstance(path, dict) else "cifti" if str(path).endswith(".dscalar.nii") else "volume"
 
 
-def _combine(arrays, circular):
-    """Average a participant's sessions (one array each): NaN-aware, circular for angles."""
+def _combine(arrays, circular, variance=False):
+    """Average a participant's sessions (one array each): NaN-aware, circular for angles; the variance of the
+    average for sampling variances (sum / n²)."""
     if len(arrays) == 1:
         return arrays[0]
     stacked = np.vstack(arrays)
@@ -169,7 +175,7 @@ def _combine(arrays, circular):
     finite = np.isfinite(stacked)
     n = finite.sum(axis=0)
     total = np.where(finite, stacked, 0.0).sum(axis=0)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, total / np.maximum(n, 1) ** (2 if variance else 1), np.nan)
 
 
 class _SubjectMaps:
@@ -214,10 +220,10 @@ class _SubjectMaps:
             if not geometry.same_as(self.geometry):
                 raise InputError(f"{fit.label}: the {stat[1]} map is not on the grid of its R² map", exit_code=65)
             arrays.append(np.where(keep, values, np.nan))
-        return _combine(arrays, stat[1] in CIRCULAR_STATS) if arrays else None
+        return _combine(arrays, stat[1] in CIRCULAR_STATS, variance=stat[1] == "variance") if arrays else None
 
 
-def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown):
+def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown, design):
     """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
     subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared, options.min_cvrsquared)
                 for subject, fits in sorted(fits_by_subject.items())}
@@ -234,7 +240,8 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown)
     first_fit = next(iter(fits_by_subject.values()))[0]
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
     common = _common_sidecar(fits_by_subject, options)
-    group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown)
+    group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown,
+                                                design, options.group_model)
     rois = None if atlas is None else RoiTables(atlas, subjects)
     for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
         values = {subject: maps.values(stat) for subject, maps in subjects.items()}
@@ -287,8 +294,9 @@ class _GroupMaps:
     """Voxel-wise group maps of one group key (written under ``staging``), one statistic at a time; the
     participant count map first."""
 
-    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown):
+    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown, design, group_model):
         self.key, self.subjects, self.output_dir, self.staging = key, subjects, output_dir, staging
+        self.design, self.group_model = design, group_model
         self.common, self.shown, self.kind = common, shown, geometry.kind
         self.base = dict(key)
         self.written = []
@@ -335,19 +343,35 @@ class _GroupMaps:
                                                       "Circular": circular},
                 "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
-            t, z, _ = stats.one_sample_t(values)
-            test = {"Name": "one-sample t-test", "NullHypothesis": "mean across participants = 0",
-                    "DegreesOfFreedom": "participants with a value at the voxel - 1",
-                    "Implementation": "numpy mean and SD (n - 1), scipy.stats.t"}
-            self._write({**entities, "stat": "t"}, t, {
-                "Description": f"One-sample t statistic of: {described['Description']}", "Units": "t",
-                "Test": test, "ParticipantsWithValues": included}, used)
-            self._write({**entities, "stat": "z"}, z, {
-                "Description": f"z score with the upper-tail p-value of the t statistic of: "
-                               f"{described['Description']}", "Units": "z",
-                "Test": {**test, "Conversion": "z = Phi^-1(1 - p), p the upper-tail p-value of t under Student's "
-                                               "t with the voxel's degrees of freedom; sign of t"},
-                "ParticipantsWithValues": included}, used)
+            self._group_model(contrast, values, entities, described, included)
+
+    def _group_model(self, contrast, values, entities, described, included):
+        """The group GLM of an effect: mixed effects with the participants' variance maps, else OLS."""
+        variance_maps = [maps.values((contrast, "variance")) for maps in self.subjects.values()]
+        variances = (None if any(v is None for v in variance_maps) or self.group_model == "ols" else
+                     np.vstack(variance_maps)[:, self.mask])
+        results, used = self.design.fit(values, variances, self.group_model)
+        stat = (contrast, "effect")
+        used_maps = self._sources(stat) if variances is None else sources(
+            self.subjects, sorted({stat, (contrast, "variance"), (None, "rsquared")}, key=str), self.output_dir)
+        texts = {"effect": ("Group estimate", described["Units"]),
+                 "variance": ("Sampling variance of the group estimate", f"({described['Units']})^2"),
+                 "t": ("t statistic", "t"),
+                 "z": ("z score with the one-sided (upper-tail) p-value of the t statistic; sign of t", "z"),
+                 "p": ("One-sided (upper-tail) p-value of the t statistic", "probability")}
+        for column in self.design.names:
+            test = self.design.test(used, column)
+            what = "" if column == "mean" else f" (slope of the demeaned covariate {column})"
+            for stat_name, (text, units) in texts.items():
+                target = {**entities, "stat": stat_name, **({} if column == "mean" else {"desc": column})}
+                self._write(target, results[column][stat_name], {
+                    "Description": f"{text}{what}, {test['Name']}, of: {described['Description']}", "Units": units,
+                    "Test": test, "ParticipantsWithValues": included}, used_maps)
+        if used == "mixed":
+            self._write({**entities, "stat": "betweenVariance"}, results["tau2"], {
+                "Description": f"REML between-participant variance of: {described['Description']}",
+                "Units": f"({described['Units']})^2", "Test": self.design.test(used, "mean"),
+                "ParticipantsWithValues": included}, used_maps)
 
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "
