@@ -97,11 +97,11 @@ class _Runs:
         """Prais–Winsten whitening of (time × voxels) or (voxels × time × p) with per-volume coefficients."""
         if len(z.shape) == 2:
             previous = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
-            return tf.where(self.first_tf, tf.sqrt(1.0 - rho_t**2) * z, z - rho_t * previous)
+            return tf.where(self.first_tf, tf.sqrt(1.0 - tf.square(rho_t)) * z, z - rho_t * previous)
         rho_v = tf.transpose(rho_t)[:, :, None]  # (v, T, 1)
         previous = tf.concat([tf.zeros_like(z[:, :1]), z[:, :-1]], axis=1)
         first = self.first_tf[None]
-        return tf.where(first, tf.sqrt(1.0 - rho_v**2) * z, z - rho_v * previous)
+        return tf.where(first, tf.sqrt(1.0 - tf.square(rho_v)) * z, z - rho_v * previous)
 
     def moments(self, z):
         """Per run, (S0, S1, L) of a shared (time × p) matrix: all, interior and lag-one cross-products."""
@@ -257,7 +257,7 @@ class _SharedDesign:
         residuals = y - tf.matmul(z, gamma)
         k_t = tf.constant(self.t_coordinates.T)  # (r, n_t)
         if noise_model == "ols":
-            sigma2 = tf.reduce_sum(residuals**2, axis=0) / df
+            sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
             inverse = 1.0 / self.gram_diag
             effects = tf.matmul(k_t, gamma, transpose_a=True)  # (n_t, v)
             unit = np.sum(self.t_coordinates**2 * inverse[None, :], axis=1)  # k' G⁻¹ k
@@ -271,17 +271,17 @@ class _SharedDesign:
         rho = structure.rho(residuals)  # (runs, v)
         rho_t = tf.gather(rho, structure.index_tf)  # (T, v)
         whitened = structure.whiten(y, rho_t)
-        scale = tf.where(structure.first_tf, tf.sqrt(1.0 - rho_t**2), tf.ones_like(rho_t))
+        scale = tf.where(structure.first_tf, tf.sqrt(1.0 - tf.square(rho_t)), tf.ones_like(rho_t))
         previous_z = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
         rhs = (tf.matmul(z, whitened * scale, transpose_a=True)
                - tf.matmul(previous_z, rho_t * structure.pair_tf * whitened, transpose_a=True))  # (r, v)
         s0, s1, lag = self.moments
-        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", rho**2, s1)
+        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", tf.square(rho), s1)
                 - tf.einsum("Rv,Rpq->vpq", rho, lag))
         chol = tf.linalg.cholesky(gram)
         gamma = tf.linalg.cholesky_solve(chol, tf.transpose(rhs)[:, :, None])[:, :, 0]  # (v, r)
         residuals = y - tf.matmul(z, gamma, transpose_b=True)
-        sigma2 = tf.reduce_sum(structure.whiten(residuals, rho_t) ** 2, axis=0) / df
+        sigma2 = tf.reduce_sum(tf.square(structure.whiten(residuals, rho_t)), axis=0) / df
         return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho.numpy(), sigma2.numpy())
 
 
@@ -355,5 +355,5 @@ class _VoxelDesigns:
             chol, gamma = fit(structure.whiten(x, rho_t), tf.transpose(structure.whiten(y, rho_t))[:, :, None])
             residuals = structure.whiten(tf.transpose(y_v[:, :, 0] - tf.einsum("vtr,vr->vt", x, gamma)), rho_t)
             rho = rho.numpy()
-        sigma2 = tf.reduce_sum(residuals**2, axis=0) / df
+        sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
         return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho, sigma2.numpy())
