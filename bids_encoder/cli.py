@@ -99,6 +99,10 @@ logger = logging.getLogger("bids_encoder")
               "are missing) or OLS.")
 @click.option("--group-covariate", multiple=True, metavar="NAME",
               help="Group: a numeric participants.tsv column added to the group design (demeaned); repeatable.")
+@click.option("--fdr-q", type=click.FloatRange(min=0, max=1, min_open=True), default=0.05, show_default=True,
+              help="Group: false discovery rate of the FDR-thresholded z maps.")
+@click.option("--cluster-extent", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Group, volumes: smallest cluster (voxels) of the cluster-extent maps, at one-sided p < 0.001.")
 @click.option("--atlas", help="Group: label image (NIfTI, GIFTI with {hemi}, CIFTI dlabel) for ROI summaries; "
               "{subject} in the path for per-participant atlases (required for T1w/fsnative outputs).")
 @click.option("--atlas-labels", type=click.Path(dir_okay=False, path_type=Path),
@@ -274,7 +278,8 @@ def _run_group(bids_dir, output_dir, labels, options):
         model=options["model"] if "model" in options["explicit"] else None,
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
-        group_model=options["group_model"], covariates=tuple(options["group_covariate"]))
+        group_model=options["group_model"], covariates=tuple(options["group_covariate"]),
+        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"])
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

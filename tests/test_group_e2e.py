@@ -65,6 +65,10 @@ def expected_group_files():
             maps += [f"contrast-{condition}_stat-effect_desc-{d}" for d in ("mean", "median", "sd")]
             maps += [f"contrast-{condition}_stat-{s}" for s in ("effect", "variance", "t", "z", "p",
                                                                   "betweenVariance")]
+            maps += [f"contrast-{condition}_stat-z_desc-fdr"]
+            if kind == "volume":
+                maps += [f"contrast-{condition}_stat-z_desc-cluster"]
+                files += [f"{stem}_contrast-{condition}_stat-z_desc-cluster_clusters.{e}" for e in ("tsv", "json")]
         for name in maps:
             files.append(f"{stem}_{name}_statmap.json")
             if kind == "volume":
@@ -80,7 +84,8 @@ def test_separate_processes_then_group_write_every_file(study):
     for subject in SUBJECTS:
         assert (out / f"sub-{subject}/func/sub-{subject}_{VOLUME}_stat-rsquared_statmap.json").is_file()
     assert sorted(p.name for p in (out / "group").iterdir() if p.is_file()) == expected_group_files()
-    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 12
+    # counts, R² means, z maps; and the FDR-thresholded z (both spaces) and cluster-extent z (volume) of 3 conditions
+    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 12 + 3 * 3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
     assert len(list((out / "logs").glob("participant_sub-*.log"))) == 4
     assert len(list((out / "logs").glob("group_*.log"))) == 1
@@ -100,6 +105,19 @@ def test_group_z_finds_the_planted_region_and_nothing_else(study):
         assert np.all(z[region] > scipy_stats.norm.isf(0.01)) and np.median(z[region]) > threshold, condition
         assert np.mean(z[null] > threshold) <= 0.01, condition
         assert np.all(np.isnan(z[~truth.mask]))
+        from nilearn.glm import fdr_threshold
+
+        fdr = _image(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-fdr_statmap.nii.gz")
+        inside = np.isfinite(z)
+        expected = np.where(z[inside] >= fdr_threshold(z[inside], 0.05), z[inside], 0.0)
+        np.testing.assert_allclose(fdr[inside], expected, rtol=1e-6)
+        assert np.all(fdr[region] > 0) and np.mean(fdr[null] > 0) <= 0.01
+        clusters = pd.read_csv(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_clusters.tsv",
+                               sep="\t")
+        assert len(clusters) >= 1 and clusters["Peak Stat"].max() == pytest.approx(np.nanmax(z), rel=1e-5)
+        cluster = _image(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_statmap.nii.gz")
+        assert np.all((cluster[inside] == 0) | (cluster[inside] == z[inside]))
+        assert np.all(cluster[inside][cluster[inside] > 0] > scipy_stats.norm.isf(0.001))
 
 
 def test_group_maps_match_numpy_scipy_and_nilearn(study, tmp_path):

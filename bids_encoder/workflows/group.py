@@ -24,12 +24,13 @@ import numpy as np
 from .. import stats
 from .._version import __version__
 from ..bids.atlas import Atlas, is_native
-from ..bids.derivatives import map_paths, sidecar_path, write_json
+from ..bids.derivatives import atomic_write, derivative_path, map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
 from .group_model import GroupDesign, read_covariates
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
+from .group_thresholds import HEIGHT_P, cluster_map, fdr_map
 from .interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class GroupOptions:
     report: bool = True
     group_model: str = "mixed"  # mixed effects where the participants have variance maps, else OLS
     covariates: tuple = ()  # participants.tsv columns, demeaned
+    fdr_q: float = 0.05
+    cluster_extent: int = 10  # voxels, at one-sided p < 0.001 (volumes)
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -241,7 +244,8 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown,
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
     common = _common_sidecar(fits_by_subject, options)
     group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown,
-                                                design, options.group_model)
+                                                design, options.group_model, options.fdr_q,
+                                                options.cluster_extent)
     rois = None if atlas is None else RoiTables(atlas, subjects)
     for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
         values = {subject: maps.values(stat) for subject, maps in subjects.items()}
@@ -294,9 +298,11 @@ class _GroupMaps:
     """Voxel-wise group maps of one group key (written under ``staging``), one statistic at a time; the
     participant count map first."""
 
-    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown, design, group_model):
+    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown, design, group_model, fdr_q=0.05,
+                 cluster_extent=10):
         self.key, self.subjects, self.output_dir, self.staging = key, subjects, output_dir, staging
         self.design, self.group_model = design, group_model
+        self.fdr_q, self.cluster_extent = fdr_q, cluster_extent
         self.common, self.shown, self.kind = common, shown, geometry.kind
         self.base = dict(key)
         self.written = []
@@ -364,14 +370,45 @@ class _GroupMaps:
             what = "" if column == "mean" else f" (slope of the demeaned covariate {column})"
             for stat_name, (text, units) in texts.items():
                 target = {**entities, "stat": stat_name, **({} if column == "mean" else {"desc": column})}
-                self._write(target, results[column][stat_name], {
-                    "Description": f"{text}{what}, {test['Name']}, of: {described['Description']}", "Units": units,
-                    "Test": test, "ParticipantsWithValues": included}, used_maps)
+                sidecar = {"Description": f"{text}{what}, {test['Name']}, of: {described['Description']}",
+                           "Units": units, "Test": test, "ParticipantsWithValues": included}
+                self._write(target, results[column][stat_name], sidecar, used_maps)
+                if stat_name == "z":
+                    self._thresholded(target, results[column]["z"], sidecar, used_maps)
         if used == "mixed":
             self._write({**entities, "stat": "betweenVariance"}, results["tau2"], {
                 "Description": f"REML between-participant variance of: {described['Description']}",
                 "Units": f"({described['Units']})^2", "Test": self.design.test(used, "mean"),
                 "ParticipantsWithValues": included}, used_maps)
+
+
+    def _thresholded(self, target, z, sidecar, used):
+        """FDR-thresholded z (every geometry) and, for volumes, the cluster-extent map and its clusters table."""
+        prefix = target.get("desc", "")
+        label = (lambda word: prefix + word.capitalize()) if prefix else (lambda word: word)
+        values, threshold = fdr_map(z, self.fdr_q)
+        self._write({**target, "desc": label("fdr")}, values, {
+            **sidecar, "Description": f"FDR-thresholded (q = {self.fdr_q}) {sidecar['Description']}",
+            "Threshold": {"Method": "Benjamini-Hochberg FDR on the one-sided p-values of z (nilearn fdr_threshold)",
+                          "Q": self.fdr_q, "ZThreshold": threshold,
+                          "BelowThresholdValue": 0, "Survivors": int(np.sum(values > 0))}}, used)
+        if self.kind != "volume":
+            return
+        values, table, height = cluster_map(z, self.writer, self.cluster_extent)
+        entities = {**target, "desc": label("cluster")}
+        definition = {"Method": "nilearn threshold_stats_img (height_control='fpr', one-sided) then clusters of at "
+                                "least ClusterExtent voxels; get_clusters_table for the table",
+                      "HeightP": HEIGHT_P, "ZThreshold": height, "ClusterExtent": self.cluster_extent,
+                      "BelowThresholdValue": 0, "Clusters": int(table["Cluster ID"].astype(str).str.isdigit().sum())}
+        self._write(entities, values, {**sidecar, "Description": f"Cluster-extent thresholded {sidecar['Description']}",
+                                       "Threshold": definition}, used)
+        path = derivative_path(self.staging, entities, suffix="clusters", extension=".tsv")
+        atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
+        self.written += [path, write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), {
+            "Description": f"Clusters of: {sidecar['Description']}", "Threshold": definition,
+            "Columns": {"Cluster ID": "cluster number (letters: sub-peaks)", "X": "mm", "Y": "mm", "Z": "mm",
+                        "Peak Stat": "z at the peak", "Cluster Size (mm3)": "volume of the cluster"},
+            **self.common, "Sources": used})]
 
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "
