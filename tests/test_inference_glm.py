@@ -253,3 +253,18 @@ def test_f_contrast_rows():
         parse_f_expression("faces, 2 * faces", CONDITIONS)
     with pytest.raises(ContrastError, match="empty row"):
         parse_f_expression("faces, ", CONDITIONS)
+
+
+def test_contrast_of_a_condition_without_events_is_nan(caplog):
+    """A regressor that is zero everywhere (a condition absent from the runs fitted) makes its contrasts NaN with a
+    warning; the other contrasts are unaffected."""
+    rng = np.random.default_rng(4)
+    design = np.column_stack([rng.normal(size=60), np.zeros(60), np.ones(60)])
+    data = rng.normal(size=(60, 20)).astype(np.float32)
+    t = {"a": np.r_[1.0, 0, 0], "b": np.r_[0, 1.0, 0]}
+    for noise_model in ("ar1", "ols"):
+        result = first_level(data, design, np.ones(60), t, {"both": np.eye(3)[:2]}, noise_model=noise_model)
+        assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["both"]["F"]).all()
+    assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["both"]["F"]).all()
+    assert np.isfinite(result.contrasts["a"]["t"]).all()
+    assert "Contrast b is not estimable" in caplog.text

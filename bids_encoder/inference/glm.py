@@ -125,12 +125,14 @@ def _reduced_basis(design):
 
 
 def _contrast_coordinates(weights, basis, norms, name):
-    """A contrast over the design columns in the reduced coordinates; an error when it is not estimable."""
+    """A contrast over the design columns in the reduced coordinates; NaN (with a warning) when it is not
+    estimable (a condition without events, or confounded with other columns): its maps are NaN."""
     scaled = np.atleast_2d(weights) / norms
     coordinates = scaled @ basis  # (rows, rank)
     if np.abs(scaled - coordinates @ basis.T).max() > 1e-6 * np.abs(scaled).max():
-        raise ValueError(f"Contrast {name} is not estimable: its conditions are confounded with other columns of "
-                         "the design")
+        logger.warning("Contrast %s is not estimable (a condition without events, or confounded with other columns "
+                       "of the design): its maps are NaN", name)
+        return np.full_like(coordinates, np.nan)
     return coordinates
 
 
@@ -264,6 +266,9 @@ class _SharedDesign:
             variances = unit[:, None] * sigma2[None, :]
             fs = []
             for k in self.f_coordinates:
+                if np.isnan(k).any():  # not estimable
+                    fs.append(np.full(gamma.shape[1], np.nan))
+                    continue
                 estimate = k @ gamma.numpy()  # (q, v)
                 middle = np.linalg.inv((k * inverse[None, :]) @ k.T)
                 fs.append(np.sum(estimate * (middle @ estimate), axis=0) / (k.shape[0] * sigma2.numpy()))
@@ -295,6 +300,9 @@ def _contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates):
         variances = (unit * sigma2[:, None]).numpy().T
     fs = []
     for k in f_coordinates:
+        if np.isnan(k).any():  # not estimable
+            fs.append(np.full(gamma.shape[0], np.nan))
+            continue
         k_tf = tf.constant(k.T)  # (r, q)
         middle = tf.matmul(k_tf, _quadratic_forms(chol, k_tf), transpose_a=True)  # (v, q, q)
         estimate = tf.matmul(gamma, k_tf)[:, :, None]  # (v, q, 1)
