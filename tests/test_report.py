@@ -128,8 +128,9 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert not errors, errors
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         if page == "group.html":
-            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps); pRF: count, mean R², 6 parameter means
-            assert "participants" in ids and "few-participants" in ids and len(images) == 20
+            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps, their 3 FDR-thresholded maps), the volume's 3
+            # cluster-extent maps; pRF: count, mean R², 6 parameter means
+            assert "participants" in ids and "few-participants" in ids and len(images) == 20 + 2 * 3 + 3
             assert {"task-localizer_space-MNI152NLin2009cAsym_model-glm", "task-localizer_space-fsaverage5_model-glm",
                     "task-prf_space-MNI152NLin2009cAsym_model-prf2d"} <= ids
         else:
