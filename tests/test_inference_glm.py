@@ -257,14 +257,17 @@ def test_f_contrast_rows():
 
 def test_contrast_of_a_condition_without_events_is_nan(caplog):
     """A regressor that is zero everywhere (a condition absent from the runs fitted) makes its contrasts NaN with a
-    warning; the other contrasts are unaffected."""
+    warning; the other contrasts are unaffected, and F contrasts leave its row out."""
     rng = np.random.default_rng(4)
     design = np.column_stack([rng.normal(size=60), np.zeros(60), np.ones(60)])
     data = rng.normal(size=(60, 20)).astype(np.float32)
     t = {"a": np.r_[1.0, 0, 0], "b": np.r_[0, 1.0, 0]}
+    f = {"both": np.eye(3)[:2], "onlyB": np.eye(3)[1:2]}
     for noise_model in ("ar1", "ols"):
-        result = first_level(data, design, np.ones(60), t, {"both": np.eye(3)[:2]}, noise_model=noise_model)
-        assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["both"]["F"]).all()
-    assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["both"]["F"]).all()
-    assert np.isfinite(result.contrasts["a"]["t"]).all()
+        result = first_level(data, design, np.ones(60), t, f, noise_model=noise_model)
+        assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["onlyB"]["F"]).all()
+        assert np.isfinite(result.contrasts["a"]["t"]).all()
+        # an F with a row that is not estimable tests the others: here F = t² of 'a'
+        np.testing.assert_allclose(result.contrasts["both"]["F"], result.contrasts["a"]["t"] ** 2, rtol=1e-6)
+        assert result.f_rows == {"both": 1, "onlyB": 0}
     assert "Contrast b is not estimable" in caplog.text

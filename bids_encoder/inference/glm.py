@@ -43,6 +43,7 @@ class FirstLevelResult:
     contrasts: dict = field(default_factory=dict)
     rho: np.ndarray | None = None  # (runs × voxels)
     sigma2: np.ndarray | None = None  # residual variance (whitened with AR(1))
+    f_rows: dict = field(default_factory=dict)  # F contrast → estimable rows (its numerator degrees of freedom)
 
 
 def percent_signal_change(data, runs, keep=None):
@@ -136,6 +137,17 @@ def _contrast_coordinates(weights, basis, norms, name):
     return coordinates
 
 
+def _f_coordinates(weights, basis, norms, name):
+    """An F contrast's rows in the reduced coordinates, leaving out (with a warning) rows that are not estimable;
+    all NaN when none is left."""
+    rows = []
+    for i, row in enumerate(np.atleast_2d(weights)):
+        coordinates = _contrast_coordinates(row, basis, norms, f"{name} (row {i + 1})")
+        if not np.isnan(coordinates).any():
+            rows.append(coordinates[0])
+    return np.vstack(rows) if rows else np.full((1, basis.shape[1]), np.nan)
+
+
 def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_model="ar1", censored=None,
                 voxel_regressors=None, memory_limit=1_000_000_000):
     """Fit the GLM of every voxel and evaluate contrasts.
@@ -205,10 +217,11 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
             t = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
         z, p = t_to_z_p(t, df)
         result.contrasts[name] = {"effect": effect, "variance": variance, "t": t, "z": z, "p": p}
-    for name, weights in f_contrasts.items():
+    for name, rows in zip(f_contrasts, solver.f_coordinates, strict=True):
         f = np.concatenate(outputs[name]["F"])
-        z, p = f_to_z_p(f, np.atleast_2d(weights).shape[0], df)
+        z, p = f_to_z_p(f, rows.shape[0], df)
         result.contrasts[name] = {"F": f, "z": z, "p": p}
+        result.f_rows[name] = 0 if np.isnan(rows).any() else rows.shape[0]
     logger.info("First level (%s): %d voxels, %d contrasts, %g degrees of freedom", noise_model, n_voxels,
                 len(result.contrasts), df)
     return result
@@ -242,7 +255,7 @@ class _SharedDesign:
         self.centre = _centre(structure, design)
         self.t_coordinates = (np.vstack([_contrast_coordinates(w, basis, norms, n) for n, w in t_contrasts.items()])
                               if t_contrasts else np.zeros((0, self.rank)))
-        self.f_coordinates = [_contrast_coordinates(w, basis, norms, n) for n, w in f_contrasts.items()]
+        self.f_coordinates = [_f_coordinates(w, basis, norms, n) for n, w in f_contrasts.items()]
         self.z_tf = tf.constant(self.z)
         self.gram_diag = np.sum(self.z**2, axis=0)  # Z'Z is diagonal (U S)
         self.moments = structure.moments(self.z)

@@ -142,7 +142,7 @@ def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memor
                    "NoiseModelDescription": NOISE_MODEL_NAMES[noise_model]["Description"],
                    "SignalScaling": SCALING[scaling]}
         if spec.kind == "F":
-            sidecar["NumeratorDegreesOfFreedom"] = int(weights.shape[0])
+            sidecar["NumeratorDegreesOfFreedom"] = int(fitted.f_rows.get(spec.name, weights.shape[0]))
         stats = fitted.contrasts[spec.name]
         for stat, description, unit in _described(spec, described, units):
             values = np.full(data.shape[1], np.nan, np.float32)
