@@ -98,3 +98,13 @@ def test_ols_equals_numpy_closed_form_with_missing_values():
     reference = stats.ttest_1samp(effects[:, 10:], 0.0, axis=0, alternative="greater")
     np.testing.assert_allclose(one_sample["t"][10:], reference.statistic, rtol=1e-10)
     np.testing.assert_allclose(one_sample["p"][10:], reference.pvalue, rtol=1e-8)
+
+
+def test_sessions_combine_effects_as_a_mean_and_variances_as_its_variance():
+    """A participant's sessions: effects averaged, sampling variances combined as the variance of that mean."""
+    from bids_encoder.workflows.group import _combine
+
+    effects = [np.array([1.0, 2.0, np.nan]), np.array([3.0, np.nan, np.nan])]
+    variances = [np.array([0.5, 0.2, np.nan]), np.array([1.5, np.nan, np.nan])]
+    np.testing.assert_allclose(_combine(effects, False), [2.0, 2.0, np.nan])
+    np.testing.assert_allclose(_combine(variances, False, variance=True), [0.5, 0.2, np.nan])
