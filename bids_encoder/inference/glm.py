@@ -240,12 +240,6 @@ def _run_means(y, structure):
     return tf.gather(sums / counts, structure.index_tf)
 
 
-def _quadratic_forms(chol, coordinates):
-    """G⁻¹ k for every voxel (Cholesky factors v × r × r) and every column k of ``coordinates`` (r × n)."""
-    rhs = tf.broadcast_to(coordinates, [chol.shape[0], *coordinates.shape])
-    return tf.linalg.cholesky_solve(chol, rhs)  # (v, r, n)
-
-
 class _SharedDesign:
     """One design for all voxels, in its reduced (full-rank, equilibrated) coordinates."""
 
@@ -304,23 +298,35 @@ class _SharedDesign:
 
 
 def _contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates):
-    """Effects, variances (n_t × v) and F values (list of v) from per-voxel Cholesky factors and coefficients."""
-    effects = tf.matmul(gamma, tf.constant(t_coordinates.T)).numpy().T if len(t_coordinates) else np.zeros((0,))
-    variances = np.zeros((0,))
-    if len(t_coordinates):
-        solved = _quadratic_forms(chol, tf.constant(t_coordinates.T))  # (v, r, n_t)
-        unit = tf.reduce_sum(solved * tf.constant(t_coordinates.T)[None], axis=1)  # (v, n_t)
-        variances = (unit * sigma2[:, None]).numpy().T
-    fs = []
+    """Effects, variances (n_t × v) and F values (list of v) from per-voxel Cholesky factors and coefficients.
+
+    One triangular solve ``W = L⁻¹ K`` for all contrasts at once (``G = L L'``): ``k' G⁻¹ k = |L⁻¹ k|²`` and an F
+    contrast's ``K' G⁻¹ K = W' W``.
+    """
+    estimable = [k for k in f_coordinates if not np.isnan(k).any()]
+    blocks = ([t_coordinates] if len(t_coordinates) else []) + estimable
+    if not blocks:
+        return np.zeros((0,)), np.zeros((0,)), [np.full(gamma.shape[0], np.nan) for _ in f_coordinates]
+    columns = tf.constant(np.vstack(blocks).T)  # (r, n)
+    solved = tf.linalg.triangular_solve(chol, tf.broadcast_to(columns, [chol.shape[0], *columns.shape]),
+                                        lower=True)  # (v, r, n)
+    estimates = tf.matmul(gamma, columns)  # (v, n)
+    n_t = len(t_coordinates)
+    effects, variances = np.zeros((0,)), np.zeros((0,))
+    if n_t:
+        effects = estimates[:, :n_t].numpy().T
+        variances = (tf.reduce_sum(tf.square(solved[:, :, :n_t]), axis=1) * sigma2[:, None]).numpy().T
+    fs, start = [], n_t
     for k in f_coordinates:
         if np.isnan(k).any():  # not estimable
             fs.append(np.full(gamma.shape[0], np.nan))
             continue
-        k_tf = tf.constant(k.T)  # (r, q)
-        middle = tf.matmul(k_tf, _quadratic_forms(chol, k_tf), transpose_a=True)  # (v, q, q)
-        estimate = tf.matmul(gamma, k_tf)[:, :, None]  # (v, q, 1)
+        w = solved[:, :, start:start + k.shape[0]]
+        middle = tf.matmul(w, w, transpose_a=True)  # (v, q, q)
+        estimate = estimates[:, start:start + k.shape[0], None]  # (v, q, 1)
         quadratic = tf.reduce_sum(estimate * tf.linalg.solve(middle, estimate), axis=[1, 2])
         fs.append((quadratic / (k.shape[0] * sigma2)).numpy())
+        start += k.shape[0]
     return effects, variances, fs
 
 
