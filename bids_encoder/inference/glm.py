@@ -10,7 +10,8 @@ value is the marginal of the others).
 
 For a shared design the per-voxel normal equations are assembled from a few per-run moment matrices of the design,
 ``X'W'WX = Σ_runs S0 + ρ² S1 − ρ L`` (S0 the run's cross-products, S1 those of its interior volumes, L the lag-one
-cross-products), so the whitened design is never formed; the systems are solved by batched Cholesky in float64.
+cross-products), so the whitened design is never formed: the operations on the data (time × voxels) are float32,
+the small per-voxel systems are solved by batched Cholesky in float64.
 Per-voxel designs (fitted HRFs) are whitened explicitly, chunk by chunk.
 
 Degrees of freedom are ``volumes − rank(X)`` (censored volumes remove one each through their spike columns).
@@ -79,17 +80,18 @@ class _Runs:
         self.pair = ~first  # t and t-1 in the same run
         self.index_tf = tf.constant(self.index.astype(np.int32))
         self.first_tf = tf.constant(first[:, None])
-        self.pair_tf = tf.constant(self.pair[:, None].astype(np.float64))
-        self.kept_tf = tf.constant((~np.asarray(censored, bool))[:, None].astype(np.float64))
+        self.pair_tf = tf.constant(self.pair[:, None].astype(np.float32))
+        self.kept_tf = tf.constant((~np.asarray(censored, bool))[:, None].astype(np.float32))
 
     def indicators(self):
         return (self.index[:, None] == np.arange(self.n_runs)[None, :]).astype(float)
 
     def rho(self, residuals):
         """Lag-one autocorrelation of the residuals (time × voxels) per run: (runs × voxels), clipped."""
-        e = residuals * self.kept_tf
+        e = residuals * tf.cast(self.kept_tf, residuals.dtype)
         previous = tf.concat([tf.zeros_like(e[:1]), e[:-1]], axis=0)
-        numerator = tf.math.unsorted_segment_sum(self.pair_tf * e * previous, self.index_tf, self.n_runs)
+        numerator = tf.math.unsorted_segment_sum(tf.cast(self.pair_tf, e.dtype) * e * previous, self.index_tf,
+                                                 self.n_runs)
         denominator = tf.math.unsorted_segment_sum(e * e, self.index_tf, self.n_runs)
         rho = tf.math.divide_no_nan(numerator, denominator)
         return tf.clip_by_value(rho, -MAX_RHO, MAX_RHO)
@@ -199,7 +201,7 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     rhos, sigma2s = [], []
     for start in range(0, n_voxels, chunk):
         stop = min(start + chunk, n_voxels)
-        y = tf.constant(data[:, start:stop].astype(np.float64))
+        y = tf.constant(data[:, start:stop])  # float32; the per-voxel systems are float64
         effects, variances, fs, rho, sigma2 = solver.solve(y, noise_model, df, start, stop)
         for j, name in enumerate(t_contrasts):
             outputs[name]["effect"].append(effects[j])
@@ -236,7 +238,7 @@ def _centre(structure, design):
 
 def _run_means(y, structure):
     sums = tf.math.unsorted_segment_sum(y, structure.index_tf, structure.n_runs)
-    counts = np.bincount(structure.index, minlength=structure.n_runs).astype(np.float64)[:, None]
+    counts = np.bincount(structure.index, minlength=structure.n_runs)[:, None].astype(y.dtype.as_numpy_dtype)
     return tf.gather(sums / counts, structure.index_tf)
 
 
@@ -250,7 +252,7 @@ class _SharedDesign:
         self.t_coordinates = (np.vstack([_contrast_coordinates(w, basis, norms, n) for n, w in t_contrasts.items()])
                               if t_contrasts else np.zeros((0, self.rank)))
         self.f_coordinates = [_f_coordinates(w, basis, norms, n) for n, w in f_contrasts.items()]
-        self.z_tf = tf.constant(self.z)
+        self.z_tf = tf.constant(self.z.astype(np.float32))
         self.gram_diag = np.sum(self.z**2, axis=0)  # Z'Z is diagonal (U S)
         self.moments = structure.moments(self.z)
 
@@ -262,11 +264,12 @@ class _SharedDesign:
         if self.centre:
             y = y - _run_means(y, structure)
         z = self.z_tf
-        gamma = tf.matmul(z, y, transpose_a=True) / self.gram_diag[:, None]  # OLS in orthogonal coordinates
+        gamma = tf.matmul(z, y, transpose_a=True) / self.gram_diag[:, None].astype(np.float32)  # OLS (Z'Z diagonal)
         residuals = y - tf.matmul(z, gamma)
         k_t = tf.constant(self.t_coordinates.T)  # (r, n_t)
         if noise_model == "ols":
-            sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
+            sigma2 = tf.cast(tf.reduce_sum(tf.square(residuals), axis=0), DTYPE) / df
+            gamma = tf.cast(gamma, DTYPE)
             inverse = 1.0 / self.gram_diag
             effects = tf.matmul(k_t, gamma, transpose_a=True)  # (n_t, v)
             unit = np.sum(self.t_coordinates**2 * inverse[None, :], axis=1)  # k' G⁻¹ k
@@ -285,15 +288,16 @@ class _SharedDesign:
         whitened = structure.whiten(y, rho_t)
         scale = tf.where(structure.first_tf, tf.sqrt(1.0 - tf.square(rho_t)), tf.ones_like(rho_t))
         previous_z = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
-        rhs = (tf.matmul(z, whitened * scale, transpose_a=True)
-               - tf.matmul(previous_z, rho_t * structure.pair_tf * whitened, transpose_a=True))  # (r, v)
+        rhs = tf.cast(tf.matmul(z, whitened * scale, transpose_a=True)
+                      - tf.matmul(previous_z, rho_t * structure.pair_tf * whitened, transpose_a=True), DTYPE)  # (r, v)
+        rho64 = tf.cast(rho, DTYPE)
         s0, s1, lag = self.moments
-        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", tf.square(rho), s1)
-                - tf.einsum("Rv,Rpq->vpq", rho, lag))
+        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", tf.square(rho64), s1)
+                - tf.einsum("Rv,Rpq->vpq", rho64, lag))
         chol = tf.linalg.cholesky(gram)
         gamma = tf.linalg.cholesky_solve(chol, tf.transpose(rhs)[:, :, None])[:, :, 0]  # (v, r)
-        residuals = y - tf.matmul(z, gamma, transpose_b=True)
-        sigma2 = tf.reduce_sum(tf.square(structure.whiten(residuals, rho_t)), axis=0) / df
+        residuals = y - tf.matmul(z, tf.cast(gamma, tf.float32), transpose_b=True)
+        sigma2 = tf.cast(tf.reduce_sum(tf.square(structure.whiten(residuals, rho_t)), axis=0), DTYPE) / df
         return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho.numpy(), sigma2.numpy())
 
 
@@ -359,6 +363,7 @@ class _VoxelDesigns:
 
     def solve(self, y, noise_model, df, start, stop):
         structure = self.structure
+        y = tf.cast(y, DTYPE)
         if self.centre:
             y = y - _run_means(y, structure)
         regressors = tf.constant(np.asarray(self.regressors(start, stop), dtype=np.float64))  # (v, T, R)
