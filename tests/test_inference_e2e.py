@@ -131,3 +131,33 @@ def test_contrast_errors_exit_64(fitted, tmp_path, capsys, option, message):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("bids_encoder: error:") and message in error
     assert not list(out.rglob("*.nii.gz"))
+
+
+def test_shared_hrf_ols_effects_equal_the_least_squares_weights(fitted, tmp_path):
+    """--hrf shared, --glm-noise-model ols, --signal-scaling none: the inference sees the design the weights were
+    fitted with: its effects equal WeightFitter's weights with the shared HRF (the effect maps of before)."""
+    from bids_encoder.hrf import SPMHRFModel
+    from bids_encoder.models import LinearModelWithBaselineHRF
+    from bids_encoder.optimize import WeightFitter
+
+    _, root, _ = fitted
+    out = tmp_path / "out"
+    assert main([str(root / "bids"), str(out), "participant", "--work-dir", str(root / "work"), "--confounds", "none",
+                 "--cv", "none", "--no-report", "--hrf", "shared", "--glm-noise-model", "ols", "--signal-scaling",
+                 "none"]) == 0
+    sidecar = json.loads(open(f"{_stem(out)}_contrast-faces_stat-effect_statmap.json").read())
+    assert sidecar["NoiseModel"] == "OLS" and sidecar["Units"] == "BOLD signal units per unit regressor"
+    shared = sidecar["HRF"]["Shared"]
+    design = pd.read_csv(f"{_stem(out)}_design.tsv", sep="\t")
+    index = pd.MultiIndex.from_arrays([design["run"].to_numpy(), design["volume"].to_numpy()], names=["run", "volume"])
+    paradigm = pd.DataFrame(design[list(CONDITIONS)].to_numpy(np.float32), index=index, columns=list(CONDITIONS))
+    stem = root / "bids/derivatives/fmriprep/sub-01/func/sub-01_task-localizer"
+    mask = nib.load(f"{stem}_run-1_{VOLUME}_desc-brain_mask.nii.gz").get_fdata() > 0
+    bold = np.vstack([nib.load(f"{stem}_run-{r}_{VOLUME}_desc-preproc_bold.nii.gz").get_fdata()[mask].T
+                      for r in (1, 2)])
+    hrf = SPMHRFModel(2.0, delay=shared["Delay"], dispersion=shared["Dispersion"])
+    weights = WeightFitter(LinearModelWithBaselineHRF(hrf_model=hrf), None, pd.DataFrame(bold, index=index),
+                           paradigm).fit()
+    for condition in CONDITIONS:
+        np.testing.assert_allclose(_map(out, f"contrast-{condition}_stat-effect")[mask], weights.loc[condition],
+                                   rtol=1e-3, atol=1e-4)
