@@ -221,7 +221,7 @@ def test_group_outputs_are_queryable_with_pybids(study):
     _, _, out = study
     layout = output_layout(out)
     found = [f for f in layout.get(stat="z", contrast="faces", space="MNI152NLin2009cAsym", extension=".nii.gz")
-             if "subject" not in f.entities]  # the participants' z maps are there too
+             if "subject" not in f.entities and "desc" not in f.entities]  # not the participants' or thresholded
     assert [Path(f.path).name for f in found] == [f"{VOLUME}_contrast-faces_stat-z_statmap.nii.gz"]
 
 
