@@ -1,7 +1,12 @@
 """GLM benchmark: bids_encoder's LinearModelWithBaselineHRF + WeightFitter against nilearn's run_glm (OLS).
 
 Both solve the same design (20 HRF-convolved regressors + intercept) for the same data, side by side in one
-process. Also reports ParameterFitter iterations per second with per-voxel HRFs on the same problem.
+process. Also reports ParameterFitter iterations per second with per-voxel HRFs on the same problem, and the
+first-level inference (``bids_encoder.inference.first_level``: AR(1) fit, one t contrast per regressor and an F
+over all of them: effect, variance, t, z, p) against nilearn on the same design and data: ``run_glm(noise_model=
+"ar1")`` + ``compute_contrast`` (the numeric core of FirstLevelModel), and FirstLevelModel itself (fit on an
+in-memory image with ``design_matrices=`` + ``compute_contrast(output_type="all")``; ``--no-first-level-model``
+skips it).
 
     python benchmarks/glm.py [--voxels 50000] [--volumes 600] [--regressors 20] [--iterations 50]
 """
@@ -47,6 +52,8 @@ def main():
     parser.add_argument("--tr", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=50, help="ParameterFitter steps to time")
+    parser.add_argument("--no-first-level-model", action="store_true",
+                        help="skip timing nilearn's FirstLevelModel (run_glm + compute_contrast are still timed)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -85,6 +92,7 @@ def main():
     pf.fit(max_n_iterations=args.iterations, min_n_iterations=args.iterations, progressbar=False)
     t_iter = time.perf_counter() - start
 
+    inference = _inference(design, y, args, args.regressors)
     rows = [
         ("problem", f"{args.voxels} voxels x {args.volumes} volumes x {args.regressors} regressors, {device}"),
         ("bids_encoder WeightFitter (s)", f"{t_ours:.3f}"),
@@ -95,6 +103,7 @@ def main():
         ("ParameterFitter unique HRFs (it/s)", f"{pf.n_iterations / t_iter:.2f}"),
         ("ParameterFitter voxel-iterations/s", f"{pf.n_iterations * args.voxels / t_iter:.3g}"),
     ]
+    rows += inference
     width = max(len(name) for name, _ in rows)
     print(f"{'measure':<{width}} | value")
     print(f"{'-' * width}-|-{'-' * 40}")
@@ -102,6 +111,60 @@ def main():
         print(f"{name:<{width}} | {value}")
     print("cvR²: off (in-sample least squares of both libraries; the app's cross-validation refits once per fold, "
           "see benchmarks/participant.py)")
+
+
+def _inference(design, y, args, n_regressors):
+    """Rows of the first-level inference comparison (AR(1), n t contrasts + 1 F)."""
+    from nilearn.glm.contrasts import compute_contrast
+    from nilearn.glm.first_level import run_glm
+
+    from bids_encoder.inference import first_level
+
+    columns = design.shape[1]
+    t_contrasts = {f"c{i:02d}": np.eye(columns)[i] for i in range(n_regressors)}
+    f_contrasts = {"effectsOfInterest": np.eye(columns)[:n_regressors]}
+    data = y.astype(np.float32)
+
+    def ours():
+        return first_level(data, design, np.ones(len(design)), t_contrasts, f_contrasts, noise_model="ar1",
+                           memory_limit=2_000_000_000)
+
+    def theirs():
+        labels, results = run_glm(y.astype(np.float64), design, noise_model="ar1")
+        out = {name: compute_contrast(labels, results, vector, "t") for name, vector in t_contrasts.items()}
+        out["effectsOfInterest"] = compute_contrast(labels, results, f_contrasts["effectsOfInterest"], "F")
+        return {name: (c.effect_size(), c.z_score()) for name, c in out.items()}
+
+    ours()
+    t_ours, mine = best_of(ours, args.repeats)
+    t_theirs, reference = best_of(theirs, 1)
+    dz = np.concatenate([mine.contrasts[name]["z"] - np.ravel(reference[name][1]) for name in reference])
+    r = min(np.corrcoef(mine.contrasts[name]["z"], np.ravel(reference[name][1]))[0, 1] for name in reference)
+    rows = [("first level AR(1) + contrasts: ours (s)", f"{t_ours:.3f}"),
+            ("nilearn run_glm ar1 + compute_contrast (s)", f"{t_theirs:.3f}"),
+            ("speed-up vs run_glm (nilearn / ours)", f"{t_theirs / t_ours:.1f}x"),
+            ("z: min correlation over contrasts", f"{r:.5f}"),
+            ("z: 99th percentile |dz|", f"{np.percentile(np.abs(dz), 99):.4f}")]
+    if not args.no_first_level_model:
+        import nibabel as nib
+        from nilearn.glm.first_level import FirstLevelModel
+
+        n_voxels = y.shape[1]
+        image = nib.Nifti1Image(y.T.reshape(n_voxels, 1, 1, -1).astype(np.float32), np.eye(4))
+        mask = nib.Nifti1Image(np.ones((n_voxels, 1, 1), np.int8), np.eye(4))
+        frame = pd.DataFrame(design, columns=[f"x{i}" for i in range(columns)])
+
+        def first_level_model():
+            model = FirstLevelModel(noise_model="ar1", signal_scaling=False, mask_img=mask, minimize_memory=True)
+            model.fit(image, design_matrices=frame)
+            for vector in t_contrasts.values():
+                model.compute_contrast(vector, stat_type="t", output_type="all")
+            model.compute_contrast(f_contrasts["effectsOfInterest"], stat_type="F", output_type="all")
+
+        t_model, _ = best_of(first_level_model, 1)
+        rows += [("nilearn FirstLevelModel ar1 fit + contrasts (s)", f"{t_model:.3f}"),
+                 ("speed-up vs FirstLevelModel", f"{t_model / t_ours:.1f}x")]
+    return rows
 
 
 if __name__ == "__main__":

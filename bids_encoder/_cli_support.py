@@ -219,3 +219,21 @@ def _prune_logs(folder, level, keep=KEEP_LOGS):
     logs = sorted(folder.glob(f"{level}_*.log"), key=lambda path: (path.stat().st_mtime, path.name), reverse=True)
     for path in logs[keep:]:
         path.unlink(missing_ok=True)
+
+
+def _contrasts(values, option, f_contrast=False):
+    """``NAME=EXPRESSION`` values of --contrast / --f-contrast → ((name, expression), …), syntax checked (64)."""
+    from .inference.contrasts import ContrastError, check_name, check_syntax
+
+    parsed = []
+    for value in values:
+        name, equals, expression = str(value).partition("=")
+        try:
+            if not equals or not expression.strip():
+                raise ContrastError(f"expected NAME=EXPRESSION, got {value!r}")
+            check_name(name.strip())
+            check_syntax(expression, f_contrast=f_contrast)
+        except ContrastError as error:
+            raise AppError(f"{option}: {error}", 64) from error
+        parsed.append((name.strip(), expression.strip()))
+    return tuple(parsed)

@@ -24,6 +24,7 @@ from ._cli_support import (
     AppError,
     _configure_device,
     _confound_parameters,
+    _contrasts,
     _device_memory_limit,
     _expand_lists,
     _filters,
@@ -85,6 +86,16 @@ logger = logging.getLogger("bids_encoder")
               help="Parameter of nilearn's load_confounds, e.g. motion=full, fd_threshold=0.5, n_compcor=5.")
 @click.option("--noise-model", type=click.Choice(["ssq", "gaussian"]), default="ssq", show_default=True,
               help="ssq (least squares) or gaussian.")
+@click.option("--contrast", "contrast", multiple=True, metavar="NAME=EXPRESSION",
+              help="GLM: a t contrast over the conditions (BIDS labels or quoted trial_type values), e.g. "
+              "facesVsHouses='faces - houses'; repeatable. One per condition is always written.")
+@click.option("--f-contrast", "f_contrast", multiple=True, metavar="NAME=EXPRESSION",
+              help="GLM: an F contrast, rows separated by commas, e.g. faceOrHouse='faces, houses'; repeatable. "
+              "effectsOfInterest (all conditions) is always written.")
+@click.option("--glm-noise-model", type=click.Choice(["ar1", "ols"]), default="ar1", show_default=True,
+              help="GLM inference: AR(1) prewhitening (per voxel and run) or ordinary least squares.")
+@click.option("--signal-scaling", type=click.Choice(["psc", "none"]), default="psc", show_default=True,
+              help="GLM: percent signal change (each voxel's mean per run) or none (BOLD units).")
 @click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
               help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
@@ -95,6 +106,15 @@ logger = logging.getLogger("bids_encoder")
               "R² is below this before aggregating.")
 @click.option("--min-cvrsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels "
               "whose cross-validated R² is below this (with --min-rsquared, a voxel must pass both).")
+@click.option("--group-model", type=click.Choice(["mixed", "ols"]), default="mixed", show_default=True,
+              help="Group: mixed effects using the participants' variance maps (REML, FLAME1-like; OLS where they "
+              "are missing) or OLS.")
+@click.option("--group-covariate", multiple=True, metavar="NAME",
+              help="Group: a numeric participants.tsv column added to the group design (demeaned); repeatable.")
+@click.option("--fdr-q", type=click.FloatRange(min=0, max=1, min_open=True), default=0.05, show_default=True,
+              help="Group: false discovery rate of the FDR-thresholded z maps.")
+@click.option("--cluster-extent", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Group, volumes: smallest cluster (voxels) of the cluster-extent maps, at one-sided p < 0.001.")
 @click.option("--atlas", help="Group: label image (NIfTI, GIFTI with {hemi}, CIFTI dlabel) for ROI summaries; "
               "{subject} in the path for per-participant atlases (required for T1w/fsnative outputs).")
 @click.option("--atlas-labels", type=click.Path(dir_okay=False, path_type=Path),
@@ -186,6 +206,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         raise AppError("Several --model values are compared by cross-validated R²: they cannot run with --cv none",
                        64)
     memory_limit = _memory(options["memory_limit"])
+    contrasts = _contrasts(options["contrast"], "--contrast")
+    f_contrasts = _contrasts(options["f_contrast"], "--f-contrast", f_contrast=True)
     confound_parameters = _confound_parameters(options["confounds_param"])
     filters = _filters(options["bids_filter_file"])
     bids_dir, output_dir = _check_paths(bids_dir, output_dir, options["work_dir"])
@@ -218,7 +240,9 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             stimulus_column=options["stimulus_column"],
             stimulus_period=None if options["stimulus_period"] is None else float(options["stimulus_period"]),
             nuisance_trial_types=tuple(options["nuisance_trial_type"]),
-            positive_amplitude=options["positive_amplitude"])
+            positive_amplitude=options["positive_amplitude"],
+            contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
+            signal_scaling=options["signal_scaling"])
         try:
             from .workflows.participant import check_model_options
 
@@ -280,7 +304,9 @@ def _run_group(bids_dir, output_dir, labels, options, models):
         space=options["space"] if "space" in options["explicit"] else None,
         model=_group_models(models) if "model" in options["explicit"] else None,
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
-        work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"])
+        work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
+        group_model=options["group_model"], covariates=tuple(options["group_covariate"]),
+        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"])
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

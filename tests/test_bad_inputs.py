@@ -258,7 +258,7 @@ def test_constant_and_nan_voxels_are_left_out_with_a_warning(template, tmp_path,
     out, err = _fit(bids, tmp_path, capsys)
     assert "1 voxel(s) with NaN or infinite samples are not fitted" in err
     assert "3 voxel(s) or vertices without signal in some run(s) are not fitted" in err  # run 2 is intact
-    for stat in ("contrast-faces_stat-effect", "stat-rsquared"):
+    for stat in ("contrast-faces_stat-effect", "contrast-faces_stat-z", "stat-rsquared"):
         values = _map(out, stat)
         assert np.isnan(values[zero]) and np.isnan(values[constant]) and np.isnan(values[nan])
         assert np.isfinite(values[mask]).sum() == mask.sum() - 3
@@ -284,7 +284,8 @@ def test_events_outside_the_run_fit_with_a_warning(template, tmp_path, capsys):
     assert (f"{SUB}_events.tsv: 1 start before 0 s, 1 start after the end of the run (80 s), 1 end after it of "
             f"{n_events} event(s); modelled as they happened (the part of their response inside the run counts); "
             "1 do not reach any volume") in err
-    assert {p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")} == {
+    assert {p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")
+            if "_stat-effect_" in p.name or "_stat-rsquared_" in p.name} == {
         "contrast-faces_stat-effect_statmap.nii.gz", "contrast-houses_stat-effect_statmap.nii.gz",
         "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"}
     mask = np.asarray(nib.load(bids / MASK).dataobj).astype(bool)
@@ -298,7 +299,8 @@ def test_condition_column_names_the_conditions(template, tmp_path, capsys):
     for path in bids.glob("sub-01/func/*_events.tsv"):
         _edit_tsv(path, lambda f: f.rename(columns={"trial_type": "stim_type"}))
     out, _ = _fit(bids, tmp_path, capsys, "--condition-column", "stim_type")
-    assert sorted(p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")) == [
+    assert sorted(p.name.split("model-glm_")[1] for p in _statmaps(out, "sub-01/func/*_statmap.nii.gz")
+                  if "_stat-effect_" in p.name or "_stat-rsquared_" in p.name) == [
         "contrast-faces_stat-effect_statmap.nii.gz", "contrast-houses_stat-effect_statmap.nii.gz",
         "contrast-scenes_stat-effect_statmap.nii.gz", "stat-rsquared_statmap.nii.gz"]
 

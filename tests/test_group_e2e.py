@@ -63,7 +63,12 @@ def expected_group_files():
                                 for d in ("mean", "median", "sd")]]
         for condition in CONDITIONS:
             maps += [f"contrast-{condition}_stat-effect_desc-{d}" for d in ("mean", "median", "sd")]
-            maps += [f"contrast-{condition}_stat-{s}" for s in ("t", "z")]
+            maps += [f"contrast-{condition}_stat-{s}" for s in ("effect", "variance", "t", "z", "p",
+                                                                  "betweenVariance")]
+            maps += [f"contrast-{condition}_stat-z_desc-fdr"]
+            if kind == "volume":
+                maps += [f"contrast-{condition}_stat-z_desc-cluster"]
+                files += [f"{stem}_contrast-{condition}_stat-z_desc-cluster_clusters.{e}" for e in ("tsv", "json")]
         for name in maps:
             files.append(f"{stem}_{name}_statmap.json")
             if kind == "volume":
@@ -79,7 +84,8 @@ def test_separate_processes_then_group_write_every_file(study):
     for subject in SUBJECTS:
         assert (out / f"sub-{subject}/func/sub-{subject}_{VOLUME}_stat-rsquared_statmap.json").is_file()
     assert sorted(p.name for p in (out / "group").iterdir() if p.is_file()) == expected_group_files()
-    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 12
+    # counts, R² means, z maps; and the FDR-thresholded z (both spaces) and cluster-extent z (volume) of 3 conditions
+    assert (out / "group.html").is_file() and len(list((out / "group/figures").iterdir())) == 12 + 3 * 3
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
     assert len(list((out / "logs").glob("participant_sub-*.log"))) == 4
     assert len(list((out / "logs").glob("group_*.log"))) == 1
@@ -94,13 +100,33 @@ def test_group_z_finds_the_planted_region_and_nothing_else(study):
         null = (effects.max(axis=0) == 0) & truth.mask
         threshold = scipy_stats.norm.isf(0.001)
         assert region.sum() >= 10 and null.sum() >= 400
-        assert np.all(z[region] > threshold), condition  # p < 0.001 uncorrected everywhere in the region
+        # mixed effects (default) never trust a spread across 4 participants below their first-level variances:
+        # p < 0.01 everywhere in the region, p < 0.001 in most of it (OLS had p < 0.001 everywhere)
+        assert np.all(z[region] > scipy_stats.norm.isf(0.01)) and np.median(z[region]) > threshold, condition
         assert np.mean(z[null] > threshold) <= 0.01, condition
         assert np.all(np.isnan(z[~truth.mask]))
+        from nilearn.glm import fdr_threshold
+
+        fdr = _image(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-fdr_statmap.nii.gz")
+        inside = np.isfinite(z)
+        expected = np.where(z[inside] >= fdr_threshold(z[inside], 0.05), z[inside], 0.0)
+        np.testing.assert_allclose(fdr[inside], expected, rtol=1e-6)
+        assert np.all(fdr[region] > 0) and np.mean(fdr[null] > 0) <= 0.01
+        clusters = pd.read_csv(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_clusters.tsv",
+                               sep="\t")
+        assert len(clusters) >= 1 and clusters["Peak Stat"].max() == pytest.approx(np.nanmax(z), rel=1e-5)
+        cluster = _image(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_statmap.nii.gz")
+        assert np.all((cluster[inside] == 0) | (cluster[inside] == z[inside]))
+        assert np.all(cluster[inside][cluster[inside] > 0] > scipy_stats.norm.isf(0.001))
 
 
-def test_group_maps_match_numpy_scipy_and_nilearn(study):
-    _, _, out = study
+def test_group_maps_match_numpy_scipy_and_nilearn(study, tmp_path):
+    """The summaries, and with --group-model ols the one-sample t-test (scipy, nilearn); a covariate's slope with
+    OLS equals numpy's least squares."""
+    _, root, study_out = study
+    out = _copy(study_out, tmp_path)
+    assert main([str(root / "bids"), str(out), "group", "--space", "MNI152NLin2009cAsym", "--group-model", "ols",
+                 "--no-report", "--work-dir", str(tmp_path / "work")]) == 0
     for condition in CONDITIONS:
         stat = f"contrast-{condition}_stat-effect"
         values = np.stack([_participant(out, s, stat) for s in SUBJECTS])
@@ -127,6 +153,24 @@ def test_group_maps_match_numpy_scipy_and_nilearn(study):
     ours = _image(out / f"group/{VOLUME}_contrast-faces_stat-z_statmap.nii.gz")
     np.testing.assert_allclose(ours[inside], nilearn_z[inside], atol=2e-3)
 
+    bids = tmp_path / "bids"
+    shutil.copytree(root / "bids", bids, ignore=shutil.ignore_patterns("derivatives"))
+    age = np.array([23.0, 31.0, 27.0, 40.0])
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in SUBJECTS], "age": age}).to_csv(
+        bids / "participants.tsv", sep="\t", index=False)
+    assert main([str(bids), str(out), "group", "--space", "MNI152NLin2009cAsym", "--group-model", "ols",
+                 "--group-covariate", "age", "--no-report", "--work-dir", str(tmp_path / "work2")]) == 0
+    slope = _image(out / f"group/{VOLUME}_contrast-faces_stat-effect_desc-age_statmap.nii.gz")
+    t = _image(out / f"group/{VOLUME}_contrast-faces_stat-t_desc-age_statmap.nii.gz")
+    x = np.column_stack([np.ones(4), age - age.mean()])
+    y = np.stack([_participant(out, s, "contrast-faces_stat-effect") for s in SUBJECTS])[:, inside]
+    beta, residuals = np.linalg.lstsq(x, y, rcond=None)[:2]
+    se = np.sqrt(residuals / 2 * np.linalg.inv(x.T @ x)[1, 1])
+    np.testing.assert_allclose(slope[inside], beta[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(t[inside], beta[1] / se, rtol=1e-4)
+    sidecar = json.loads((out / f"group/{VOLUME}_contrast-faces_stat-t_desc-age_statmap.json").read_text())
+    assert sidecar["Test"]["Covariates"]["age"]["Mean"] == age.mean() and sidecar["Test"]["Design"] == ["mean", "age"]
+
 
 def test_surface_group_maps_match_numpy(study):
     _, _, out = study
@@ -145,13 +189,14 @@ def test_sidecars_list_participants_test_and_sources(study):
     _, _, out = study
     z = json.loads((out / f"group/{VOLUME}_contrast-faces_stat-z_statmap.json").read_text())
     assert z["Participants"] == [f"sub-{s}" for s in SUBJECTS] and z["NumberOfParticipants"] == 4
-    assert z["Test"]["Name"] == "one-sample t-test" and z["Units"] == "z" and z["MinRSquared"] is None
-    assert len(z["Sources"]) == 8  # faces effect and R² of every participant
+    assert z["Test"]["Name"] == "mixed effects" and z["Units"] == "z" and z["MinRSquared"] is None
+    assert z["Test"]["GroupModel"] == "mixed" and z["Test"]["Design"] == ["mean"]
+    assert len(z["Sources"]) == 12  # faces effect, its variance and R² of every participant
     for uri in z["Sources"]:
         assert uri.startswith("bids::") and (out / uri[len("bids::"):]).is_file()
     mean = json.loads((out / f"group/{SURFACE}_contrast-faces_stat-effect_desc-mean_statmap.json").read_text())
     assert mean["Test"] == {"Name": "mean", "Definition": "Mean across participants", "Circular": False}
-    assert mean["Units"] == "BOLD signal units per unit regressor"
+    assert mean["Units"] == "percent signal change per unit regressor"
     assert "GLM effect" in mean["Description"]
 
 
@@ -175,7 +220,8 @@ def test_participants_summary_matches_the_participant_outputs(study):
 def test_group_outputs_are_queryable_with_pybids(study):
     _, _, out = study
     layout = output_layout(out)
-    found = layout.get(stat="z", contrast="faces", space="MNI152NLin2009cAsym", extension=".nii.gz")
+    found = [f for f in layout.get(stat="z", contrast="faces", space="MNI152NLin2009cAsym", extension=".nii.gz")
+             if "subject" not in f.entities and "desc" not in f.entities]  # not the participants' or thresholded
     assert [Path(f.path).name for f in found] == [f"{VOLUME}_contrast-faces_stat-z_statmap.nii.gz"]
 
 

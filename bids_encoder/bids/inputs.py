@@ -46,6 +46,7 @@ class FitInputs:
     # 1-D tuning models: the stimulus value (natural units) of each paradigm column
     stimulus_values: np.ndarray | None = None
     stimulus_column: str | None = None
+    signal_mean: np.ndarray | None = None  # GLM: each voxel's mean BOLD before signal scaling (report background)
 
     @property
     def n_volumes(self):

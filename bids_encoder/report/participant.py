@@ -104,7 +104,8 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     writer = inputs.writer
     background = None
     if writer.kind == "volume":
-        background = writer.to_image(inputs.data.to_numpy().mean(axis=0), "mean BOLD")
+        background = writer.to_image(inputs.data.to_numpy().mean(axis=0) if inputs.signal_mean is None
+                                 else inputs.signal_mean, "mean BOLD")
     plotter = MapPlotter(writer, background, info.get("space", ""))
     section = {"name": name, "summary": info["summary"], "warnings": info["warnings"],
                "convergence": info["convergence"], "figures": {}}
@@ -135,14 +136,15 @@ def fit_section(output_dir, subject, name, inputs, result, info):
             r2, cvr2, f"{stem}_cvscatter.svg", "Held-out against in-sample R²"), output_dir,
             "Each voxel's cvR² against its R²: the distance below the identity line is the in-sample optimism.")
     parameter_figures = []
-    for spec in result.maps[:MAX_PARAMETER_MAPS]:
+    for spec in [spec for spec in result.maps if spec.in_report][:MAX_PARAMETER_MAPS]:
         label = spec.stat + (f" ({spec.contrast})" if spec.contrast else "")
         file_name = f"{stem}_{spec.stat}" + (f"_{spec.contrast}" if spec.contrast else "")
         path, _ = plotter.plot(spec.values, Path(file_name), label, spec.stat)
         parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"))
     section["figures"]["parameters"] = parameter_figures
-    section["notes"] = {"parameters": f"First {MAX_PARAMETER_MAPS} of {len(result.maps)} maps shown."
-                        if len(result.maps) > MAX_PARAMETER_MAPS else ""}
+    shown = [spec for spec in result.maps if spec.in_report]
+    section["notes"] = {"parameters": f"First {MAX_PARAMETER_MAPS} of {len(shown)} maps shown."
+                        if len(shown) > MAX_PARAMETER_MAPS else ""}
     chosen = _sample_voxels(r2)
     if chosen and result.predict is not None:
         observed, fitted = result.predict([index for _, index in chosen])

@@ -50,7 +50,8 @@ class MapSpec:
     description: str
     units: str
     contrast: str | None = None
-    sidecar: dict | None = None  # extra sidecar fields (e.g. the period of a circular map)
+    sidecar: dict | None = None  # extra sidecar fields (circular period; contrast, degrees of freedom, noise model)
+    in_report: bool = True
 
 
 @dataclass
@@ -69,6 +70,9 @@ class FitResult:
     hrf_choice: str = "canonical"
     cv: dict | None = None  # filled by the cross-validation: scheme, folds, cvR² per voxel
     tuning: dict | None = None  # 1-D tuning models: the model, parameters and stimulus values (for the report)
+    # GLM: the regressors as fitted, (time × conditions), or voxel indices → (voxels × time × conditions)
+    regressors: object = None
+    inference: dict | None = None  # GLM: noise model, degrees of freedom, contrasts (workflows.inference)
 
 
 def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):

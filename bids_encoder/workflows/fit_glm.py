@@ -126,6 +126,7 @@ def fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progr
         return chosen.to_numpy(), refit.predictions.to_numpy()
 
     return FitResult(maps=maps, r2=r2, model_class=model_class,
+                     regressors=_fitted_regressors(model, used, hrf_parameters),
                      hrf=hrf_settings(hrf_model, hrf, OVERSAMPLING if hrf == "canonical" else None, fitted, shared),
                      fitter=solver, design=design, timings=timings,
                      converged=None if estimator is None else estimator.voxel_converged.to_numpy(),
@@ -148,3 +149,27 @@ def _per_voxel_hrfs(inputs, first, hrf_model, max_iterations, noise_model, memor
                         fixed_pars=["baseline"], noise_model=noise_model, progressbar=progressbar, **settings)
     hrf_parameters = fit[hrf_model.get_parameter_labels()].fillna(hrf_model.get_default_parameters())
     return hrf_parameters, estimator, settings
+
+
+def _fitted_regressors(model, paradigm, hrf_parameters):
+    """The regressors as the weights saw them (for the inference): the convolved (time × conditions) design, or
+    for per-voxel HRFs a function of voxel indices → (voxels × time × conditions), one prediction per condition."""
+    conditions = paradigm.columns
+    if isinstance(model, LinearModelWithBaseline) and not isinstance(model, LinearModelWithBaselineHRF):
+        return paradigm.to_numpy().astype(np.float64)
+    identity = pd.DataFrame(np.eye(len(conditions)), index=conditions, columns=conditions)
+    if hrf_parameters is None:  # one HRF for all voxels: each condition's response is a "voxel"
+        zero = pd.DataFrame({"baseline": np.zeros(len(conditions))}, index=conditions)
+        return model.predict(paradigm, zero, identity).to_numpy().astype(np.float64)
+    parameters = hrf_parameters.assign(baseline=0.0)
+
+    def per_voxel(voxels):
+        chosen = parameters.iloc[voxels]
+        out = np.empty((len(voxels), len(paradigm), len(conditions)))
+        for j in range(len(conditions)):
+            weights = pd.DataFrame(np.zeros((len(conditions), len(voxels))), index=conditions, columns=chosen.index)
+            weights.iloc[j] = 1.0
+            out[:, :, j] = model.predict(paradigm, chosen, weights).to_numpy().T
+        return out
+
+    return per_voxel

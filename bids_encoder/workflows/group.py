@@ -24,17 +24,22 @@ import numpy as np
 from .. import stats
 from .._version import __version__
 from ..bids.atlas import Atlas, is_native
-from ..bids.derivatives import map_paths, sidecar_path, write_json
+from ..bids.derivatives import atomic_write, derivative_path, map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
 from .comparison import COMPARISON, group_comparison
+from .group_model import GroupDesign, read_covariates
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
+from .group_thresholds import HEIGHT_P, cluster_map, fdr_map
 from .interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GroupOptions", "run_group"]
+
+#: participant statistics the group never averages: it aggregates effects (with their variances), never t, z or p
+NOT_AGGREGATED = ("variance", "t", "z", "p", "F")
 
 
 @dataclass
@@ -51,6 +56,10 @@ class GroupOptions:
     atlas_labels: Path | None = None
     work_dir: Path | None = None
     report: bool = True
+    group_model: str = "mixed"  # mixed effects where the participants have variance maps, else OLS
+    covariates: tuple = ()  # participants.tsv columns, demeaned
+    fdr_q: float = 0.05
+    cluster_extent: int = 10  # voxels, at one-sided p < 0.001 (volumes)
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -124,6 +133,8 @@ def run_group(bids_dir, output_dir, options):
     fits = [fit for fit in fits if dict(fit.key).get("model") != COMPARISON]
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
     groups = _check(fits, expected, atlas) if fits else {}
+    covariates = read_covariates(bids_dir, options.covariates)
+    designs = {key: GroupDesign(sorted(subjects), covariates, fit_name(key)) for key, subjects in groups.items()}
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
@@ -132,7 +143,7 @@ def run_group(bids_dir, output_dir, options):
     try:
         written, shown = [], []
         for key, subjects in groups.items():
-            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown)
+            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown, designs[key])
         for key, subjects in comparisons.items():  # categorical: mode and fractions, never a mean
             if len(subjects) < 2 or is_native(dict(key).get("space", "")):
                 logger.warning("%s: %d participant(s)%s: no group model comparison", fit_name(key), len(subjects),
@@ -167,9 +178,9 @@ def _kind(subjects):
     return "gifti" if isinstance(path, dict) else "cifti" if str(path).endswith(".dscalar.nii") else "volume"
 
 
-def _combine(arrays, period):
+def _combine(arrays, period, variance=False):
     """Average a participant's sessions (one array each): NaN-aware, circular for angles (``period`` in degrees;
-    None: linear)."""
+    None: linear); the variance of the average for sampling variances (sum / n²)."""
     if len(arrays) == 1:
         return arrays[0]
     stacked = np.vstack(arrays)
@@ -181,7 +192,7 @@ def _combine(arrays, period):
     finite = np.isfinite(stacked)
     n = finite.sum(axis=0)
     total = np.where(finite, stacked, 0.0).sum(axis=0)
-    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, total / np.maximum(n, 1) ** (2 if variance else 1), np.nan)
 
 
 class _SubjectMaps:
@@ -227,10 +238,10 @@ class _SubjectMaps:
             if not geometry.same_as(self.geometry):
                 raise InputError(f"{fit.label}: the {stat[1]} map is not on the grid of its R² map", exit_code=65)
             arrays.append(np.where(keep, values, np.nan))
-        return _combine(arrays, period) if arrays else None
+        return _combine(arrays, period, variance=stat[1] == "variance") if arrays else None
 
 
-def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown):
+def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown, design):
     """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
     subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared, options.min_cvrsquared)
                 for subject, fits in sorted(fits_by_subject.items())}
@@ -241,14 +252,17 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown)
             if not maps.geometry.same_as(reference):
                 raise InputError(f"sub-{subject}'s {fit_name(key)} maps are on {maps.geometry.describe()}, "
                                  f"the others' on {reference.describe()}", exit_code=65)
-    stat_keys = sorted({stat for fits in fits_by_subject.values() for fit in fits for stat in fit.maps},
+    stat_keys = sorted({stat for fits in fits_by_subject.values() for fit in fits for stat in fit.maps
+                        if stat[1] not in NOT_AGGREGATED},
                        key=lambda s: (s[1] == "rsquared", s[1], s[0] or ""))
     first_fit = next(iter(fits_by_subject.values()))[0]
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
     periods = {stat: 360.0 if stat[1] in CIRCULAR_STATS else described[stat].get("CircularPeriod")
                for stat in stat_keys}
     common = _common_sidecar(fits_by_subject, options)
-    group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown)
+    group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown,
+                                                design, options.group_model, options.fdr_q,
+                                                options.cluster_extent)
     rois = None if atlas is None else RoiTables(atlas, subjects)
     for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
         values = {subject: maps.values(stat, periods[stat]) for subject, maps in subjects.items()}
@@ -302,8 +316,11 @@ class _GroupMaps:
     """Voxel-wise group maps of one group key (written under ``staging``), one statistic at a time; the
     participant count map first."""
 
-    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown):
+    def __init__(self, key, subjects, geometry, output_dir, staging, common, shown, design, group_model, fdr_q=0.05,
+                 cluster_extent=10):
         self.key, self.subjects, self.output_dir, self.staging = key, subjects, output_dir, staging
+        self.design, self.group_model = design, group_model
+        self.fdr_q, self.cluster_extent = fdr_q, cluster_extent
         self.common, self.shown, self.kind = common, shown, geometry.kind
         self.base = dict(key)
         self.written = []
@@ -352,19 +369,66 @@ class _GroupMaps:
                                                       **({"PeriodDegrees": period} if circular else {})},
                 "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
-            t, z, _ = stats.one_sample_t(values)
-            test = {"Name": "one-sample t-test", "NullHypothesis": "mean across participants = 0",
-                    "DegreesOfFreedom": "participants with a value at the voxel - 1",
-                    "Implementation": "numpy mean and SD (n - 1), scipy.stats.t"}
-            self._write({**entities, "stat": "t"}, t, {
-                "Description": f"One-sample t statistic of: {described['Description']}", "Units": "t",
-                "Test": test, "ParticipantsWithValues": included}, used)
-            self._write({**entities, "stat": "z"}, z, {
-                "Description": f"z score with the upper-tail p-value of the t statistic of: "
-                               f"{described['Description']}", "Units": "z",
-                "Test": {**test, "Conversion": "z = Phi^-1(1 - p), p the upper-tail p-value of t under Student's "
-                                               "t with the voxel's degrees of freedom; sign of t"},
-                "ParticipantsWithValues": included}, used)
+            self._group_model(contrast, values, entities, described, included)
+
+    def _group_model(self, contrast, values, entities, described, included):
+        """The group GLM of an effect: mixed effects with the participants' variance maps, else OLS."""
+        variance_maps = [maps.values((contrast, "variance")) for maps in self.subjects.values()]
+        variances = (None if any(v is None for v in variance_maps) or self.group_model == "ols" else
+                     np.vstack(variance_maps)[:, self.mask])
+        results, used = self.design.fit(values, variances, self.group_model)
+        stat = (contrast, "effect")
+        used_maps = self._sources(stat) if variances is None else sources(
+            self.subjects, sorted({stat, (contrast, "variance"), (None, "rsquared")}, key=str), self.output_dir)
+        texts = {"effect": ("Group estimate", described["Units"]),
+                 "variance": ("Sampling variance of the group estimate", f"({described['Units']})^2"),
+                 "t": ("t statistic", "t"),
+                 "z": ("z score with the one-sided (upper-tail) p-value of the t statistic; sign of t", "z"),
+                 "p": ("One-sided (upper-tail) p-value of the t statistic", "probability")}
+        for column in self.design.names:
+            test = self.design.test(used, column)
+            what = "" if column == "mean" else f" (slope of the demeaned covariate {column})"
+            for stat_name, (text, units) in texts.items():
+                target = {**entities, "stat": stat_name, **({} if column == "mean" else {"desc": column})}
+                sidecar = {"Description": f"{text}{what}, {test['Name']}, of: {described['Description']}",
+                           "Units": units, "Test": test, "ParticipantsWithValues": included}
+                self._write(target, results[column][stat_name], sidecar, used_maps)
+                if stat_name == "z":
+                    self._thresholded(target, results[column]["z"], sidecar, used_maps)
+        if used == "mixed":
+            self._write({**entities, "stat": "betweenVariance"}, results["tau2"], {
+                "Description": f"REML between-participant variance of: {described['Description']}",
+                "Units": f"({described['Units']})^2", "Test": self.design.test(used, "mean"),
+                "ParticipantsWithValues": included}, used_maps)
+
+
+    def _thresholded(self, target, z, sidecar, used):
+        """FDR-thresholded z (every geometry) and, for volumes, the cluster-extent map and its clusters table."""
+        prefix = target.get("desc", "")
+        label = (lambda word: prefix + word.capitalize()) if prefix else (lambda word: word)
+        values, threshold = fdr_map(z, self.fdr_q)
+        self._write({**target, "desc": label("fdr")}, values, {
+            **sidecar, "Description": f"FDR-thresholded (q = {self.fdr_q}) {sidecar['Description']}",
+            "Threshold": {"Method": "Benjamini-Hochberg FDR on the one-sided p-values of z (nilearn fdr_threshold)",
+                          "Q": self.fdr_q, "ZThreshold": threshold,
+                          "BelowThresholdValue": 0, "Survivors": int(np.sum(values > 0))}}, used)
+        if self.kind != "volume":
+            return
+        values, table, height = cluster_map(z, self.writer, self.cluster_extent)
+        entities = {**target, "desc": label("cluster")}
+        definition = {"Method": "nilearn threshold_stats_img (height_control='fpr', one-sided) then clusters of at "
+                                "least ClusterExtent voxels; get_clusters_table for the table",
+                      "HeightP": HEIGHT_P, "ZThreshold": height, "ClusterExtent": self.cluster_extent,
+                      "BelowThresholdValue": 0, "Clusters": int(table["Cluster ID"].astype(str).str.isdigit().sum())}
+        self._write(entities, values, {**sidecar, "Description": f"Cluster-extent thresholded {sidecar['Description']}",
+                                       "Threshold": definition}, used)
+        path = derivative_path(self.staging, entities, suffix="clusters", extension=".tsv")
+        atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
+        self.written += [path, write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), {
+            "Description": f"Clusters of: {sidecar['Description']}", "Threshold": definition,
+            "Columns": {"Cluster ID": "cluster number (letters: sub-peaks)", "X": "mm", "Y": "mm", "Z": "mm",
+                        "Peak Stat": "z at the peak", "Cluster Size (mm3)": "volume of the cluster"},
+            **self.common, "Sources": used})]
 
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "

@@ -109,6 +109,8 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
         sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
         if spec.contrast:
             sidecar["Model"]["Contrast"] = spec.contrast
+        if spec.sidecar:
+            sidecar.update(spec.sidecar)
         finite = spec.values[np.isfinite(spec.values)]
         sidecar["Summary"] = {"NumberOfFittedVoxels": int(finite.size),
                               "Median": float(np.median(finite)) if finite.size else None}

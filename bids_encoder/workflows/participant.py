@@ -23,6 +23,7 @@ from ..report.participant import fit_section, write_participant_report
 from .comparison import write_model_comparison
 from .crossval import CrossValidationError, fit_with_cv
 from .fit import MODEL_KINDS, MODELS
+from .inference import add_inference, contrast_specs, scale_inputs
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 from .summary import PROGRESS, fit_record
@@ -73,6 +74,10 @@ class ParticipantOptions:
     def model_list(self):
         """The models to fit, in order, without repeats."""
         return list(dict.fromkeys(self.models or (self.model,)))
+    contrasts: tuple = ()  # GLM: (name, expression) t contrasts beside one per condition
+    f_contrasts: tuple = ()  # GLM: (name, "a, b, …") F contrasts beside effectsOfInterest
+    glm_noise_model: str = "ar1"  # GLM inference: ar1 or ols
+    signal_scaling: str = "psc"  # GLM: psc (percent signal change per run) or none
 
 
 def select_subjects(layout, labels):
@@ -264,6 +269,14 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
             condition_column=options.condition_column, stimulus_column=options.stimulus_column,
             nuisance_trial_types=options.nuisance_trial_types)
     inputs = cache[(paradigm_kind, options.hrf)]
+    specs = None
+    if options.model == "glm":  # contrasts checked against the conditions before anything is fitted
+        try:
+            specs = contrast_specs([str(c) for c in inputs.paradigm.columns], options.contrasts,
+                                   options.f_contrasts)
+        except ValueError as error:
+            raise InputError(f"{name}: {error}", exit_code=64) from error
+        inputs = scale_inputs(inputs, options.signal_scaling)
     timings["load"] = time.perf_counter() - start
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
                 inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],
@@ -275,6 +288,15 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                              **_model_arguments(options))
     except CrossValidationError as error:
         raise InputError(f"{name}: {error}", exit_code=64) from error
+    if specs is not None and options.alpha == 0:
+        try:
+            add_inference(inputs, result, specs, noise_model=options.glm_noise_model,
+                          scaling=options.signal_scaling, memory_limit=options.memory_limit)
+        except ValueError as error:
+            raise InputError(f"{name}: {error}", exit_code=64) from error
+    elif specs is not None:
+        logger.warning("%s: --alpha %g (ridge): effect maps only, no variance, t, z or p (their inference assumes "
+                       "least squares)", name, options.alpha)
     timings.update({f"fit_{key}": value for key, value in result.timings.items()})
     if result.cv is not None:
         timings["cross_validation"] = result.cv["WallTime"]
@@ -349,6 +371,10 @@ def _summary_rows(runs, inputs, result, settings, options, timings, fitted):
         ("Model", f"{options.model} ({result.model_class})"),
         ("HRF", _hrf_summary(result.hrf)),
         ("Cross-validation", _cv_summary(result.cv)),
+        *([("Inference", f"{result.inference['NoiseModel']} noise model, {result.inference['DegreesOfFreedom']:g} "
+                         f"degrees of freedom, signal scaling {result.inference['SignalScaling']}, median AR(1) "
+                         f"{result.inference['MedianAR1']}; contrasts {', '.join(result.inference['Contrasts'])}")]
+          if result.inference else []),
         ("Fitter", result.fitter),  # a dict: the report shows one row per setting
         ("Device", settings.get("device")),
         ("Wall time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),

@@ -1,0 +1,23 @@
+"""First-level and group inference: contrasts, OLS/AR(1) GLM statistics, z and p (numeric core: TF, numpy, scipy).
+
+The contrast parser and the statistics are importable without TensorFlow (the command line checks contrasts before
+TensorFlow starts); :func:`first_level` and the group GLM load on first use.
+"""
+
+from .contrasts import ContrastError, check_name, check_syntax, parse_expression, parse_f_expression
+from .statistics import f_to_z_p, t_to_z_p
+
+__all__ = ["ContrastError", "check_name", "check_syntax", "parse_expression", "parse_f_expression", "NOISE_MODELS",
+           "FirstLevelResult", "first_level", "percent_signal_change", "f_to_z_p", "t_to_z_p", "group_glm",
+           "reml_tau2"]
+
+_LAZY = {"NOISE_MODELS": "glm", "FirstLevelResult": "glm", "first_level": "glm", "percent_signal_change": "glm",
+         "group_glm": "group", "reml_tau2": "group"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,391 @@
+"""First-level GLM inference, batched over voxels: OLS or AR(1) prewhitened least squares, contrasts, t/F/z/p.
+
+The model of every voxel is ``y = X b + e`` over all runs fitted jointly (run intercepts, confounds and spike
+columns of censored volumes are columns of X). With ``noise_model="ar1"`` the errors of each run follow an AR(1)
+process whose coefficient is estimated per voxel and per run from the OLS residuals (lag-one autocorrelation, pairs
+within a run only); the model is then refitted by exact generalised least squares with each voxel's own
+Prais–Winsten whitening ``W``: no binning of coefficients, no autocorrelation across run boundaries. A spike column
+makes the whitened fit exactly equal to removing the volume from the AR(1) likelihood (the profile over a free
+value is the marginal of the others).
+
+For a shared design the per-voxel normal equations are assembled from a few per-run moment matrices of the design,
+``X'W'WX = Σ_runs S0 + ρ² S1 − ρ L`` (S0 the run's cross-products, S1 those of its interior volumes, L the lag-one
+cross-products), so the whitened design is never formed: the operations on the data (time × voxels) are float32,
+the small per-voxel systems are solved by batched Cholesky in float64.
+Per-voxel designs (fitted HRFs) are whitened explicitly, chunk by chunk.
+
+Degrees of freedom are ``volumes − rank(X)`` (censored volumes remove one each through their spike columns).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from .statistics import f_to_z_p, t_to_z_p
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FirstLevelResult", "first_level", "percent_signal_change", "NOISE_MODELS"]
+
+NOISE_MODELS = ("ar1", "ols")
+MAX_RHO = 0.99
+DTYPE = tf.float64
+
+
+@dataclass
+class FirstLevelResult:
+    """Maps of every contrast (name → {stat: values per voxel}), degrees of freedom, AR(1) coefficients."""
+
+    df: float
+    contrasts: dict = field(default_factory=dict)
+    rho: np.ndarray | None = None  # (runs × voxels)
+    sigma2: np.ndarray | None = None  # residual variance (whitened with AR(1))
+    f_rows: dict = field(default_factory=dict)  # F contrast → estimable rows (its numerator degrees of freedom)
+
+
+def percent_signal_change(data, runs, keep=None):
+    """Each voxel's data of each run as percent of its mean over the run: ``100 · (y / mean − 1)``.
+
+    As nilearn's ``signal_scaling=0``; a zero mean is replaced by 1. ``keep`` (time,) marks the volumes the mean is
+    taken over (censored volumes left out). Returns (scaled float32 time × voxels, means runs × voxels).
+    """
+    data = np.asarray(data, dtype=np.float32)
+    runs = np.asarray(runs)
+    keep = np.ones(len(runs), bool) if keep is None else np.asarray(keep, bool)
+    scaled = np.empty_like(data)
+    means = []
+    for run in np.unique(runs):
+        rows = runs == run
+        mean = data[rows & keep].astype(np.float64).mean(axis=0)
+        mean[mean == 0] = 1.0
+        scaled[rows] = 100.0 * (data[rows] / mean - 1.0)
+        means.append(mean)
+    return scaled, np.vstack(means)
+
+
+class _Runs:
+    """Time structure: run index per volume, first volume of each run, lag pairs within runs."""
+
+    def __init__(self, runs, censored):
+        runs = np.asarray(runs)
+        labels, self.index = np.unique(runs, return_inverse=True)
+        self.n_runs = labels.size
+        first = np.r_[True, self.index[1:] != self.index[:-1]]
+        last = np.r_[self.index[1:] != self.index[:-1], True]
+        self.first, self.last = first, last
+        self.pair = ~first  # t and t-1 in the same run
+        self.index_tf = tf.constant(self.index.astype(np.int32))
+        self.first_tf = tf.constant(first[:, None])
+        self.pair_tf = tf.constant(self.pair[:, None].astype(np.float32))
+        self.kept_tf = tf.constant((~np.asarray(censored, bool))[:, None].astype(np.float32))
+
+    def indicators(self):
+        return (self.index[:, None] == np.arange(self.n_runs)[None, :]).astype(float)
+
+    def rho(self, residuals):
+        """Lag-one autocorrelation of the residuals (time × voxels) per run: (runs × voxels), clipped."""
+        e = residuals * tf.cast(self.kept_tf, residuals.dtype)
+        previous = tf.concat([tf.zeros_like(e[:1]), e[:-1]], axis=0)
+        numerator = tf.math.unsorted_segment_sum(tf.cast(self.pair_tf, e.dtype) * e * previous, self.index_tf,
+                                                 self.n_runs)
+        denominator = tf.math.unsorted_segment_sum(e * e, self.index_tf, self.n_runs)
+        rho = tf.math.divide_no_nan(numerator, denominator)
+        return tf.clip_by_value(rho, -MAX_RHO, MAX_RHO)
+
+    def whiten(self, z, rho_t):
+        """Prais–Winsten whitening of (time × voxels) or (voxels × time × p) with per-volume coefficients."""
+        if len(z.shape) == 2:
+            previous = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
+            return tf.where(self.first_tf, tf.sqrt(1.0 - tf.square(rho_t)) * z, z - rho_t * previous)
+        rho_v = tf.transpose(rho_t)[:, :, None]  # (v, T, 1)
+        previous = tf.concat([tf.zeros_like(z[:, :1]), z[:, :-1]], axis=1)
+        first = self.first_tf[None]
+        return tf.where(first, tf.sqrt(1.0 - tf.square(rho_v)) * z, z - rho_v * previous)
+
+    def moments(self, z):
+        """Per run, (S0, S1, L) of a shared (time × p) matrix: all, interior and lag-one cross-products."""
+        s0, s1, lag = [], [], []
+        for run in range(self.n_runs):
+            rows = z[self.index == run]
+            s0.append(rows.T @ rows)
+            s1.append(rows[1:-1].T @ rows[1:-1])
+            cross = rows[1:].T @ rows[:-1]
+            lag.append(cross + cross.T)
+        return [tf.constant(np.stack(m)) for m in (s0, s1, lag)]
+
+
+def _reduced_basis(design):
+    """Column-equilibrated SVD of the design: (Z = U S, V, column norms, rank)."""
+    norms = np.linalg.norm(design, axis=0)
+    norms[norms == 0] = 1.0
+    u, s, vt = np.linalg.svd(design / norms, full_matrices=False)
+    rank = int((s > s[0] * max(design.shape) * np.finfo(float).eps).sum())
+    return u[:, :rank] * s[:rank], vt[:rank].T, norms, rank
+
+
+def _contrast_coordinates(weights, basis, norms, name):
+    """A contrast over the design columns in the reduced coordinates; NaN (with a warning) when it is not
+    estimable (a condition without events, or confounded with other columns): its maps are NaN."""
+    scaled = np.atleast_2d(weights) / norms
+    coordinates = scaled @ basis  # (rows, rank)
+    if np.abs(scaled - coordinates @ basis.T).max() > 1e-6 * np.abs(scaled).max():
+        logger.warning("Contrast %s is not estimable (a condition without events, or confounded with other columns "
+                       "of the design): its maps are NaN", name)
+        return np.full_like(coordinates, np.nan)
+    return coordinates
+
+
+def _f_coordinates(weights, basis, norms, name):
+    """An F contrast's rows in the reduced coordinates, leaving out (with a warning) rows that are not estimable;
+    all NaN when none is left."""
+    rows = []
+    for i, row in enumerate(np.atleast_2d(weights)):
+        coordinates = _contrast_coordinates(row, basis, norms, f"{name} (row {i + 1})")
+        if not np.isnan(coordinates).any():
+            rows.append(coordinates[0])
+    return np.vstack(rows) if rows else np.full((1, basis.shape[1]), np.nan)
+
+
+def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_model="ar1", censored=None,
+                voxel_regressors=None, memory_limit=1_000_000_000):
+    """Fit the GLM of every voxel and evaluate contrasts.
+
+    Parameters
+    ----------
+    data : array (time × voxels)
+        Voxels with constant data should be left out by the caller (their maps would be NaN or meaningless).
+    design : array (time × columns)
+        The full design: regressors, confounds, spike columns, run intercepts.
+    runs : array (time,)
+        Run label of every volume: the AR(1) coefficient is per run and never spans a boundary.
+    t_contrasts : dict name → (columns,) weights
+    f_contrasts : dict name → (rows × columns) weights
+    noise_model : 'ar1' or 'ols'
+    censored : array (time,) of bool, optional
+        Censored volumes (they must have spike columns in the design); left out of the AR(1) estimate.
+    voxel_regressors : callable, optional
+        ``voxel_regressors(start, stop)`` → (voxels × time × R): per-voxel replacements of the first R columns of
+        ``design`` (HRFs fitted per voxel); contrasts must then be zero on the other columns.
+    memory_limit : int
+        Bytes of working memory per chunk of voxels.
+
+    Returns
+    -------
+    FirstLevelResult
+        For t contrasts the stats ``effect`` (c b), ``variance`` (c (X'V⁻¹X)⁻¹ c' σ²), ``t``, ``z`` and ``p``
+        (one-sided, upper tail); for F contrasts ``F``, ``z`` and ``p``.
+    """
+    if noise_model not in NOISE_MODELS:
+        raise ValueError(f"Unknown noise model {noise_model!r}; choose from {', '.join(NOISE_MODELS)}")
+    data = np.asarray(data, dtype=np.float32)
+    design = np.asarray(design, dtype=np.float64)
+    n_time, n_voxels = data.shape
+    t_contrasts, f_contrasts = dict(t_contrasts or {}), dict(f_contrasts or {})
+    censored = np.zeros(n_time, bool) if censored is None else np.asarray(censored, bool)
+    structure = _Runs(runs, censored)
+    if voxel_regressors is None:
+        solver = _SharedDesign(design, structure, t_contrasts, f_contrasts)
+    else:
+        solver = _VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors)
+    df = float(n_time - solver.rank)
+    if df < 1:
+        raise ValueError(f"{n_time} volumes leave no degrees of freedom for a design of rank {solver.rank}")
+    per_voxel = solver.bytes_per_voxel(n_time)
+    chunk = max(1, min(n_voxels, int(memory_limit // per_voxel)))
+    outputs = {name: {"effect": [], "variance": []} for name in t_contrasts}
+    outputs.update({name: {"F": []} for name in f_contrasts})
+    rhos, sigma2s = [], []
+    for start in range(0, n_voxels, chunk):
+        stop = min(start + chunk, n_voxels)
+        y = tf.constant(data[:, start:stop])  # float32; the per-voxel systems are float64
+        effects, variances, fs, rho, sigma2 = solver.solve(y, noise_model, df, start, stop)
+        for j, name in enumerate(t_contrasts):
+            outputs[name]["effect"].append(effects[j])
+            outputs[name]["variance"].append(variances[j])
+        for name, values in zip(f_contrasts, fs, strict=True):
+            outputs[name]["F"].append(values)
+        rhos.append(rho)
+        sigma2s.append(sigma2)
+    result = FirstLevelResult(df=df, sigma2=np.concatenate(sigma2s),
+                              rho=None if noise_model == "ols" else np.concatenate(rhos, axis=1))
+    for name in t_contrasts:
+        effect = np.concatenate(outputs[name]["effect"])
+        variance = np.concatenate(outputs[name]["variance"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
+        z, p = t_to_z_p(t, df)
+        result.contrasts[name] = {"effect": effect, "variance": variance, "t": t, "z": z, "p": p}
+    for name, rows in zip(f_contrasts, solver.f_coordinates, strict=True):
+        f = np.concatenate(outputs[name]["F"])
+        z, p = f_to_z_p(f, rows.shape[0], df)
+        result.contrasts[name] = {"F": f, "z": z, "p": p}
+        result.f_rows[name] = 0 if np.isnan(rows).any() else rows.shape[0]
+    logger.info("First level (%s): %d voxels, %d contrasts, %g degrees of freedom", noise_model, n_voxels,
+                len(result.contrasts), df)
+    return result
+
+
+def _centre(structure, design):
+    """Subtract each run's mean when the run intercepts are in the design's span (they absorb it exactly)."""
+    indicators = structure.indicators()
+    coefficients = np.linalg.lstsq(design, indicators, rcond=None)[0]
+    return bool(np.abs(design @ coefficients - indicators).max() < 1e-8)
+
+
+def _run_means(y, structure):
+    sums = tf.math.unsorted_segment_sum(y, structure.index_tf, structure.n_runs)
+    counts = np.bincount(structure.index, minlength=structure.n_runs)[:, None].astype(y.dtype.as_numpy_dtype)
+    return tf.gather(sums / counts, structure.index_tf)
+
+
+class _SharedDesign:
+    """One design for all voxels, in its reduced (full-rank, equilibrated) coordinates."""
+
+    def __init__(self, design, structure, t_contrasts, f_contrasts):
+        self.structure = structure
+        self.z, basis, norms, self.rank = _reduced_basis(design)
+        self.centre = _centre(structure, design)
+        self.t_coordinates = (np.vstack([_contrast_coordinates(w, basis, norms, n) for n, w in t_contrasts.items()])
+                              if t_contrasts else np.zeros((0, self.rank)))
+        self.f_coordinates = [_f_coordinates(w, basis, norms, n) for n, w in f_contrasts.items()]
+        self.z_tf = tf.constant(self.z.astype(np.float32))
+        self.gram_diag = np.sum(self.z**2, axis=0)  # Z'Z is diagonal (U S)
+        self.moments = structure.moments(self.z)
+
+    def bytes_per_voxel(self, n_time):
+        return 8 * (8 * n_time + 4 * self.rank * self.rank + 2 * self.rank * (len(self.t_coordinates) + 4))
+
+    def solve(self, y, noise_model, df, start, stop):
+        structure = self.structure
+        if self.centre:
+            y = y - _run_means(y, structure)
+        z = self.z_tf
+        gamma = tf.matmul(z, y, transpose_a=True) / self.gram_diag[:, None].astype(np.float32)  # OLS (Z'Z diagonal)
+        residuals = y - tf.matmul(z, gamma)
+        k_t = tf.constant(self.t_coordinates.T)  # (r, n_t)
+        if noise_model == "ols":
+            sigma2 = tf.cast(tf.reduce_sum(tf.square(residuals), axis=0), DTYPE) / df
+            gamma = tf.cast(gamma, DTYPE)
+            inverse = 1.0 / self.gram_diag
+            effects = tf.matmul(k_t, gamma, transpose_a=True)  # (n_t, v)
+            unit = np.sum(self.t_coordinates**2 * inverse[None, :], axis=1)  # k' G⁻¹ k
+            variances = unit[:, None] * sigma2[None, :]
+            fs = []
+            for k in self.f_coordinates:
+                if np.isnan(k).any():  # not estimable
+                    fs.append(np.full(gamma.shape[1], np.nan))
+                    continue
+                estimate = k @ gamma.numpy()  # (q, v)
+                middle = np.linalg.inv((k * inverse[None, :]) @ k.T)
+                fs.append(np.sum(estimate * (middle @ estimate), axis=0) / (k.shape[0] * sigma2.numpy()))
+            return (effects.numpy(), variances.numpy(), fs, None, sigma2.numpy())
+        rho = structure.rho(residuals)  # (runs, v)
+        rho_t = tf.gather(rho, structure.index_tf)  # (T, v)
+        whitened = structure.whiten(y, rho_t)
+        scale = tf.where(structure.first_tf, tf.sqrt(1.0 - tf.square(rho_t)), tf.ones_like(rho_t))
+        previous_z = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
+        rhs = tf.cast(tf.matmul(z, whitened * scale, transpose_a=True)
+                      - tf.matmul(previous_z, rho_t * structure.pair_tf * whitened, transpose_a=True), DTYPE)  # (r, v)
+        rho64 = tf.cast(rho, DTYPE)
+        s0, s1, lag = self.moments
+        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", tf.square(rho64), s1)
+                - tf.einsum("Rv,Rpq->vpq", rho64, lag))
+        chol = tf.linalg.cholesky(gram)
+        gamma = tf.linalg.cholesky_solve(chol, tf.transpose(rhs)[:, :, None])[:, :, 0]  # (v, r)
+        residuals = y - tf.matmul(z, tf.cast(gamma, tf.float32), transpose_b=True)
+        sigma2 = tf.cast(tf.reduce_sum(tf.square(structure.whiten(residuals, rho_t)), axis=0), DTYPE) / df
+        return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho.numpy(), sigma2.numpy())
+
+
+def _contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates):
+    """Effects, variances (n_t × v) and F values (list of v) from per-voxel Cholesky factors and coefficients.
+
+    One triangular solve ``W = L⁻¹ K`` for all contrasts at once (``G = L L'``): ``k' G⁻¹ k = |L⁻¹ k|²`` and an F
+    contrast's ``K' G⁻¹ K = W' W``.
+    """
+    estimable = [k for k in f_coordinates if not np.isnan(k).any()]
+    blocks = ([t_coordinates] if len(t_coordinates) else []) + estimable
+    if not blocks:
+        return np.zeros((0,)), np.zeros((0,)), [np.full(gamma.shape[0], np.nan) for _ in f_coordinates]
+    columns = tf.constant(np.vstack(blocks).T)  # (r, n)
+    solved = tf.linalg.triangular_solve(chol, tf.broadcast_to(columns, [chol.shape[0], *columns.shape]),
+                                        lower=True)  # (v, r, n)
+    estimates = tf.matmul(gamma, columns)  # (v, n)
+    n_t = len(t_coordinates)
+    effects, variances = np.zeros((0,)), np.zeros((0,))
+    if n_t:
+        effects = estimates[:, :n_t].numpy().T
+        variances = (tf.reduce_sum(tf.square(solved[:, :, :n_t]), axis=1) * sigma2[:, None]).numpy().T
+    fs, start = [], n_t
+    for k in f_coordinates:
+        if np.isnan(k).any():  # not estimable
+            fs.append(np.full(gamma.shape[0], np.nan))
+            continue
+        w = solved[:, :, start:start + k.shape[0]]
+        middle = tf.matmul(w, w, transpose_a=True)  # (v, q, q)
+        estimate = estimates[:, start:start + k.shape[0], None]  # (v, q, 1)
+        quadratic = tf.reduce_sum(estimate * tf.linalg.solve(middle, estimate), axis=[1, 2])
+        fs.append((quadratic / (k.shape[0] * sigma2)).numpy())
+        start += k.shape[0]
+    return effects, variances, fs
+
+
+class _VoxelDesigns:
+    """Per-voxel regressors (fitted HRFs) beside shared nuisance columns, whitened explicitly."""
+
+    def __init__(self, design, structure, t_contrasts, f_contrasts, voxel_regressors):
+        self.structure, self.regressors = structure, voxel_regressors
+        probe = np.asarray(voxel_regressors(0, 1))
+        self.n_reg = probe.shape[2]
+        nuisance = design[:, self.n_reg:]
+        self.centre = _centre(structure, nuisance) if nuisance.shape[1] else False
+        if nuisance.shape[1]:
+            basis, _, _, rank = _reduced_basis(nuisance)
+            self.nuisance = basis / np.linalg.norm(basis, axis=0)
+        else:
+            self.nuisance, rank = np.zeros((design.shape[0], 0)), 0
+        self.rank = self.n_reg + rank
+        for name, weights in {**t_contrasts, **f_contrasts}.items():
+            if np.any(np.atleast_2d(weights)[:, self.n_reg:]):
+                raise ValueError(f"Contrast {name}: with per-voxel regressors, contrasts may weigh the regressors only")
+        self.t_coordinates = (np.hstack([np.vstack([np.atleast_2d(w)[:, :self.n_reg] for w in t_contrasts.values()]),
+                                         np.zeros((len(t_contrasts), rank))]) if t_contrasts else
+                              np.zeros((0, self.rank)))
+        self.f_coordinates = [np.hstack([np.atleast_2d(w)[:, :self.n_reg], np.zeros((np.atleast_2d(w).shape[0], rank))])
+                              for w in f_contrasts.values()]
+
+    def bytes_per_voxel(self, n_time):
+        return 8 * (3 * n_time * self.rank + 8 * n_time + 4 * self.rank * self.rank)
+
+    def solve(self, y, noise_model, df, start, stop):
+        structure = self.structure
+        y = tf.cast(y, DTYPE)
+        if self.centre:
+            y = y - _run_means(y, structure)
+        regressors = tf.constant(np.asarray(self.regressors(start, stop), dtype=np.float64))  # (v, T, R)
+        n_voxels = regressors.shape[0]
+        nuisance = tf.broadcast_to(tf.constant(self.nuisance)[None], [n_voxels, *self.nuisance.shape])
+        x = tf.concat([regressors, nuisance], axis=2)  # (v, T, r)
+        y_v = tf.transpose(y)[:, :, None]  # (v, T, 1)
+
+        def fit(x_w, y_w):
+            gram = tf.matmul(x_w, x_w, transpose_a=True)
+            chol = tf.linalg.cholesky(gram)
+            gamma = tf.linalg.cholesky_solve(chol, tf.matmul(x_w, y_w, transpose_a=True))[:, :, 0]
+            return chol, gamma
+
+        chol, gamma = fit(x, y_v)
+        residuals = tf.transpose(y_v[:, :, 0] - tf.einsum("vtr,vr->vt", x, gamma))  # (T, v)
+        rho = None
+        if noise_model == "ar1":
+            rho = structure.rho(residuals)
+            rho_t = tf.gather(rho, structure.index_tf)
+            chol, gamma = fit(structure.whiten(x, rho_t), tf.transpose(structure.whiten(y, rho_t))[:, :, None])
+            residuals = structure.whiten(tf.transpose(y_v[:, :, 0] - tf.einsum("vtr,vr->vt", x, gamma)), rho_t)
+            rho = rho.numpy()
+        sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
+        return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho, sigma2.numpy())

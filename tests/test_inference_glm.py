@@ -1,0 +1,274 @@
+"""First-level inference (bids_encoder.inference): agreement with nilearn's FirstLevelModel on the same design,
+exact AR(1) generalised least squares against a dense numpy closed form, contrast parsing, z/p conversions."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bids_encoder.inference.contrasts import ContrastError, check_syntax, parse_expression, parse_f_expression
+from bids_encoder.inference.glm import first_level, percent_signal_change
+from bids_encoder.inference.statistics import f_to_z_p, t_to_z_p
+
+SHAPE = (8, 8, 4)  # 256 voxels
+
+
+def _ar1_noise(rng, n_time, n_voxels, rho):
+    noise = np.zeros((n_time, n_voxels))
+    noise[0] = rng.normal(size=n_voxels) / np.sqrt(1 - rho**2)
+    for t in range(1, n_time):
+        noise[t] = rho * noise[t - 1] + rng.normal(size=n_voxels)
+    return noise
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    """One run, 240 volumes, SPM-convolved events of 3 conditions, a cosine drift and two motion-like confounds;
+    effects on half of the voxels, AR(1) noise with coefficients 0.1-0.5 across voxels."""
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    rng = np.random.default_rng(11)
+    n_time, tr = 240, 2.0
+    frame_times = np.arange(n_time) * tr
+    onsets = np.sort(rng.choice(np.arange(0, n_time * tr - 20, 6.0), 60, replace=False))
+    events = pd.DataFrame({"onset": onsets, "duration": 2.0,
+                           "trial_type": rng.choice(["faces", "houses", "scenes"], onsets.size)})
+    confounds = pd.DataFrame(rng.normal(size=(n_time, 2)), columns=["trans_x", "rot_y"])
+    design = make_first_level_design_matrix(frame_times, events, hrf_model="spm", drift_model="cosine",
+                                            high_pass=0.01, add_regs=confounds)
+    n_voxels = int(np.prod(SHAPE))
+    betas = np.zeros((design.shape[1], n_voxels))
+    betas[:3, : n_voxels // 2] = rng.uniform(1.0, 3.0, (3, n_voxels // 2))
+    betas[list(design.columns).index("constant")] = 100.0
+    rho = rng.uniform(0.1, 0.5, n_voxels)
+    noise = np.hstack([_ar1_noise(rng, n_time, 1, r) for r in rho])
+    data = design.to_numpy() @ betas + noise
+    image = nib.Nifti1Image(data.T.reshape(*SHAPE, n_time).astype(np.float32), np.eye(4))
+    return design, data.astype(np.float32), image
+
+
+def _nilearn(design, image, noise_model):
+    from nilearn.glm.first_level import FirstLevelModel
+
+    mask = nib.Nifti1Image(np.ones(SHAPE, np.int8), np.eye(4))
+    model = FirstLevelModel(t_r=2.0, noise_model=noise_model, signal_scaling=False, mask_img=mask,
+                            minimize_memory=False)
+    return model.fit(image, design_matrices=design), mask
+
+
+def _ours(design, data, noise_model):
+    columns = list(design.columns)
+    t = {"faces": np.eye(len(columns))[0], "facesVsHouses": np.eye(len(columns))[0] - np.eye(len(columns))[1]}
+    f = {"effectsOfInterest": np.eye(len(columns))[:3]}
+    return first_level(data, design.to_numpy(), np.ones(len(design)), t, f, noise_model=noise_model), t, f
+
+
+def _theirs(model, mask, vector, stat_type="t"):
+    from nilearn.maskers import NiftiMasker
+
+    masker = NiftiMasker(mask).fit()
+    maps = model.compute_contrast(vector, stat_type=stat_type, output_type="all")
+    return {key: np.ravel(masker.transform(image)) for key, image in maps.items()}
+
+
+def test_ols_equals_nilearn(simulated):
+    """noise_model='ols', same design matrix: effect, variance, t and z to 1e-4 relative, p alike; F too."""
+    design, data, image = simulated
+    model, mask = _nilearn(design, image, "ols")
+    ours, t, f = _ours(design, data, "ols")
+    assert ours.df == len(design) - design.shape[1]
+    for name, vector in t.items():
+        theirs = _theirs(model, mask, vector)
+        mine = ours.contrasts[name]
+        for stat, key in (("effect", "effect_size"), ("variance", "effect_variance"), ("t", "stat"),
+                          ("z", "z_score")):
+            np.testing.assert_allclose(mine[stat], theirs[key], rtol=1e-4, atol=1e-6 * np.abs(theirs[key]).max())
+        np.testing.assert_allclose(mine["p"], theirs["p_value"], rtol=1e-3, atol=1e-9)
+    theirs = _theirs(model, mask, f["effectsOfInterest"], "F")
+    mine = ours.contrasts["effectsOfInterest"]
+    np.testing.assert_allclose(mine["F"], theirs["stat"], rtol=1e-4)
+    np.testing.assert_allclose(mine["z"], theirs["z_score"], rtol=1e-4, atol=1e-4)
+    half = data.shape[1] // 2
+    assert (mine["z"][:half] > 2).mean() > 0.7  # the effects are found (the null half: see the AR(1) test)
+
+
+def test_ar1_close_to_nilearn(simulated):
+    """noise_model='ar1': nilearn bins the AR coefficients to 0.01 (truncating) and leaves the first volume
+    unscaled, we whiten each voxel exactly (Prais-Winsten): z maps correlate >= 0.999 and the 99th percentile of
+    |dz| is <= 0.05; effects within 5 % of their SD."""
+    design, data, image = simulated
+    model, mask = _nilearn(design, image, "ar1")
+    ours, t, f = _ours(design, data, "ar1")
+    assert 0.1 < np.median(ours.rho) < 0.4  # OLS-residual estimates, biased low like nilearn's
+    for name, vector in t.items():
+        theirs = _theirs(model, mask, vector)
+        mine = ours.contrasts[name]
+        assert np.corrcoef(mine["z"], theirs["z_score"])[0, 1] >= 0.999
+        assert np.percentile(np.abs(mine["z"] - theirs["z_score"]), 99) <= 0.05
+        assert np.percentile(np.abs(mine["effect"] - theirs["effect_size"]) / np.sqrt(theirs["effect_variance"]),
+                             99) <= 0.05
+    theirs = _theirs(model, mask, f["effectsOfInterest"], "F")
+    mine = ours.contrasts["effectsOfInterest"]
+    half = data.shape[1] // 2  # without effects: OLS is anticonservative under autocorrelated noise, AR(1) is not
+    ols = first_level(data, design.to_numpy(), np.ones(len(design)), {}, f, noise_model="ols")
+    # (both: F's z > 2 should be 2.3 %; the AR(1) estimate from OLS residuals is biased low, as nilearn's)
+    assert (ols.contrasts["effectsOfInterest"]["z"][half:] > 2).mean() > 2 * (mine["z"][half:] > 2).mean()
+    assert np.corrcoef(mine["z"], theirs["z_score"])[0, 1] >= 0.999
+    assert np.percentile(np.abs(mine["z"] - theirs["z_score"]), 99) <= 0.05
+
+
+def _dense_gls(design, y, runs, rho):
+    whitening = np.zeros((len(y), len(y)))
+    for i, run in enumerate(np.unique(runs)):
+        rows = np.where(runs == run)[0]
+        whitening[rows[0], rows[0]] = np.sqrt(1 - rho[i] ** 2)
+        for t, s in zip(rows[1:], rows[:-1], strict=True):
+            whitening[t, t], whitening[t, s] = 1.0, -rho[i]
+    x, target = whitening @ design, whitening @ y
+    beta = np.linalg.lstsq(x, target, rcond=None)[0]
+    residual = target - x @ beta
+    return beta, np.linalg.pinv(x.T @ x), residual @ residual
+
+
+def test_ar1_two_runs_censored_equals_dense_gls():
+    """Two runs, per-run AR coefficients, censored volumes (spike columns): each voxel's effect and variance equal
+    a dense Prais-Winsten GLS in numpy with the same coefficients, which equal the lag-one autocorrelation of the
+    OLS residuals within each run; per-voxel designs give the shared-design results."""
+    rng = np.random.default_rng(5)
+    n_time, n_voxels = 160, 40
+    runs = np.repeat([1, 2], 80)
+    censored = np.zeros(n_time, bool)
+    censored[[7, 80, 121]] = True
+    regressors = rng.normal(size=(n_time, 2))
+    design = np.hstack([regressors, (runs == 1)[:, None], (runs == 2)[:, None],
+                        np.eye(n_time)[:, censored]]).astype(float)
+    data = (regressors @ rng.normal(size=(2, n_voxels)) + 50
+            + np.vstack([_ar1_noise(rng, 80, n_voxels, 0.6), _ar1_noise(rng, 80, n_voxels, 0.2)]))
+    data[censored] += 30.0  # outliers: censored, they must not matter
+    t = {"a": np.r_[1.0, -0.5, np.zeros(design.shape[1] - 2)]}
+    f = {"both": np.eye(design.shape[1])[:2]}
+    shared = first_level(data.astype(np.float32), design, runs, t, f, noise_model="ar1", censored=censored)
+    assert shared.df == n_time - design.shape[1]
+    for voxel in range(0, n_voxels, 7):
+        ols = data[:, voxel] - design @ np.linalg.lstsq(design, data[:, voxel], rcond=None)[0]
+        for i, run in enumerate((1, 2)):
+            e = ols[runs == run]
+            assert shared.rho[i, voxel] == pytest.approx((e[1:] * e[:-1]).sum() / (e**2).sum(), abs=1e-5)
+        beta, inverse, ssr = _dense_gls(design, data[:, voxel], runs, shared.rho[:, voxel])
+        sigma2 = ssr / shared.df
+        c = t["a"]
+        assert shared.contrasts["a"]["effect"][voxel] == pytest.approx(c @ beta, rel=1e-5)
+        assert shared.contrasts["a"]["variance"][voxel] == pytest.approx(c @ inverse @ c * sigma2, rel=1e-5)
+        k = f["both"]
+        estimate = k @ beta
+        expected_f = estimate @ np.linalg.inv(k @ inverse @ k.T) @ estimate / (2 * sigma2)
+        assert shared.contrasts["both"]["F"][voxel] == pytest.approx(expected_f, rel=1e-5)
+    assert 0.4 < np.median(shared.rho[0]) < 0.7 and 0.0 < np.median(shared.rho[1]) < 0.35
+    for noise_model in ("ar1", "ols"):
+        reference = shared if noise_model == "ar1" else first_level(data.astype(np.float32), design, runs, t, f,
+                                                                    noise_model="ols", censored=censored)
+        per_voxel = first_level(data.astype(np.float32), design, runs, t, f, noise_model=noise_model,
+                                censored=censored, memory_limit=200_000,
+                                voxel_regressors=lambda a, b: np.broadcast_to(regressors[None], (b - a, n_time, 2)))
+        for name, maps in reference.contrasts.items():
+            for stat, values in maps.items():
+                np.testing.assert_allclose(per_voxel.contrasts[name][stat], values, rtol=2e-5, atol=1e-9,
+                                           err_msg=stat)
+
+
+def test_ols_closed_form_and_calibration():
+    """OLS under the null: t equals the numpy closed form; the fraction of p < 0.05 is 0.05 within 3 binomial SDs."""
+    rng = np.random.default_rng(2)
+    n_time, n_voxels = 100, 4000
+    design = np.column_stack([rng.normal(size=n_time), np.ones(n_time)])
+    data = rng.normal(size=(n_time, n_voxels)).astype(np.float32)
+    result = first_level(data, design, np.ones(n_time), {"x": np.r_[1.0, 0.0]}, noise_model="ols")
+    beta = np.linalg.lstsq(design, data.astype(float), rcond=None)[0]
+    sigma2 = ((data - design @ beta) ** 2).sum(0) / (n_time - 2)
+    t = beta[0] / np.sqrt(sigma2 * np.linalg.inv(design.T @ design)[0, 0])
+    np.testing.assert_allclose(result.contrasts["x"]["t"], t, rtol=1e-5, atol=1e-5)  # float32 data
+    fraction = (result.contrasts["x"]["p"] < 0.05).mean()
+    assert abs(fraction - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n_voxels)
+
+
+def test_z_and_p_conversions():
+    """t and F to z and p against scipy where scipy is exact, and finite for extreme statistics."""
+    t = np.array([-40.0, -3.0, -0.5, 0.0, 0.5, 3.0, 40.0, np.nan])
+    z, p = t_to_z_p(t, 50)
+    np.testing.assert_allclose(p[:7], stats.t.sf(t[:7], 50), rtol=1e-10)
+    np.testing.assert_allclose(z[1:6], stats.norm.isf(stats.t.sf(t[1:6], 50)), rtol=1e-8, atol=1e-12)
+    assert np.isfinite(z[:7]).all() and z[6] > 10 and z[0] < -10 and np.isnan(z[7]) and np.isnan(p[7])
+    f = np.array([0.01, 1.0, 5.0, 1e4])
+    z, p = f_to_z_p(f, 3, 100)
+    np.testing.assert_allclose(p, stats.f.sf(f, 3, 100), rtol=1e-10)
+    np.testing.assert_allclose(z[:3], stats.norm.isf(p[:3]), rtol=1e-8)
+    assert np.isfinite(z[3]) and z[3] > 20 and z[0] < 0
+
+
+def test_percent_signal_change():
+    data = np.array([[100.0, 0.0], [110.0, 0.0], [200.0, 5.0], [220.0, 5.0]], np.float32)
+    scaled, means = percent_signal_change(data, np.array([1, 1, 2, 2]))
+    np.testing.assert_allclose(means, [[105.0, 1.0], [210.0, 5.0]])
+    np.testing.assert_allclose(scaled[:, 0], [100 * (100 / 105 - 1), 100 * (110 / 105 - 1), 100 * (200 / 210 - 1),
+                                              100 * (220 / 210 - 1)], rtol=1e-6)
+    assert np.all(scaled[:2, 1] == -100.0) and np.all(scaled[2:, 1] == 0.0)  # zero mean → divided by 1
+
+
+CONDITIONS = {"faces": "faces", "houses": "houses", "scenesOutdoor": "scenes_outdoor", "2back": "2-back"}
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("faces - houses", [1, -1, 0, 0]),
+    ("(faces + houses + scenesOutdoor) / 3", [1 / 3, 1 / 3, 1 / 3, 0]),
+    ("2*faces - 'scenes_outdoor' - \"2-back\"", [2, 0, -1, -1]),
+    ("-(faces - 0.5 * houses) * 2", [-2, 1, 0, 0]),
+    ("2back - faces", [-1, 0, 0, 1]),
+])
+def test_contrast_expressions(expression, expected):
+    np.testing.assert_allclose(parse_expression(expression, CONDITIONS), expected)
+    check_syntax(expression)
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("faces - cars", "names 'cars', which is no condition"),
+    ("faces * houses", "not linear"),
+    ("faces / houses", "cannot divide"),
+    ("faces - 1", "constant term"),
+    ("faces - faces", "all weights are zero"),
+    ("(faces - houses", r"missing '\)'"),
+    ("faces -", "unexpected end"),
+    ("faces; import os", "Cannot read"),
+    ("'scenes outdoor'", "which is no condition"),
+])
+def test_bad_contrast_expressions(expression, message):
+    with pytest.raises(ContrastError, match=message):
+        parse_expression(expression, CONDITIONS)
+
+
+def test_f_contrast_rows():
+    np.testing.assert_allclose(parse_f_expression("faces, houses - faces", CONDITIONS), [[1, 0, 0, 0], [-1, 1, 0, 0]])
+    np.testing.assert_allclose(parse_f_expression("(faces + houses) / 2, scenesOutdoor", CONDITIONS),
+                               [[0.5, 0.5, 0, 0], [0, 0, 1, 0]])
+    with pytest.raises(ContrastError, match="linearly dependent"):
+        parse_f_expression("faces, 2 * faces", CONDITIONS)
+    with pytest.raises(ContrastError, match="empty row"):
+        parse_f_expression("faces, ", CONDITIONS)
+
+
+def test_contrast_of_a_condition_without_events_is_nan(caplog):
+    """A regressor that is zero everywhere (a condition absent from the runs fitted) makes its contrasts NaN with a
+    warning; the other contrasts are unaffected, and F contrasts leave its row out."""
+    rng = np.random.default_rng(4)
+    design = np.column_stack([rng.normal(size=60), np.zeros(60), np.ones(60)])
+    data = rng.normal(size=(60, 20)).astype(np.float32)
+    t = {"a": np.r_[1.0, 0, 0], "b": np.r_[0, 1.0, 0]}
+    f = {"both": np.eye(3)[:2], "onlyB": np.eye(3)[1:2]}
+    for noise_model in ("ar1", "ols"):
+        result = first_level(data, design, np.ones(60), t, f, noise_model=noise_model)
+        assert np.isnan(result.contrasts["b"]["t"]).all() and np.isnan(result.contrasts["onlyB"]["F"]).all()
+        assert np.isfinite(result.contrasts["a"]["t"]).all()
+        # an F with a row that is not estimable tests the others: here F = t² of 'a'
+        np.testing.assert_allclose(result.contrasts["both"]["F"], result.contrasts["a"]["t"] ** 2, rtol=1e-6)
+        assert result.f_rows == {"both": 1, "onlyB": 0}
+    assert "Contrast b is not estimable" in caplog.text
