@@ -195,8 +195,8 @@ class WeightFitter:
             wide = tf.reshape(tf.transpose(shifted, [1, 0, 2]), [n_time, -1])  # (T, R · K)
             wide_clean = tf.reshape(tf.transpose(shifted_clean, [1, 0, 2]), [n_time, -1])
             taps = int(shifted.shape[2])
-            # per voxel: its series in float32 and float64, cleaned, fitted and their difference; the small systems
-            bytes_per_voxel = 4 * n_time + 8 * 4 * n_time + 8 * (n_reg * taps * 3 + n_reg * n_reg * 4)
+            # per voxel: its series in float32 and float64, its projections on the confounds; the small systems
+            bytes_per_voxel = 4 * n_time + 8 * n_time + 8 * (basis_tf.shape[1] + n_reg * taps * 3 + n_reg * n_reg * 4)
             chunk = max(1, min(n_voxels, self.memory_limit // bytes_per_voxel))
         hrf_labels = self.model.hrf_model.get_parameter_labels() if lagged_form else []
         for start in range(0, n_voxels, chunk):
@@ -263,20 +263,21 @@ def _lagged_solve(shifted, shifted_clean, blocks, kernels, y, basis, nuisance_pi
     """:func:`_per_voxel_solve` for designs ``L_r k_v`` (lagged regressors times per-voxel kernels): the normal
     equations from the shared blocks ``L_r' P L_s`` (taps × taps) and ``L_r' P y``, so no (time × voxels ×
     regressors) design exists. ``y`` is (voxels × time), ``kernels`` (voxels × taps), ``shifted`` and
-    ``shifted_clean`` (time × regressors · taps); every product is a plain matrix product."""
+    ``shifted_clean`` (time × regressors · taps). Only ``y`` is (voxels × time): ``L' P y = (P L)' y``, the
+    cleaned data's sum of squares is ‖y‖² − ‖B'y‖² (B orthonormal), and the nuisance coefficients of the
+    fitted part come from ``pinv(U) L`` (small), so no other series of that size is formed."""
     n_reg = tf.shape(blocks)[0]
     n_taps = tf.shape(kernels)[1]
-    y_clean = y - tf.matmul(tf.matmul(y, basis), basis, transpose_b=True)
-    moments = tf.reshape(tf.matmul(y_clean, shifted_clean), [-1, n_reg, n_taps])  # L_r' P y: (v, R, K)
+    moments = tf.reshape(tf.matmul(y, shifted_clean), [-1, n_reg, n_taps])  # L_r' P y: (v, R, K)
     rhs = tf.einsum("vrk,vk->vr", moments, kernels)
     gram = tf.einsum("vk,rskj,vj->vrs", kernels, blocks, kernels)
     beta = tf.linalg.solve(gram + penalty, rhs[..., tf.newaxis])[..., 0]
-    sst = tf.reduce_sum(tf.square(y_clean), axis=1)
+    sst = tf.reduce_sum(tf.square(y), axis=1) - tf.reduce_sum(tf.square(tf.matmul(y, basis)), axis=1)
     ssr = sst - 2.0 * tf.reduce_sum(beta * rhs, axis=1) + tf.einsum("vr,vrs,vs->v", beta, gram, beta)
     scaled = tf.reshape(beta[:, :, tf.newaxis] * kernels[:, tf.newaxis, :], [-1, n_reg * n_taps])  # β_r k_v
-    fitted = tf.matmul(scaled, shifted, transpose_b=True)  # Σ_r β_r L_r k_v: (v, T)
-    nuisance = tf.matmul(nuisance_pinv, y - fitted, transpose_b=True)  # (k, v)
-    return beta, ssr, sst, nuisance
+    nuisance = tf.matmul(nuisance_pinv, y, transpose_b=True) - tf.matmul(tf.matmul(nuisance_pinv, shifted), scaled,
+                                                                         transpose_b=True)  # (k, v)
+    return beta, ssr, tf.maximum(sst, 0.0), nuisance
 
 
 @tf.function(reduce_retracing=True)
