@@ -106,5 +106,5 @@ def test_sessions_combine_effects_as_a_mean_and_variances_as_its_variance():
 
     effects = [np.array([1.0, 2.0, np.nan]), np.array([3.0, np.nan, np.nan])]
     variances = [np.array([0.5, 0.2, np.nan]), np.array([1.5, np.nan, np.nan])]
-    np.testing.assert_allclose(_combine(effects, False), [2.0, 2.0, np.nan])
-    np.testing.assert_allclose(_combine(variances, False, variance=True), [0.5, 0.2, np.nan])
+    np.testing.assert_allclose(_combine(effects, None), [2.0, 2.0, np.nan])
+    np.testing.assert_allclose(_combine(variances, None, variance=True), [0.5, 0.2, np.nan])
