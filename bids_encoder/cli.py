@@ -59,8 +59,19 @@ logger = logging.getLogger("bids_encoder")
 @click.option("--space", default="MNI152NLin2009cAsym", show_default=True,
               help="Output space of fMRIPrep: a template or T1w (NIfTI), fsnative/fsaverage* (GIFTI), fsLR (CIFTI).")
 @click.option("--res", help="Resolution entity of the template space (res-).")
-@click.option("--model", type=click.Choice(["glm", "prf2d"]), default="glm", show_default=True,
-              help="Encoding model.")
+@click.option("--model", multiple=True, default=("glm",), show_default=True, metavar="MODEL[,MODEL…]",
+              help="Encoding model(s): glm, prf2d, css2d, dog2d, dn2d (stimulus apertures), gauss1d, loggauss1d, "
+              "vonmises1d (tuning to --stimulus-column). Several (repeated or comma-separated): fitted on the same "
+              "inputs and compared by cvR² (model-comparison_stat-bestmodel).")
+@click.option("--stimulus-column", metavar="NAME", help="1-D tuning models: the events.tsv column with each "
+              "stimulus event's value (natural units); events without a value are not stimuli.")
+@click.option("--stimulus-period", type=click.Choice(["180", "360"]), help="vonmises1d: period of the stimulus "
+              "values in degrees (180: orientation, 360: direction).")
+@click.option("--nuisance-trial-type", multiple=True, metavar="NAME", help="1-D tuning models: a trial_type (of "
+              "the events without a stimulus value) entered as a nuisance regressor; repeatable. Other events are "
+              "ignored.")
+@click.option("--positive-amplitude", is_flag=True, help="pRF and tuning models: constrain amplitudes to be "
+              "positive.")
 @click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
               show_default=True, help="canonical (SPM), shared (one delay and dispersion per fit, from the best "
               "voxels), fit (per-voxel delay and dispersion), or auto (the one with the best median cvR²).")
@@ -170,6 +181,10 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         raise AppError(f"Invalid task label {options['task']!r}", 64)
     if analysis_level == "participant" and options["hrf"] == "auto" and options["cv"] == "none":
         raise AppError("--hrf auto chooses by cross-validated R²: it cannot run with --cv none", 64)
+    models = _models(options["model"])
+    if analysis_level == "participant" and len(models) > 1 and options["cv"] == "none":
+        raise AppError("Several --model values are compared by cross-validated R²: they cannot run with --cv none",
+                       64)
     memory_limit = _memory(options["memory_limit"])
     confound_parameters = _confound_parameters(options["confounds_param"])
     filters = _filters(options["bids_filter_file"])
@@ -181,7 +196,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
         _limit_threads(options["nthreads"])
         if analysis_level == "group":
-            _run_group(bids_dir, output_dir, labels, options)
+            _run_group(bids_dir, output_dir, labels, options, models)
             return
         if options["device"] == "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # before TensorFlow loads
@@ -194,12 +209,22 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         participant_options = ParticipantOptions(
             derivatives=options["derivatives"], participant_label=labels, session_label=sessions,
             task=options["task"], run=runs, filters=filters, space=options["space"], res=options["res"],
-            model=options["model"], hrf=options["hrf"], cv=options["cv"], confounds=options["confounds"],
+            model=models[0], models=models, hrf=options["hrf"], cv=options["cv"], confounds=options["confounds"],
             confounds_parameters=confound_parameters, noise_model=options["noise_model"],
             max_iterations=options["max_iterations"], alpha=options["alpha"],
             smoothing_fwhm=options["smoothing_fwhm"], work_dir=work_dir, memory_limit=memory_limit,
             overwrite=options["overwrite"], progressbar=sys.stderr.isatty(),
-            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"])
+            seed=options["seed"], report=not options["no_report"], condition_column=options["condition_column"],
+            stimulus_column=options["stimulus_column"],
+            stimulus_period=None if options["stimulus_period"] is None else float(options["stimulus_period"]),
+            nuisance_trial_types=tuple(options["nuisance_trial_type"]),
+            positive_amplitude=options["positive_amplitude"])
+        try:
+            from .workflows.participant import check_model_options
+
+            check_model_options(participant_options)
+        except InputError as error:
+            raise AppError(str(error), error.exit_code) from error
         if options["dry_run"]:
             _dry_run(bids_dir, output_dir, participant_options)
             return
@@ -242,7 +267,7 @@ def _dry_run(bids_dir, output_dir, participant_options):
     click.echo(f"bids_encoder: dry run: {len(lines)} fit(s) planned; nothing written")
 
 
-def _run_group(bids_dir, output_dir, labels, options):
+def _run_group(bids_dir, output_dir, labels, options, models):
     from .bids.layout import InputError
 
     with filtered_stderr():  # the workflows load TensorFlow
@@ -253,7 +278,7 @@ def _run_group(bids_dir, output_dir, labels, options):
     group_options = GroupOptions(
         participant_label=labels, task=options["task"],
         space=options["space"] if "space" in options["explicit"] else None,
-        model=options["model"] if "model" in options["explicit"] else None,
+        model=_group_models(models) if "model" in options["explicit"] else None,
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"])
     try:
@@ -262,6 +287,22 @@ def _run_group(bids_dir, output_dir, labels, options):
         raise AppError(str(error), error.exit_code) from error
     click.echo(f"bids_encoder: group level done, {len(written)} file(s) written under {output_dir / 'group'}",
                err=True)
+
+
+def _models(values):
+    """--model values, repeated or comma-separated → a tuple without repeats; unknown names are usage errors."""
+    from .workflows.model_names import MODELS
+
+    models = tuple(dict.fromkeys(part for value in values for part in str(value).replace(",", " ").split()))
+    unknown = [model for model in models if model not in MODELS]
+    if unknown or not models:
+        raise AppError(f"Invalid --model {', '.join(unknown) or repr('')}: choose from {', '.join(MODELS)}", 64)
+    return models
+
+
+def _group_models(models):
+    """The group level's --model filter: several models also select their comparison maps."""
+    return list(models) + (["comparison"] if len(models) > 1 else [])
 
 
 def _interrupted():

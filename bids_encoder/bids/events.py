@@ -28,7 +28,7 @@ from .layout import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = ["OVERSAMPLING", "HRF_LENGTH", "read_events", "check_event_timing", "convolved_design",
-           "occupancy_paradigm"]
+           "occupancy_paradigm", "read_stimulus_events"]
 
 OVERSAMPLING = 16  # fine time bins per TR in which events are sampled before convolution or averaging
 HRF_LENGTH = 32.0  # seconds: the support of the SPM kernel; an event that ended longer ago reaches no volume
@@ -172,3 +172,50 @@ def occupancy_paradigm(events, n_volumes, tr, start_time=0.0, oversampling=OVERS
     inside = (bins >= 0) & (bins < n_volumes)
     np.add.at(values, bins[inside], boxcars[inside])
     return pd.DataFrame(values / oversampling, columns=conditions, index=pd.Index(frame_times, name="time"))
+
+
+def read_stimulus_events(path, n_volumes, tr, stimulus_column, condition_column="trial_type", start_time=0.0):
+    """The events of a 1-D tuning model: ``(stimulus, others)``.
+
+    ``stimulus`` holds the events with a value in ``stimulus_column`` (onset, duration, value); ``others`` the
+    remaining events (onset, duration, condition — the BIDS label of their ``condition_column``, empty when the
+    file has no such column), for nuisance regressors. A non-numeric value is an error (65), as is a file
+    without the column or without any event with a value.
+    """
+    name = getattr(path, "name", str(path))
+    try:
+        events = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except pd.errors.EmptyDataError as error:
+        raise InputError(f"{name} is empty", exit_code=65) from error
+    missing = [column for column in REQUIRED if column not in events.columns]
+    if missing:
+        raise InputError(f"{name} lacks the column(s) {missing}", exit_code=65)
+    if stimulus_column not in events.columns:
+        raise InputError(f"{name} has no {stimulus_column!r} column with the stimulus value of each event (its "
+                         f"columns: {', '.join(map(str, events.columns))}); name the one that does with "
+                         "--stimulus-column", exit_code=65)
+    values = pd.to_numeric(events[stimulus_column], errors="coerce")
+    bad = values.isna() & events[stimulus_column].notna()
+    if bad.any():
+        raise InputError(f"{name}: the {stimulus_column} column has non-numeric values "
+                         f"({', '.join(map(str, events[stimulus_column][bad].unique()[:3]))}); stimulus values are "
+                         "numbers (n/a for events that are not stimuli)", exit_code=65)
+    onset = events["onset"].to_numpy(float)
+    duration = events["duration"].fillna(0.0).to_numpy(float)
+    if not np.all(np.isfinite(onset)):
+        raise InputError(f"{name} has missing onsets", exit_code=65)
+    if np.any(duration < 0):
+        raise InputError(f"{name} has negative durations", exit_code=65)
+    chosen = values.notna().to_numpy()
+    if not chosen.any():
+        raise InputError(f"{name} has no event with a value in its {stimulus_column} column", exit_code=65)
+    check_event_timing(name, onset[chosen], duration[chosen], n_volumes, tr, start_time)
+    stimulus = pd.DataFrame({"onset": onset[chosen], "duration": duration[chosen],
+                             "value": values.to_numpy(float)[chosen]})
+    conditions = (events[condition_column] if condition_column in events.columns
+                  else pd.Series([np.nan] * len(events)))
+    rest = ~chosen & conditions.notna().to_numpy()
+    others = pd.DataFrame({"onset": onset[rest], "duration": duration[rest],
+                           "condition": [bids_label(c) for c in conditions[rest].astype(str)],
+                           "modulation": np.ones(int(rest.sum()))})
+    return stimulus, others

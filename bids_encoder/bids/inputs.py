@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .confounds import load_run_confounds
-from .events import convolved_design, occupancy_paradigm, read_events
+from .derivatives import bids_label
+from .events import convolved_design, occupancy_paradigm, read_events, read_stimulus_events
 from .images import load_bold_runs
 from .layout import InputError
 from .stimuli import run_apertures
@@ -42,6 +43,9 @@ class FitInputs:
     # GLM: the exact SPM-convolved design (16× oversampled events); the paradigm itself with the canonical HRF,
     # a second design beside the TR-occupancy paradigm with --hrf auto (which also fits the canonical model)
     convolved: pd.DataFrame | None = None
+    # 1-D tuning models: the stimulus value (natural units) of each paradigm column
+    stimulus_values: np.ndarray | None = None
+    stimulus_column: str | None = None
 
     @property
     def n_volumes(self):
@@ -91,6 +95,45 @@ def _prf_paradigm(runs, n_volumes, stimuli_dir):
         grid = run_grid
         frames.append(apertures.to_numpy())
     return np.vstack(frames), grid, files
+
+
+def _tuning_paradigm(runs, n_volumes, stimulus_column, condition_column, nuisance_trial_types):
+    """Per-value occupancy (time × distinct stimulus values, at TR resolution) and the nuisance regressors.
+
+    Column k holds, for each volume, the time the events with the k-th distinct value of ``stimulus_column``
+    were on during the TR centred on it; the tuning model weighs it by its tuning curve at that value and
+    convolves. Events without a value whose ``condition_column`` is in ``nuisance_trial_types`` become one
+    regressor per trial type (events convolved with the SPM HRF, exact timing), joined to the confounds; other
+    events are ignored.
+    """
+    per_run = []
+    for run, n in zip(runs, n_volumes, strict=True):
+        if run.events is None:
+            raise InputError(f"No events.tsv for {run.label}", exit_code=66)
+        per_run.append(read_stimulus_events(run.events, n, run.tr, stimulus_column, condition_column,
+                                            start_time=run.start_time))
+    values = np.unique(np.concatenate([stimulus["value"].to_numpy() for stimulus, _ in per_run]))
+    labels = [f"v{i:05d}" for i in range(values.size)]
+    nuisance = [bids_label(name) for name in nuisance_trial_types]
+    found = set().union(*[set(others["condition"]) for _, others in per_run])
+    absent = [name for name in nuisance if name not in found]
+    if absent:
+        raise InputError(f"--nuisance-trial-type {', '.join(absent)}: no event without a {stimulus_column} value "
+                         f"has that {condition_column} (found: {', '.join(sorted(found)) or 'none'})", exit_code=65)
+    frames, nuisance_frames = [], []
+    for run, n, (stimulus, others) in zip(runs, n_volumes, per_run, strict=True):
+        events = pd.DataFrame({"onset": stimulus["onset"], "duration": stimulus["duration"],
+                               "condition": [labels[i] for i in np.searchsorted(values, stimulus["value"])],
+                               "modulation": 1.0})
+        frames.append(occupancy_paradigm(events, n, run.tr, start_time=run.start_time, conditions=labels,
+                                         name=run.events.name).to_numpy())
+        if nuisance:
+            nuisance_frames.append(convolved_design(others, n, run.tr, start_time=run.start_time,
+                                                    conditions=nuisance).to_numpy())
+    extra = None
+    if nuisance:
+        extra = pd.DataFrame(np.vstack(nuisance_frames), columns=[f"nuisance_{name}" for name in nuisance])
+    return np.vstack(frames), values, extra
 
 
 def _confounds(runs, n_volumes, strategy, parameters):
@@ -157,9 +200,12 @@ def check_degrees_of_freedom(n_volumes, n_regressors, n_confounds, n_runs):
 
 
 def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
-                    stimuli_dir=None, kind="volume", condition_column="trial_type"):
-    """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model`` ('glm' or 'prf2d');
-    ``condition_column``: the events.tsv column naming the GLM's conditions."""
+                    stimuli_dir=None, kind="volume", condition_column="trial_type", stimulus_column=None,
+                    nuisance_trial_types=()):
+    """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model``: 'glm', 'prf2d' (the stimulus
+    apertures of any 2-D pRF model) or 'tuning' (1-D tuning models: per-value event occupancy from
+    ``stimulus_column``, and ``nuisance_trial_types`` as nuisance regressors); ``condition_column``: the
+    events.tsv column naming the GLM's conditions (and the nuisance trial types)."""
     tr = _common_tr(runs)
     voxels_by_time, n_volumes, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
     _drop_voxels_without_signal(voxels_by_time, runs, n_volumes)
@@ -168,12 +214,19 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         names=["run", "volume"])
     # no copy: the frame's single block is the (voxels × time) array
     data = pd.DataFrame(voxels_by_time.T, index=index, copy=False)
-    grid, stimulus_files = None, []
+    grid, stimulus_files, stimulus_values, nuisance = None, [], None, None
     if model == "glm":
         values, columns = _glm_paradigm(runs, n_volumes, hrf, condition_column)
     elif model == "prf2d":
         values, grid, stimulus_files = _prf_paradigm(runs, n_volumes, stimuli_dir)
         columns = None
+    elif model == "tuning":
+        if not stimulus_column:
+            raise InputError("The 1-D tuning models need --stimulus-column (the events.tsv column with each "
+                             "event's stimulus value)", exit_code=64)
+        values, stimulus_values, nuisance = _tuning_paradigm(runs, n_volumes, stimulus_column, condition_column,
+                                                             nuisance_trial_types)
+        columns = [f"{stimulus_column}-{value:g}" for value in stimulus_values]
     else:
         raise InputError(f"Unknown model {model!r}", exit_code=64)
     paradigm = pd.DataFrame(values.astype(np.float32), index=index, columns=columns)
@@ -184,9 +237,11 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         exact, _ = _glm_paradigm(runs, n_volumes, "canonical")
         convolved = pd.DataFrame(exact.astype(np.float32), index=index, columns=columns)
     confounds, censored, per_run = _confounds(runs, n_volumes, strategy, confound_parameters or {})
+    if nuisance is not None:
+        confounds = pd.concat([nuisance, confounds], axis=1)
     confounds.index = index
     if model == "glm":
         check_degrees_of_freedom(len(data), paradigm.shape[1], confounds.shape[1], len(runs))
     return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
                      grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files,
-                     convolved=convolved)
+                     convolved=convolved, stimulus_values=stimulus_values, stimulus_column=stimulus_column)

@@ -4,6 +4,8 @@ from ..hrf import CustomHRFModel, HRFModel, SPMHRFModel
 from .base import EncodingModel, HRFEncodingModel
 from .linear import LinearModelWithBaseline, LinearModelWithBaselineHRF
 from .prf import (
+    CSSPRF2D,
+    CSSPRF2DWithHRF,
     DifferenceOfGaussiansPRF2D,
     DifferenceOfGaussiansPRF2DWithHRF,
     DivisiveNormalizationGaussianPRF2D,
@@ -12,6 +14,8 @@ from .prf import (
     GaussianPRF2D,
     GaussianPRF2DWithHRF,
     GaussianPRFWithHRF,
+    LogGaussianPRF,
+    LogGaussianPRFWithHRF,
     VonMisesPRF,
     VonMisesPRFWithHRF,
 )
@@ -26,10 +30,14 @@ __all__ = [
     "CustomHRFModel",
     "GaussianPRF",
     "GaussianPRFWithHRF",
+    "LogGaussianPRF",
+    "LogGaussianPRFWithHRF",
     "VonMisesPRF",
     "VonMisesPRFWithHRF",
     "GaussianPRF2D",
     "GaussianPRF2DWithHRF",
+    "CSSPRF2D",
+    "CSSPRF2DWithHRF",
     "DifferenceOfGaussiansPRF2D",
     "DifferenceOfGaussiansPRF2DWithHRF",
     "DivisiveNormalizationGaussianPRF2D",

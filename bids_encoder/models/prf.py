@@ -1,4 +1,9 @@
-"""Population receptive field (pRF) models: 1-D Gaussian, von Mises, and 2-D Gaussian families.
+"""Population receptive field (pRF) models: 1-D Gaussian, log-Gaussian, von Mises, and 2-D Gaussian families.
+
+The 1-D (tuning) models read either one stimulus value per time point (the first paradigm column), or — built
+with ``stimulus_values`` (K values) — a (time × K) design whose column k says how much value k was shown at each
+time point (event occupancy, or regressors already convolved): the response is then ``design @ tuning(values)``,
+exact for events of any value whatever their timing.
 
 For the 2-D models the paradigm holds stimulus apertures, one row per time point and one column per pixel (in
 the order of ``grid_coordinates``), and every receptive field is a normalised 2-D Gaussian: a stimulus covering
@@ -19,13 +24,17 @@ from .base import EncodingModel, HRFEncodingModel
 
 __all__ = [
     "GaussianPRF",
+    "LogGaussianPRF",
     "VonMisesPRF",
     "GaussianPRF2D",
+    "CSSPRF2D",
     "DifferenceOfGaussiansPRF2D",
     "DivisiveNormalizationGaussianPRF2D",
     "GaussianPRFWithHRF",
+    "LogGaussianPRFWithHRF",
     "VonMisesPRFWithHRF",
     "GaussianPRF2DWithHRF",
+    "CSSPRF2DWithHRF",
     "DifferenceOfGaussiansPRF2DWithHRF",
     "DivisiveNormalizationGaussianPRF2DWithHRF",
 ]
@@ -67,31 +76,110 @@ class _PRFModel(EncodingModel):
                                                   free_index)
 
 
-class GaussianPRF(_PRFModel):
+class _TuningModel(_PRFModel):
+    """1-D tuning: ``amplitude · shape(s) + baseline``; subclasses define ``_shape(stimulus, parameters)``.
+
+    Parameters
+    ----------
+    paradigm : DataFrame, shape (time, 1) or (time, K)
+        One stimulus value per time point, or with ``stimulus_values`` a design with one column per value.
+    stimulus_values : array of K floats, optional
+        The stimulus value of each design column (in the model's units: radians for von Mises).
+    positive_amplitude : bool
+        Constrain the amplitude to be positive.
+    """
+
+    def __init__(self, paradigm=None, data=None, parameters=None, weights=None, positive_amplitude=False,
+                 stimulus_values=None, verbosity=logging.INFO, **kwargs):
+        if stimulus_values is None:
+            self.stimulus_values = None
+        else:
+            values = np.asarray(stimulus_values, dtype=np.float64).ravel()
+            if values.size == 0 or not np.all(np.isfinite(values)):
+                raise ValueError("stimulus_values must be a non-empty array of finite values")
+            self.stimulus_values = values
+        super().__init__(paradigm=paradigm, data=data, parameters=parameters, weights=weights,
+                         positive_amplitude=positive_amplitude, verbosity=verbosity, **kwargs)
+
+    def get_paradigm(self, paradigm=None):
+        paradigm = super().get_paradigm(paradigm)
+        if self.stimulus_values is not None and paradigm.shape[1] != self.stimulus_values.size:
+            raise ValueError(f"The design has {paradigm.shape[1]} columns but stimulus_values has "
+                             f"{self.stimulus_values.size} values")
+        return paradigm
+
+    def _floats_per_voxel(self, n_time, n_features):
+        return super()._floats_per_voxel(n_time, n_features) + 3 * n_features
+
+    def _predict_neural(self, paradigm, parameters, weights=None):
+        (amplitude,) = self._columns(parameters, "amplitude")
+        if self.stimulus_values is None:
+            return amplitude * self._shape(paradigm[:, :1], parameters)
+        values = tf.constant(self.stimulus_values[:, np.newaxis], tf.float32)
+        return tf.matmul(paradigm, amplitude * self._shape(values, parameters))
+
+    def tuning_curve(self, stimulus, parameters):
+        """The tuning curve (values × voxels, DataFrame) without the baseline, at the stimulus values given."""
+        parameters = self._check_parameters(parameters)
+        stimulus = np.asarray(stimulus, dtype=np.float32).reshape(-1, 1)
+        p = tf.constant(parameters.to_numpy())
+        (amplitude,) = self._columns(p, "amplitude")
+        curve = amplitude * self._shape(tf.constant(stimulus), p)
+        return pd.DataFrame(curve.numpy(), index=stimulus[:, 0], columns=parameters.index)
+
+
+class GaussianPRF(_TuningModel):
     """1-D Gaussian tuning: amplitude · exp(-(s - mu)² / (2 sd²)) + baseline, for a scalar stimulus s(t).
 
-    ``sd`` is kept above 1e-3 (in stimulus units).
+    ``sd`` is kept above 1e-3 (in stimulus units). Derived: preferred value ``mu``, FWHM ``2 sqrt(2 ln 2) sd``.
     """
 
     parameter_labels = ["mu", "sd", "amplitude", "baseline"]
     positive_labels = {"sd": 1e-3}
 
-    def _predict_neural(self, paradigm, parameters, weights=None):
-        mu, sd, amplitude = self._columns(parameters, "mu", "sd", "amplitude")
-        stimulus = paradigm[:, :1]
-        return amplitude * tf.exp(-0.5 * tf.square((stimulus - mu) / sd))
+    def _shape(self, stimulus, parameters):
+        mu, sd = self._columns(parameters, "mu", "sd")
+        return tf.exp(-0.5 * tf.square((stimulus - mu) / sd))
 
 
-class VonMisesPRF(_PRFModel):
+#: Stimulus values at or below this are treated as this value by the log-Gaussian model (its log is finite)
+LOG_FLOOR = 1e-6
+
+
+class LogGaussianPRF(_TuningModel):
+    """Log-Gaussian tuning (numerosity-style): amplitude · exp(-(log s - mu)² / (2 sd²)) + baseline.
+
+    ``mu`` and ``sd`` are in natural-log units of the stimulus (s > 0; values ≤ 1e-6 count as 1e-6); ``sd`` is
+    kept above 1e-3. In stimulus units the preferred value (the peak) is ``exp(mu)`` and the full width at half
+    maximum ``exp(mu + h) - exp(mu - h)`` with ``h = sd sqrt(2 ln 2)`` (see :meth:`natural_parameters`).
+    """
+
+    parameter_labels = ["mu", "sd", "amplitude", "baseline"]
+    positive_labels = {"sd": 1e-3}
+
+    def _shape(self, stimulus, parameters):
+        mu, sd = self._columns(parameters, "mu", "sd")
+        log_stimulus = tf.math.log(tf.maximum(stimulus, LOG_FLOOR))
+        return tf.exp(-0.5 * tf.square((log_stimulus - mu) / sd))
+
+    @staticmethod
+    def natural_parameters(parameters):
+        """Preferred value and FWHM in stimulus units (DataFrame with columns ``preferred`` and ``fwhm``)."""
+        mu, sd = np.asarray(parameters["mu"], float), np.asarray(parameters["sd"], float)
+        half = sd * np.sqrt(2 * np.log(2))
+        return pd.DataFrame({"preferred": np.exp(mu), "fwhm": np.exp(mu + half) - np.exp(mu - half)},
+                            index=getattr(parameters, "index", None))
+
+
+class VonMisesPRF(_TuningModel):
     """Circular tuning: amplitude · exp(kappa (cos(s - mu) - 1)) + baseline, s in radians (peak = amplitude)."""
 
     parameter_labels = ["mu", "kappa", "amplitude", "baseline"]
     positive_labels = {"kappa": 1e-3}
 
-    def _predict_neural(self, paradigm, parameters, weights=None):
-        mu, kappa, amplitude = self._columns(parameters, "mu", "kappa", "amplitude")
-        stimulus = paradigm[:, :1]
-        return amplitude * tf.exp(kappa * (tf.cos(stimulus - mu) - 1.0))
+    def _shape(self, stimulus, parameters):
+        mu, kappa = self._columns(parameters, "mu", "kappa")
+        return tf.exp(kappa * (tf.cos(stimulus - mu) - 1.0))
 
 
 def _check_grid(grid_coordinates):
@@ -179,6 +267,31 @@ class GaussianPRF2D(_PRFModel):
         return amplitude * self._gaussian_response(paradigm, x, y, sd)
 
 
+#: Bounds of the CSS exponent
+CSS_EXPONENT_BOUNDS = (0.01, 2.0)
+#: Stimulus overlaps below this are raised to it before the CSS power (finite derivatives at zero overlap)
+CSS_FLOOR = 1e-8
+
+
+class CSSPRF2D(GaussianPRF2D):
+    """Compressive spatial summation (Kay et al., 2013): amplitude · (stimulus overlap with G(sd))^n + baseline.
+
+    The exponent ``n`` is kept in (0.01, 2) by a sigmoid; n < 1 is compressive. The overlap of a stimulus
+    covering the whole field is 1, so ``amplitude`` is still the response to a full-field stimulus.
+    """
+
+    parameter_labels = ["x", "y", "sd", "baseline", "amplitude", "n"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bounds["n"] = CSS_EXPONENT_BOUNDS
+
+    def _predict_neural(self, paradigm, parameters, weights=None):
+        x, y, sd, amplitude, n = self._columns(parameters, "x", "y", "sd", "amplitude", "n")
+        overlap = self._gaussian_response(paradigm, x, y, sd)
+        return amplitude * tf.pow(tf.maximum(overlap, CSS_FLOOR), n)
+
+
 class DifferenceOfGaussiansPRF2D(GaussianPRF2D):
     """Centre minus surround: amplitude · (G(sd) − srf_amplitude · G(srf_size · sd)) + baseline.
 
@@ -247,7 +360,9 @@ def _with_hrf(base):
 _jacobians.register(GaussianPRF2D._predict_neural)(_jacobians.gaussian2d_jacobian)
 
 GaussianPRFWithHRF = _with_hrf(GaussianPRF)
+LogGaussianPRFWithHRF = _with_hrf(LogGaussianPRF)
 VonMisesPRFWithHRF = _with_hrf(VonMisesPRF)
 GaussianPRF2DWithHRF = _with_hrf(GaussianPRF2D)
+CSSPRF2DWithHRF = _with_hrf(CSSPRF2D)
 DifferenceOfGaussiansPRF2DWithHRF = _with_hrf(DifferenceOfGaussiansPRF2D)
 DivisiveNormalizationGaussianPRF2DWithHRF = _with_hrf(DivisiveNormalizationGaussianPRF2D)

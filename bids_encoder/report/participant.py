@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bids.derivatives import write_json
-from . import figures
+from . import figures, tuning
 from .render import render
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,14 @@ def fit_section(output_dir, subject, name, inputs, result, info):
             hrf_maps, f"{stem}_hrf.svg", "Fitted HRF parameters", "seconds", bounds=bounds), output_dir,
             "Distribution of the fitted HRF delay and dispersion over voxels; dashed lines: their bounds"
             + (f" (at a bound: {share})." if share else "."))
+    if info["model"] != "glm":
+        section["figures"]["histograms"] = [_figure(path, output_dir, caption) for path, caption in
+                                            tuning.parameter_histograms(result.maps, r2, stem)]
+    if result.tuning is not None:
+        section["figures"]["tuning"] = _figure(tuning.tuning_curves_figure(
+            result.tuning, r2, f"{stem}_tuning.svg", "Tuning curves of the best voxels"), output_dir,
+            f"Fitted tuning curves of the {tuning.N_BEST} voxels with the highest R² (baseline removed); grey lines: "
+            "the stimulus values shown.")
     write_json(f"{stem}_report.json", section)
     return section
 

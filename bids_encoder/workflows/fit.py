@@ -11,6 +11,10 @@
 - ``prf2d``: ``GaussianPRF2DWithHRF``: grid → refine → Levenberg–Marquardt; ``shared`` estimates one HRF from the
   canonical fit's best voxels and refits from the canonical solution; ``fit`` has a per-voxel HRF (its grid
   includes HRF values).
+- ``css2d``, ``dog2d``, ``dn2d``: the staged fit (:func:`~bids_encoder.optimize.recipes.fit_prf2d_staged`): the
+  Gaussian as above, then the model seeded from it with a small grid over its extra parameters, then LM.
+- ``gauss1d``, ``loggauss1d``, ``vonmises1d``: 1-D tuning models of the events' stimulus values
+  (:mod:`bids_encoder.workflows.fit_tuning`): grid over preferred value × width → LM.
 
 Every fit also returns a predictor of the stimulus-driven signal for any runs of the same inputs, which the
 cross-validation (:mod:`bids_encoder.workflows.crossval`) uses on held-out data.
@@ -24,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from ..optimize.recipes import SOLVER_DEFAULTS
+from .model_names import MODEL_KINDS, MODELS
 
-__all__ = ["FitResult", "HRF_CHOICES", "MapSpec", "fit_model"]
+__all__ = ["FitResult", "HRF_CHOICES", "MODELS", "MODEL_KINDS", "MapSpec", "fit_model"]
 
 #: --hrf values that fit one model (``auto`` chooses among them by cross-validation)
 HRF_CHOICES = ("canonical", "shared", "fit")
@@ -62,6 +67,7 @@ class FitResult:
     predict_runs: object = None  # (inputs, run numbers) → (row mask, stimulus-driven prediction rows × voxels)
     hrf_choice: str = "canonical"
     cv: dict | None = None  # filled by the cross-validation: scheme, folds, cvR² per voxel
+    tuning: dict | None = None  # 1-D tuning models: the model, parameters and stimulus values (for the report)
 
 
 def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):
@@ -130,7 +136,7 @@ def make_predictor(model, parameters, weights, paradigm_of, memory_limit, bytes_
     labels = model.get_parameter_labels()
     values = parameters[labels].copy() if parameters is not None else None
     if values is not None:
-        fallback = {"sd": 1.0}
+        fallback = {"sd": 1.0, "srf_size": 2.0, "surround_baseline": 1.0, "n": 1.0, "kappa": 1.0}
         hrf_model = getattr(model, "hrf_model", None)
         if hrf_model is not None:
             fallback.update(hrf_model.get_default_parameters())
@@ -157,20 +163,27 @@ def make_predictor(model, parameters, weights, paradigm_of, memory_limit, bytes_
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",
-              memory_limit=2_000_000_000, progressbar=True):
-    """Fit ``model`` ('glm' or 'prf2d') with the HRF choice ``hrf`` (see :data:`HRF_CHOICES`) to the inputs.
+              memory_limit=2_000_000_000, progressbar=True, positive_amplitude=False, stimulus_period=None):
+    """Fit ``model`` (one of :data:`MODELS`) with the HRF choice ``hrf`` (see :data:`HRF_CHOICES`) to the inputs.
 
-    Returns a :class:`FitResult`.
+    ``positive_amplitude`` constrains the amplitudes of pRF and tuning models; ``stimulus_period`` (degrees,
+    180 or 360) is the period of the von Mises model's stimulus values. Returns a :class:`FitResult`.
     """
     from .fit_glm import fit_glm
     from .fit_prf import fit_prf2d_inputs
+    from .fit_tuning import fit_tuning_inputs
 
     if hrf not in HRF_CHOICES:
         raise ValueError(f"Unknown HRF choice {hrf!r}; choose from {', '.join(HRF_CHOICES)}")
-    if model == "glm":
+    kind = MODEL_KINDS.get(model)
+    if kind == "glm":
         result = fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
-    elif model == "prf2d":
-        result = fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar)
+    elif kind == "prf2d":
+        result = fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar,
+                                  model=model, positive_amplitude=positive_amplitude)
+    elif kind == "tuning":
+        result = fit_tuning_inputs(inputs, model, hrf, max_iterations, noise_model, memory_limit, progressbar,
+                                   positive_amplitude=positive_amplitude, stimulus_period=stimulus_period)
     else:
         raise ValueError(f"Unknown model {model!r}")
     result.hrf_choice = hrf

@@ -28,6 +28,7 @@ from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
+from .comparison import COMPARISON, group_comparison
 from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
 from .interrupts import raise_if_interrupted
 
@@ -117,8 +118,12 @@ def run_group(bids_dir, output_dir, options):
         raise InputError(f"No participant outputs under {output_dir} for {chosen}"
                          + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
                             if options.participant_label else ""), exit_code=18)
+    comparisons = {}
+    for fit in [fit for fit in fits if dict(fit.key).get("model") == COMPARISON]:
+        comparisons.setdefault(fit.key, {}).setdefault(fit.subject, []).append(fit)
+    fits = [fit for fit in fits if dict(fit.key).get("model") != COMPARISON]
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
-    groups = _check(fits, expected, atlas)
+    groups = _check(fits, expected, atlas) if fits else {}
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
@@ -128,6 +133,12 @@ def run_group(bids_dir, output_dir, options):
         written, shown = [], []
         for key, subjects in groups.items():
             written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown)
+        for key, subjects in comparisons.items():  # categorical: mode and fractions, never a mean
+            if len(subjects) < 2 or is_native(dict(key).get("space", "")):
+                logger.warning("%s: %d participant(s)%s: no group model comparison", fit_name(key), len(subjects),
+                               " in a native space" if len(subjects) >= 2 else "")
+                continue
+            written += group_comparison(key, subjects, staging, _common_sidecar(subjects, options))
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
         (staging / "group").chmod(0o755)

@@ -6,6 +6,7 @@ A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from ..bids.images import space_kind
 from ..bids.inputs import assemble_inputs
 from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
+from .comparison import write_model_comparison
 from .crossval import CrossValidationError, fit_with_cv
+from .fit import MODEL_KINDS, MODELS
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
 from .summary import PROGRESS, fit_record
@@ -28,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ParticipantOptions", "plan_fits", "run_participant", "runnable_fits", "select_subjects"]
 
-MODELS = ("glm", "prf2d")
+STIMULUS_PERIODS = (180.0, 360.0)
 
 
 @dataclass
@@ -60,6 +63,16 @@ class ParticipantOptions:
     seed: int | None = None
     report: bool = True
     condition_column: str = "trial_type"  # the events.tsv column naming the GLM's conditions
+    models: tuple = ()  # several models on the same inputs (model comparison); () means (model,)
+    stimulus_column: str | None = None  # 1-D tuning models: the events.tsv column with each event's value
+    stimulus_period: float | None = None  # vonmises1d: the period of the values, degrees
+    nuisance_trial_types: tuple = ()  # 1-D tuning models: trial types entered as nuisance regressors
+    positive_amplitude: bool = False  # pRF and tuning models: amplitudes constrained positive
+
+    @property
+    def model_list(self):
+        """The models to fit, in order, without repeats."""
+        return list(dict.fromkeys(self.models or (self.model,)))
 
 
 def select_subjects(layout, labels):
@@ -120,14 +133,35 @@ def _confound_settings(strategy, parameters, inputs):
             "Handling": "block-diagonal per run, fitted with the model; censored volumes as spike regressors"}
 
 
+def check_model_options(options):
+    """Usage errors (64) of --model and the options of the tuning models."""
+    models = options.model_list
+    unknown = [model for model in models if model not in MODELS]
+    if unknown:
+        raise InputError(f"Unknown model {', '.join(map(repr, unknown))}; choose from {', '.join(MODELS)}",
+                         exit_code=64)
+    tuning = [model for model in models if MODEL_KINDS[model] == "tuning"]
+    if tuning and not options.stimulus_column:
+        raise InputError(f"--model {', '.join(tuning)} needs --stimulus-column (the events.tsv column with each "
+                         "event's stimulus value)", exit_code=64)
+    if "vonmises1d" in models and options.stimulus_period not in STIMULUS_PERIODS:
+        raise InputError("--model vonmises1d needs --stimulus-period 180 (orientation) or 360 (direction, "
+                         "degrees)", exit_code=64)
+    if options.nuisance_trial_types and not tuning:
+        raise InputError("--nuisance-trial-type adds nuisance regressors to the 1-D tuning models "
+                         "(gauss1d, loggauss1d, vonmises1d); the GLM models every trial type already", exit_code=64)
+    if len(models) > 1 and options.cv == "none":
+        raise InputError("Several --model values are compared by cross-validated R²: they cannot run with "
+                         "--cv none", exit_code=64)
+
+
 def plan_fits(bids_dir, options):
     """The fits of the selection, checked: ({subject: [runs of one fit, …]}, roots of the Sources URIs).
 
     Raises InputError with a BIDS-Apps exit code on bad input; reads no image data and writes nothing.
     """
     bids_dir = Path(bids_dir).resolve()
-    if options.model not in MODELS:
-        raise InputError(f"Unknown model {options.model!r}; choose from {', '.join(MODELS)}", exit_code=64)
+    check_model_options(options)
     parse_strategy(options.confounds)  # a bad strategy fails before any work
     kind = space_kind(options.space)
     derivatives = Path(options.derivatives).resolve() if options.derivatives else bids_dir / "derivatives" / "fmriprep"
@@ -157,17 +191,24 @@ def run_participant(bids_dir, output_dir, options, records=None):
     strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
     records = [] if records is None else records
     written = {}
+    models = options.model_list
     for subject, groups in plan.items():
         written[subject] = []
         report = output_dir / f"sub-{subject}.html" if options.report else None
         for group in groups:
-            raise_if_interrupted()
-            started = time.perf_counter()
-            paths = _fit_group(group, output_dir, options, strategy, kind, bids_dir, roots)
-            entities = output_entities(group, options.model)
-            records.append(fit_record(fit_name(entities, output_dir), fit_marker(output_dir, entities),
-                                      "done" if paths else "skipped", time.perf_counter() - started, report))
-            written[subject] += paths
+            cache = {}  # inputs per kind of paradigm, shared by the models of this fit
+            for model in models:
+                raise_if_interrupted()
+                started = time.perf_counter()
+                model_options = dataclasses.replace(options, model=model, models=())
+                paths = _fit_group(group, output_dir, model_options, strategy, kind, bids_dir, roots, cache)
+                entities = output_entities(group, model)
+                records.append(fit_record(fit_name(entities, output_dir), fit_marker(output_dir, entities),
+                                          "done" if paths else "skipped", time.perf_counter() - started, report))
+                written[subject] += paths
+            if len(models) > 1:
+                raise_if_interrupted()
+                written[subject] += write_model_comparison(output_dir, group, models, kind)
         if options.report:
             raise_if_interrupted()
             start = time.perf_counter()
@@ -188,7 +229,7 @@ class _Collect(logging.Handler):
         self.messages.append(f"{record.name}: {record.getMessage()}")
 
 
-def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
+def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache=None):
     entities = output_entities(runs, options.model)
     marker = fit_marker(output_dir, entities)
     name = fit_name(entities, output_dir)
@@ -199,7 +240,8 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
     logging.getLogger().addHandler(collected)
     writing = []
     try:
-        return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages, writing)
+        return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages, writing,
+                    {} if cache is None else cache)
     except BaseException:  # an error, Ctrl-C or SIGTERM while writing: remove what this fit wrote so far
         if writing:
             remove_fit_outputs(marker.parent, name, marker)
@@ -209,15 +251,19 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots):
         logging.getLogger().removeHandler(collected)
 
 
-def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing):
+def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing, cache):
     started = time.perf_counter()
     timings = {}
     PROGRESS.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
     start = time.perf_counter()
-    inputs = assemble_inputs(runs, options.model, hrf=options.hrf, strategy=strategy,
-                             confound_parameters=options.confounds_parameters,
-                             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind,
-                             condition_column=options.condition_column)
+    paradigm_kind = MODEL_KINDS[options.model]
+    if (paradigm_kind, options.hrf) not in cache:  # models of the same kind share their inputs
+        cache[(paradigm_kind, options.hrf)] = assemble_inputs(
+            runs, paradigm_kind, hrf=options.hrf, strategy=strategy, confound_parameters=options.confounds_parameters,
+            smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind,
+            condition_column=options.condition_column, stimulus_column=options.stimulus_column,
+            nuisance_trial_types=options.nuisance_trial_types)
+    inputs = cache[(paradigm_kind, options.hrf)]
     timings["load"] = time.perf_counter() - start
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
                 inputs.data.shape[1], inputs.data.shape[0], inputs.paradigm.shape[1], inputs.confounds.shape[1],
@@ -225,7 +271,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     try:
         result = fit_with_cv(inputs, options.model, hrf=options.hrf, cv=options.cv, alpha=options.alpha,
                              max_iterations=options.max_iterations, noise_model=options.noise_model,
-                             memory_limit=options.memory_limit, progressbar=options.progressbar)
+                             memory_limit=options.memory_limit, progressbar=options.progressbar,
+                             **_model_arguments(options))
     except CrossValidationError as error:
         raise InputError(f"{name}: {error}", exit_code=64) from error
     timings.update({f"fit_{key}": value for key, value in result.timings.items()})
@@ -276,6 +323,16 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     raise_if_interrupted()  # a signal lost while writing: the fit must not be marked finished
     written.append(finish())  # the R² sidecar, last: the fit is finished
     return written
+
+
+def _model_arguments(options):
+    """The fit options of the pRF and tuning models (the GLM takes none)."""
+    if MODEL_KINDS[options.model] == "glm":
+        return {}
+    arguments = {"positive_amplitude": options.positive_amplitude}
+    if MODEL_KINDS[options.model] == "tuning":
+        arguments["stimulus_period"] = options.stimulus_period
+    return arguments
 
 
 def _summary_rows(runs, inputs, result, settings, options, timings, fitted):

@@ -83,13 +83,13 @@ def dry_run_lines(plan, output_dir, options):
     kind = space_kind(options.space)
     lines = []
     for groups in plan.values():
-        for runs in groups:
-            entities = output_entities(runs, options.model)
+        for runs, model in ((runs, model) for runs in groups for model in options.model_list):
+            entities = output_entities(runs, model)
             name = fit_name(entities, output_dir)
             marker = fit_marker(output_dir, entities)
             volumes = "+".join(str(_volumes(run, kind)) for run in runs)
             state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
                      else "to fit")
             lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
-                         f"volumes, model {options.model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
+                         f"volumes, model {model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
     return lines
