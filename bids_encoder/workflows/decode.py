@@ -54,6 +54,7 @@ BETA_METHODS = ("lsa", "lss")  # --decode-betas
 REACH = 0.01  # a trial whose regressor peaks below this fraction of the run's highest is outside the run
 INTERVAL = 0.95
 SHUFFLE_SEED = 0
+_MODELS = {}  # (model name, positive amplitude) → the tuning model without HRF fitted to betas
 
 
 class DecodingError(InputError):
@@ -161,7 +162,10 @@ class _Fitter:
 
     def __init__(self, model_name, stimulus_values, period, positive_amplitude, max_iterations, memory_limit):
         self.model_name, self.period = model_name, period
-        self.model = TUNING_MODELS[model_name][1](positive_amplitude=positive_amplitude)
+        key = (model_name, bool(positive_amplitude))
+        if key not in _MODELS:  # one instance per kind: the solver's compiled steps are kept per model instance
+            _MODELS[key] = TUNING_MODELS[model_name][1](positive_amplitude=positive_amplitude)
+        self.model = _MODELS[key]
         self.settings = lm_settings(max_iterations)
         self.memory_limit = memory_limit
         all_values = model_values(model_name, stimulus_values, period or 360.0)

@@ -1,0 +1,205 @@
+"""``--decode``: the leave-one-run-out logic (no training data from the held-out run), single-trial betas per
+run, the accuracy figures, and the command end to end on the synthetic numerosity dataset."""
+
+import gzip
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_encoder import __version__
+from bids_encoder.cli import main
+from bids_encoder.datasets.tuning_example import make_tuning_dataset
+from bids_encoder.decoding import lss_betas, trial_regressors
+from bids_encoder.workflows.decode import (
+    Trials,
+    _Fitter,
+    _lsa_betas,
+    _train_fold,
+    decode_betas,
+    decoding_grid,
+    single_trial_betas,
+)
+from bids_encoder.workflows.decode_metrics import accuracy, circular_correlation, circular_error
+
+N_RUNS, N_TRIALS, N_VOXELS = 2, 28, 12
+
+
+def _simulated_betas(rng):
+    """Gaussian tuning over 1–7, preferred values spread over the range, iid noise (SNR about 2)."""
+    values = np.tile(np.repeat(np.arange(1.0, 8.0), 4)[:N_TRIALS], N_RUNS)
+    runs = np.repeat(np.arange(1, N_RUNS + 1), N_TRIALS)
+    for run in range(1, N_RUNS + 1):
+        rows = np.flatnonzero(runs == run)
+        values[rows] = rng.permutation(values[rows])
+    preferred = np.linspace(1.0, 7.0, N_VOXELS)
+    signal = 2.0 * np.exp(-0.5 * ((values[:, None] - preferred[None, :]) / 1.5) ** 2)
+    betas = (signal + rng.normal(0.0, 1.0, signal.shape)).astype(np.float32)
+    return betas, Trials(runs, np.arange(len(runs)) * 5.0, np.full(len(runs), 2.0), values)
+
+
+def test_held_out_run_never_reaches_its_training_fit(rng):
+    """The fold that holds run 1 out, retrained after run 1's betas are replaced by noise, is bit-identical
+    (voxels, their inner cvR², tuning parameters, Ω); the fold that trains on run 1 changes. The decoded posterior
+    means follow the truth (r > 0.6) and the log posteriors are finite."""
+    betas, trials = _simulated_betas(rng)
+    first = decode_betas(betas, trials, "gauss1d", n_voxels=8, max_iterations=10)
+    assert [fold["held_out"] for fold in first["folds"]] == [1, 2]
+    changed = betas.copy()
+    held = trials.run == 1
+    changed[held] = rng.normal(0.0, 1.0, changed[held].shape).astype(np.float32)
+    fitter = _Fitter("gauss1d", np.arange(1.0, 8.0), None, False, 10, 2_000_000_000)
+    grid = decoding_grid("gauss1d", np.arange(1.0, 8.0))
+    for index, same in ((0, True), (1, False)):
+        rows = np.flatnonzero(trials.run != first["folds"][index]["held_out"])
+        again = _train_fold(fitter, changed, trials.value, trials.run, rows, 8, grid)
+        before = first["folds"][index]
+        if same:
+            np.testing.assert_array_equal(before["voxels"], again["voxels"])
+            np.testing.assert_array_equal(before["cvr2"], again["cvr2"])
+            np.testing.assert_array_equal(before["parameters"].to_numpy(), again["parameters"].to_numpy())
+            np.testing.assert_array_equal(before["omega"].to_numpy(), again["omega"].to_numpy())
+        else:
+            assert not np.array_equal(before["cvr2"], again["cvr2"])
+    assert np.all(np.isfinite(first["log_pdf"]))
+    r = np.corrcoef(first["summary"]["mean"], trials.value)[0, 1]
+    assert r > 0.6, r
+    assert first["folds"][0]["voxels"].size == 8 and first["n_fits"] == 4 + 2  # 2 inner fits per fold, 2 finals
+
+
+def test_decode_needs_two_runs(rng):
+    betas, trials = _simulated_betas(rng)
+    one = trials.run == 1
+    with pytest.raises(Exception, match="at least two runs") as error:
+        decode_betas(betas[one], Trials(trials.run[one], trials.onset[one], trials.duration[one],
+                                        trials.value[one]), "gauss1d")
+    assert error.value.exit_code == 65
+
+
+def test_betas_of_a_run_depend_on_its_bold_only(tmp_path, rng):
+    """Single-trial betas per run: changing run 2's BOLD leaves run 1's betas identical (LSA and LSS); LSA equals
+    lss_betas with every trial its own nuisance group (all trials in one GLM)."""
+    n, tr = 120, 1.5
+    runs, frames = [], []
+    for number in (1, 2):
+        onsets = 4.0 + np.arange(20) * 8.0
+        path = tmp_path / f"run-{number}_events.tsv"
+        pd.DataFrame({"onset": onsets, "duration": 1.0, "trial_type": "stimulus",
+                      "numerosity": rng.integers(1, 6, onsets.size)}).to_csv(path, sep="\t", index=False)
+        runs.append(SimpleNamespace(events=path, tr=tr, start_time=0.0, label=f"run-{number}", run=number))
+        frames.append(rng.normal(100.0, 1.0, (n, 6)).astype(np.float32))
+    index = pd.MultiIndex.from_arrays([np.repeat([1, 2], n), np.tile(np.arange(n), 2)], names=["run", "volume"])
+    inputs = SimpleNamespace(runs=runs, n_volumes=[n, n], tr=tr, data=pd.DataFrame(np.vstack(frames), index=index),
+                             confounds=pd.DataFrame(rng.normal(size=(2 * n, 2)), index=index))
+    for method in ("lsa", "lss"):
+        betas, trials, usable = single_trial_betas(inputs, "numerosity", method=method)
+        assert betas.shape == (40, 6) and usable.tolist() == list(range(6)) and set(trials.run) == {1, 2}
+        other = SimpleNamespace(**vars(inputs))
+        other.data = inputs.data.copy()
+        other.data.iloc[n:] = rng.normal(100.0, 1.0, (n, 6)).astype(np.float32)
+        again, _, _ = single_trial_betas(other, "numerosity", method=method)
+        np.testing.assert_array_equal(betas[trials.run == 1], again[trials.run == 1])
+        assert not np.allclose(betas[trials.run == 2], again[trials.run == 2])
+    regressors = trial_regressors(np.arange(10) * 9.0 + 3.0, 1.0, np.arange(n) * tr)
+    data, confounds = rng.normal(size=(n, 4)), rng.normal(size=(n, 3))
+    expected = lss_betas(regressors, data, confounds=confounds, trial_types=np.arange(10)).to_numpy()
+    np.testing.assert_allclose(_lsa_betas(regressors.to_numpy(), data, confounds), expected, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_accuracy_figures():
+    """Pearson r, MAE and coverage by hand; circular error wraps, circular correlation of a shifted copy is 1."""
+    true = np.array([1.0, 2.0, 3.0, 4.0])
+    decoded = true + [0.5, -0.5, 0.5, -1.0]
+    result = accuracy(true, decoded, [1, 1, 1, 1], decoded - 0.6, decoded + 0.6)
+    assert result["MeanAbsoluteError"] == pytest.approx(0.625)
+    assert result["Coverage"] == pytest.approx(0.75)
+    assert result["Correlation"] == pytest.approx(np.corrcoef(true, true + [0.5, -0.5, 0.5, -1.0])[0, 1])
+    np.testing.assert_allclose(circular_error([179.0, 1.0], [1.0, 179.0], 180.0), [-2.0, 2.0])
+    angles = np.array([10.0, 50.0, 100.0, 150.0, 170.0])
+    assert circular_correlation(angles, np.mod(angles + 30.0, 180.0), 180.0) == pytest.approx(1.0)
+    wrapped = accuracy([170.0, 10.0], [10.0, 170.0], None, [160.0, 175.0], [20.0, 15.0], True, 180.0)
+    assert wrapped["MeanAbsoluteError"] == pytest.approx(20.0) and wrapped["Coverage"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+FIT = "sub-01_task-numerosity_space-MNI152NLin2009cAsym_res-2_model-loggauss1d"
+ARGS = ["--model", "loggauss1d", "--stimulus-column", "numerosity", "--nuisance-trial-type", "response",
+        "--cv", "none", "--no-report", "--positive-amplitude", "--confounds", "motion,high_pass",
+        "--confounds-param", "motion=basic"]
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode")
+    make_tuning_dataset(root / "bids", kind="numerosity", n_subjects=1, n_runs=2, amplitude=2.0, seed=1)
+    out = root / "out"
+    code = main([str(root / "bids"), str(out), "participant", "--work-dir", str(root / "work"), *ARGS,
+                 "--decode", "--decode-voxels", "60"])
+    return root, out, code
+
+
+def test_decode_end_to_end(decoded):
+    """Exact file names; the table's columns and sidecar fields; decoded vs true r ≥ 0.75 (chance below it);
+    coverage of the 95 % intervals 0.45–1.0 (plug-in posteriors of 2 runs are overconfident, see the README);
+    posteriors integrate to 1."""
+    _, out, code = decoded
+    assert code == 0
+    func = out / "sub-01" / "func"
+    names = sorted(p.name for p in func.iterdir() if "decoding" in p.name)
+    assert names == [f"{FIT}_decoding.json", f"{FIT}_decoding.tsv", f"{FIT}_desc-posterior_decoding.json",
+                     f"{FIT}_desc-posterior_decoding.tsv.gz"]
+    table = pd.read_csv(func / f"{FIT}_decoding.tsv", sep="\t")
+    assert list(table.columns) == ["run", "onset", "true_value", "posterior_mean", "posterior_mode", "posterior_sd",
+                                   "interval_lower", "interval_upper", "chance_posterior_mean"]
+    assert set(table["run"]) == {1, 2} and len(table) > 90
+    sidecar = json.loads((func / f"{FIT}_decoding.json").read_text())
+    for column in table.columns:
+        assert "Description" in sidecar[column]
+    assert sidecar["true_value"]["Units"] == "units of the events' numerosity column"
+    assert sidecar["SoftwareVersion"] == __version__
+    assert sidecar["Grid"]["NumberOfPoints"] == 100 and sidecar["Grid"]["Values"][0] == 1.0
+    assert sidecar["Grid"]["Values"][-1] == 7.0
+    folds = sidecar["CrossValidation"]["Folds"]
+    assert [fold["HeldOutRun"] for fold in folds] == [1, 2]
+    for fold in folds:
+        assert 5 <= fold["NumberOfVoxels"] <= 60 and len(set(fold["VoxelIndices"])) == fold["NumberOfVoxels"]
+        assert set(fold["Omega"]) >= {"rho", "sigma2", "tau_median"} and 0 <= fold["Omega"]["rho"] < 1
+    r = np.corrcoef(table["posterior_mean"], table["true_value"])[0, 1]
+    assert sidecar["Accuracy"]["Correlation"] == pytest.approx(r, abs=1e-4)
+    assert r >= 0.75, r
+    assert abs(sidecar["ChanceLevel"]["Correlation"]) < r - 0.1  # one permutation: its r varies (README)
+    inside = (table["true_value"] >= table["interval_lower"]) & (table["true_value"] <= table["interval_upper"])
+    assert sidecar["Accuracy"]["Coverage"] == pytest.approx(inside.mean())
+    assert 0.45 <= inside.mean() <= 1.0
+    with gzip.open(func / f"{FIT}_desc-posterior_decoding.tsv.gz", "rt") as handle:
+        posterior = pd.read_csv(handle, sep="\t")
+    assert posterior.shape == (len(table), 2 + 100) and list(posterior.columns[:2]) == ["run", "onset"]
+    density = posterior.iloc[:, 2:].to_numpy()
+    grid = np.array(sidecar["Grid"]["Values"])
+    assert np.all(np.isfinite(density)) and np.all(density >= 0)
+    mass = density * np.gradient(grid)[np.newaxis, :]
+    np.testing.assert_allclose(mass.sum(axis=1), 1.0, atol=2e-3)
+    meta = json.loads((func / f"{FIT}_desc-posterior_decoding.json").read_text())
+    assert meta["Grid"]["ColumnNames"] == list(posterior.columns[2:])
+    assert not list(out.rglob(".*"))  # no temporary files
+
+
+def test_decode_usage_and_data_errors(decoded, capsys):
+    """One run: exit 65 naming the fit, nothing written; --decode with the GLM: 64; --decode-voxels alone: 64."""
+    root, _, _ = decoded
+    fresh = root / "out-one-run"
+    common = [str(root / "bids"), str(fresh), "participant", "--work-dir", str(root / "work"), *ARGS]
+    capsys.readouterr()
+    assert main([*common, "--run", "1", "--decode"]) == 65
+    message = capsys.readouterr().err.strip().splitlines()
+    assert message[-1].startswith("bids_encoder: error: --decode needs at least two runs")
+    assert "sub-01_task-numerosity has one" in message[-1]
+    assert not fresh.exists() or not any(fresh.rglob("*.tsv"))
+    glm = [str(root / "bids"), str(fresh), "participant", "--work-dir", str(root / "work"), "--decode"]
+    assert main(glm) == 64
+    assert "--decode decodes the 1-D tuning models" in capsys.readouterr().err
+    assert main([*common, "--decode-voxels", "50"]) == 64
+    assert "give --decode too" in capsys.readouterr().err
