@@ -203,3 +203,40 @@ def test_decode_usage_and_data_errors(decoded, capsys):
     assert "--decode decodes the 1-D tuning models" in capsys.readouterr().err
     assert main([*common, "--decode-voxels", "50"]) == 64
     assert "give --decode too" in capsys.readouterr().err
+
+
+def test_group_decoding_accuracy_table(tmp_path):
+    """Two participants' decoding tables → one row each (accuracy recomputed from the trials) and a group row,
+    the mean over participants; circular error for a circular grid."""
+    from bids_encoder.workflows.group_tables import write_decoding_accuracy
+
+    output_dir, staging = tmp_path / "out", tmp_path / "staging"
+    key = (("task", "orientation"), ("space", "MNI"), ("model", "vonmises1d"))
+    groups = {key: {}}
+    errors = {"01": [10.0, -10.0, 170.0, 0.0], "02": [20.0, 20.0, -20.0, -20.0]}  # 170 wraps to -10
+    for subject, error in errors.items():
+        func = output_dir / f"sub-{subject}" / "func"
+        func.mkdir(parents=True)
+        stem = f"sub-{subject}_task-orientation_space-MNI_model-vonmises1d"
+        true = np.array([0.0, 45.0, 90.0, 135.0])
+        decoded = np.mod(true + error, 180.0)
+        pd.DataFrame({"run": [1, 1, 2, 2], "onset": [0, 5, 0, 5], "true_value": true, "posterior_mean": decoded,
+                      "posterior_mode": decoded, "posterior_sd": 10.0, "interval_lower": np.mod(decoded - 15, 180),
+                      "interval_upper": np.mod(decoded + 15, 180), "chance_posterior_mean": 90.0}).to_csv(
+            func / f"{stem}_decoding.tsv", sep="\t", index=False)
+        (func / f"{stem}_decoding.json").write_text(json.dumps({"Grid": {"Circular": True, "PeriodDegrees": 180.0}}))
+        marker = func / f"{stem}_stat-rsquared_statmap.json"
+        marker.write_text("{}")
+        groups[key][subject] = [SimpleNamespace(sidecars={(None, "rsquared"): marker}, session=None)]
+    written, shown = write_decoding_accuracy(staging, groups, output_dir)
+    table = pd.read_csv(staging / "group" / "task-orientation_space-MNI_model-vonmises1d_desc-accuracy_decoding.tsv",
+                        sep="\t")
+    assert [p.name for p in written][0].endswith("desc-accuracy_decoding.tsv") and len(shown) == 1
+    assert list(table["participant_id"]) == ["sub-01", "sub-02", "group"]
+    assert table["mean_absolute_error"].tolist() == pytest.approx([7.5, 20.0, 13.75])
+    assert table["coverage"].tolist() == pytest.approx([1.0, 0.0, 0.5])
+    assert table["n_trials"].tolist() == [4, 4, 8]
+    sidecar = json.loads(written[1].read_text())
+    assert sidecar["Circular"] is True and sidecar["NumberOfParticipants"] == 2
+    assert sidecar["GroupSD"]["mean_absolute_error"] == pytest.approx(np.std([7.5, 20.0], ddof=1))
+    assert len(sidecar["Sources"]) == 2 and "Description" in sidecar["coverage"]
