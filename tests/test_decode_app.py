@@ -240,3 +240,28 @@ def test_group_decoding_accuracy_table(tmp_path):
     assert sidecar["Circular"] is True and sidecar["NumberOfParticipants"] == 2
     assert sidecar["GroupSD"]["mean_absolute_error"] == pytest.approx(np.std([7.5, 20.0], ddof=1))
     assert len(sidecar["Sources"]) == 2 and "Description" in sidecar["coverage"]
+
+
+def test_report_figures_of_a_decoding(tmp_path, rng):
+    """The report's three decoding figures are drawn (SVG, with r in the scatter's title) from a result."""
+    from bids_encoder.report.decoding import decoding_figures, summary_text
+
+    true = np.repeat(np.arange(1.0, 8.0), 6)
+    decoded = true + rng.normal(0.0, 0.5, true.size)
+    grid = np.linspace(1.0, 7.0, 50)
+    posterior = np.exp(-0.5 * ((grid[None, :] - decoded[:, None]) / 0.5) ** 2)
+    posterior /= posterior.sum(axis=1, keepdims=True) * (grid[1] - grid[0])
+    table = pd.DataFrame({"run": np.tile([1, 2], true.size // 2), "onset": np.arange(true.size) * 5.0,
+                          "true_value": true, "posterior_mean": decoded, "posterior_mode": decoded,
+                          "posterior_sd": 0.5, "interval_lower": decoded - 1.0, "interval_upper": decoded + 1.0,
+                          "chance_posterior_mean": rng.uniform(1, 7, true.size)})
+    result = SimpleNamespace(
+        table=table, grid=grid, posterior=posterior, folds=[{"NumberOfVoxels": 30}, {"NumberOfVoxels": 31}],
+        column="numerosity", circular=False, period=None, timings={"decode": 1.0},
+        accuracy=accuracy(true, decoded, table["posterior_sd"], table["interval_lower"], table["interval_upper"]),
+        chance=accuracy(true, table["chance_posterior_mean"]))
+    drawn = decoding_figures(result, tmp_path / "fit")
+    assert [path.name for path, _ in drawn] == ["fit_decoding.svg", "fit_posteriors.svg", "fit_calibration.svg"]
+    r = result.accuracy["Correlation"]
+    assert f"r = {r:.2f}" in drawn[0][0].read_text() and f"r = {r:.3f}" in drawn[0][1]
+    assert "30/31 voxels" in summary_text(result)

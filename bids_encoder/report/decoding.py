@@ -8,7 +8,7 @@ import numpy as np
 from ..workflows.decode_metrics import circular_error
 from .figures import _save, plt
 
-__all__ = ["decoding_figures", "N_EXAMPLES"]
+__all__ = ["decoding_figures", "summary_text", "N_EXAMPLES"]
 
 N_EXAMPLES = 6
 SEED = 0
@@ -89,6 +89,16 @@ def _calibration_figure(result, path):
     axis.set_title(f"Calibration: 95 % intervals hold the truth in {coverage:.0%} of trials", fontsize=9)
     axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def summary_text(result):
+    """One line for the fit's summary table."""
+    accuracy, chance = result.accuracy, result.chance
+    voxels = "/".join(str(fold["NumberOfVoxels"]) for fold in result.folds)
+    return (f"{len(result.table)} trials, leave one run out ({voxels} voxels per fold): r "
+            f"{accuracy['Correlation']:.3f} (chance {chance['Correlation']:.3f}), mean absolute error "
+            f"{accuracy['MeanAbsoluteError']:.3g}, 95 % coverage {accuracy.get('Coverage', float('nan')):.1%}; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
 
 
 def decoding_figures(result, stem):

@@ -179,6 +179,7 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     if info.get("decoding") is not None:
         section["figures"]["decoding"] = [_figure(path, output_dir, caption) for path, caption in
                                           decoding.decoding_figures(info["decoding"], stem)]
+        section["summary"] = [*section["summary"], ("Decoding", decoding.summary_text(info["decoding"]))]
     write_json(f"{stem}_report.json", section)
     return section
 
