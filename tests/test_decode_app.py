@@ -265,3 +265,36 @@ def test_report_figures_of_a_decoding(tmp_path, rng):
     r = result.accuracy["Correlation"]
     assert f"r = {r:.2f}" in drawn[0][0].read_text() and f"r = {r:.3f}" in drawn[0][1]
     assert "30/31 voxels" in summary_text(result)
+
+
+def test_failed_decoding_write_leaves_nothing(decoded, monkeypatch, capsys):
+    """A failure after the decoding table is written (here: right after write_decoding) removes the fit's maps,
+    decoding files and temporaries, and writes no R² sidecar (exit 1)."""
+    import bids_encoder.workflows.participant as participant
+    from bids_encoder.workflows.decode import DecodingResult
+
+    root, out, _ = decoded
+    func = out / "sub-01" / "func"
+    table = pd.read_csv(func / f"{FIT}_decoding.tsv", sep="\t")
+    sidecar = json.loads((func / f"{FIT}_decoding.json").read_text())
+    with gzip.open(func / f"{FIT}_desc-posterior_decoding.tsv.gz", "rt") as handle:
+        posterior = pd.read_csv(handle, sep="\t").iloc[:, 2:].to_numpy()
+    result = DecodingResult(table=table, posterior=posterior, grid=np.array(sidecar["Grid"]["Values"]),
+                            folds=sidecar["CrossValidation"]["Folds"], circular=False, period=None,
+                            units=sidecar["true_value"]["Units"], column="numerosity",
+                            accuracy=sidecar["Accuracy"], chance=sidecar["ChanceLevel"], timings={"decode": 0.0})
+    real = participant.write_decoding
+
+    def failing(*args, **kwargs):
+        written = real(*args, **kwargs)
+        assert all(path.is_file() for path in written)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(participant, "_decode", lambda inputs, options, name: result)
+    monkeypatch.setattr(participant, "write_decoding", failing)
+    fresh = root / "out-failed"
+    assert main([str(root / "bids"), str(fresh), "participant", "--work-dir", str(root / "work"), *ARGS,
+                 "--decode"]) == 1
+    assert "disk full" in capsys.readouterr().err
+    left = [p.name for p in (fresh / "sub-01" / "func").iterdir()] if (fresh / "sub-01" / "func").exists() else []
+    assert left == []
