@@ -1,9 +1,12 @@
 """``--decode``: cross-validated decoding of the stimulus from single-trial responses, for the 1-D tuning models.
 
-1. Single-trial betas (:func:`single_trial_betas`): per run, least-squares-separate (LSS) GLMs of every stimulus
-   event (its SPM-convolved regressor, the run's other stimulus events summed, the run's confounds — nuisance
-   trial types, censored volumes and intercept included), :func:`bids_encoder.decoding.lss_betas`. Each run's
-   betas depend on that run's BOLD only.
+1. Single-trial betas (:func:`single_trial_betas`), per run: by default least squares all (LSA: every stimulus
+   event its own SPM-convolved regressor in one GLM with the run's confounds — nuisance trial types and censored
+   volumes included — and an intercept), or least-squares-separate GLMs (LSS,
+   :func:`bids_encoder.decoding.lss_betas`: the event, the run's other stimulus events summed, the confounds).
+   Neither uses the stimulus values; each run's betas depend on that run's BOLD only. LSA is the default because
+   LSS's summed nuisance regressor absorbs part of the neighbouring trials' stimulus-dependent responses in fast
+   designs (see the README's figures).
 2. Leave one run out (:func:`decode_betas`): for every run, on the other runs' betas only,
 
    - choose the voxels: each voxel's cross-validated R² inside the training runs (leave one training run out;
@@ -11,12 +14,13 @@
      :func:`~bids_encoder.optimize.recipes.fit_tuning1d` recipe, without HRF: betas are responses) fitted to all
      voxels on each inner training set; the ``n_voxels`` best with a cvR² > 0;
    - fit the tuning model to those voxels on all training runs, then the residual covariance Ω
-     (:class:`~bids_encoder.decoding.ResidualFitter`, its W the tuning curves over the decoding grid);
+     (:class:`~bids_encoder.decoding.ResidualFitter`, its W the tuning curves over the decoding grid) of their
+     held-out residuals in the inner cross-validation (they carry the tuning fit's own error);
    - decode each held-out trial's beta pattern: the posterior over a grid spanning the stimulus values
      (:func:`~bids_encoder.decoding.stimulus_pdf`, log space; circular for von Mises) and its summaries.
 
-3. Chance level: the same pipeline with the stimulus labels permuted within each run (fixed seed), scored
-   against the true labels.
+3. Chance level: the same folds and voxels, the tuning model and Ω trained on the stimulus labels permuted
+   within each run (fixed seed), scored against the true labels.
 
 Stimulus values are in the events' natural units throughout (degrees for von Mises, period
 ``--stimulus-period``); the model's own units (radians) are used only inside the fits.
