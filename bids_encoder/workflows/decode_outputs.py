@@ -31,6 +31,17 @@ def decoding_paths(output_dir, entities):
     return table, posterior
 
 
+def _finite(value):
+    """The sidecar with NaN and infinite numbers as null (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def _json_path(path):
     return path.with_name(path.name.split(".")[0] + ".json")
 
@@ -107,7 +118,7 @@ def write_decoding(output_dir, entities, result, model, sources, method):
                                                         "the true labels"},
         "Processing": {**result.settings, "WallTime": {k: round(v, 3) for k, v in result.timings.items()}},
     }
-    table_json = write_json(_json_path(table_path), sidecar)
+    table_json = write_json(_json_path(table_path), _finite(sidecar))
 
     labels = [f"{value:.6g}" for value in result.grid]
     densities = pd.DataFrame(result.posterior.astype(np.float64), columns=labels)

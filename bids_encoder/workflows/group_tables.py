@@ -121,7 +121,7 @@ def write_decoding_accuracy(staging, groups, output_dir):
         path = derivative_path(staging, {**dict(key), "desc": "accuracy"}, suffix="decoding", extension=".tsv")
         extra = {"Description": "Decoding accuracy (--decode, leave one run out) per participant fit and its group "
                                 "mean", "Circular": circular, "NumberOfParticipants": int(len(per_participant)),
-                 "GroupSD": {k: (float(v) if np.isfinite(v) else None)
+                 "GroupSD": {k: (float(v) if v is not None and np.isfinite(v) else None)
                              for k, v in per_participant.std(ddof=1).to_dict().items()},
                  "Sources": sorted(used)}
         written += _table(path, frame, columns, extra)
