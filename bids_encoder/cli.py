@@ -71,6 +71,13 @@ logger = logging.getLogger("bids_encoder")
 @click.option("--nuisance-trial-type", multiple=True, metavar="NAME", help="1-D tuning models: a trial_type (of "
               "the events without a stimulus value) entered as a nuisance regressor; repeatable. Other events are "
               "ignored.")
+@click.option("--decode", is_flag=True, help="1-D tuning models: decode the stimulus of every trial from its "
+              "single-trial response, leave one run out (needs ≥2 runs); writes …_decoding.tsv and posteriors.")
+@click.option("--decode-voxels", type=click.IntRange(min=2), default=200, show_default=True, metavar="N",
+              help="--decode: voxels per fold, the best by their cross-validated fit inside the training runs.")
+@click.option("--decode-betas", type=click.Choice(["lsa", "lss"]), default="lsa", show_default=True,
+              help="--decode: single-trial responses by one GLM of all trials per run (lsa) or least-squares-"
+              "separate GLMs (lss).")
 @click.option("--positive-amplitude", is_flag=True, help="pRF and tuning models: constrain amplitudes to be "
               "positive.")
 @click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
@@ -142,7 +149,7 @@ def cli(bids_dir, output_dir, analysis_level, **options):
     --task, --space or --model is given) into OUTPUT_DIR/group.
     """
     context = click.get_current_context()
-    options["explicit"] = {name for name in ("space", "model")
+    options["explicit"] = {name for name in ("space", "model", "decode_voxels", "decode_betas")
                            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     run_app(bids_dir, output_dir, analysis_level, options)
 
@@ -205,6 +212,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     if analysis_level == "participant" and len(models) > 1 and options["cv"] == "none":
         raise AppError("Several --model values are compared by cross-validated R²: they cannot run with --cv none",
                        64)
+    _check_decode(analysis_level, options, models)
     memory_limit = _memory(options["memory_limit"])
     contrasts = _contrasts(options["contrast"], "--contrast")
     f_contrasts = _contrasts(options["f_contrast"], "--f-contrast", f_contrast=True)
@@ -242,7 +250,8 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             nuisance_trial_types=tuple(options["nuisance_trial_type"]),
             positive_amplitude=options["positive_amplitude"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
-            signal_scaling=options["signal_scaling"])
+            signal_scaling=options["signal_scaling"], decode=options["decode"],
+            decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"])
         try:
             from .workflows.participant import check_model_options
 
@@ -325,6 +334,24 @@ def _models(values):
         raise AppError(f"Invalid value for '--model': {', '.join(map(repr, unknown)) or repr('')} (choose from "
                        f"{', '.join(MODELS)})", 64)
     return models
+
+
+def _check_decode(analysis_level, options, models):
+    """--decode: participant level, 1-D tuning models only; its settings only with it (usage errors, 64)."""
+    from .workflows.model_names import MODEL_KINDS
+
+    if not options["decode"]:
+        given = [f"--{name.replace('_', '-')}" for name in ("decode_voxels", "decode_betas")
+                 if name in options["explicit"]]
+        if given:
+            raise AppError(f"{', '.join(given)} set(s) the decoding: give --decode too", 64)
+        return
+    if analysis_level != "participant":
+        raise AppError("--decode runs at the participant level (the group level summarises its accuracy)", 64)
+    other = [model for model in models if MODEL_KINDS[model] != "tuning"]
+    if other:
+        raise AppError(f"--decode decodes the 1-D tuning models (gauss1d, loggauss1d, vonmises1d), not --model "
+                       f"{', '.join(other)}", 64)
 
 
 def _group_models(models):

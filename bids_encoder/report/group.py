@@ -30,11 +30,12 @@ def _background(space):
     return datasets.load_mni152_template(resolution=2)
 
 
-def write_group_report(output_dir, items):
+def write_group_report(output_dir, items, tables=()):
     """Draw the group maps listed in ``items`` and render ``group.html``.
 
     ``items`` : list of {'group': name, 'space': space, 'label': caption, 'stat': style key, 'path': map path
-    (a dict hemi → path for GIFTI)}, in display order.
+    (a dict hemi → path for GIFTI)}, in display order. ``tables``: [(name, DataFrame)] shown as tables (the
+    decoding accuracy).
     """
     output_dir = Path(output_dir)
     folder = output_dir / "group" / "figures"
@@ -54,4 +55,12 @@ def write_group_report(output_dir, items):
     subjects = summary["participant_id"] if "participant_id" in summary else summary.iloc[:, 0]
     return render("group.html", output_dir / "group.html", title="group", sections=sections,
                   columns=list(summary.columns), rows=summary.to_numpy().tolist(),
-                  n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS)
+                  n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS,
+                  tables=[{"name": name, "columns": list(frame.columns),
+                           "rows": frame.apply(lambda c: c.map(_cell)).to_numpy().tolist()} for name, frame in tables])
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bids.derivatives import write_json
-from . import figures, tuning
+from . import decoding, figures, tuning
 from .render import render
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,10 @@ def fit_section(output_dir, subject, name, inputs, result, info):
             result.tuning, r2, f"{stem}_tuning.svg", "Tuning curves of the best voxels"), output_dir,
             f"Fitted tuning curves of the {tuning.N_BEST} voxels with the highest R² (baseline removed); grey lines: "
             "the stimulus values shown.")
+    if info.get("decoding") is not None:
+        section["figures"]["decoding"] = [_figure(path, output_dir, caption) for path, caption in
+                                          decoding.decoding_figures(info["decoding"], stem)]
+        section["summary"] = [*section["summary"], ("Decoding", decoding.summary_text(info["decoding"]))]
     write_json(f"{stem}_report.json", section)
     return section
 

@@ -30,7 +30,14 @@ from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
 from .comparison import COMPARISON, group_comparison
 from .group_model import GroupDesign, read_covariates
-from .group_tables import CIRCULAR_STATS, TESTED_STATS, RoiTables, sources, write_participants_summary
+from .group_tables import (
+    CIRCULAR_STATS,
+    TESTED_STATS,
+    RoiTables,
+    sources,
+    write_decoding_accuracy,
+    write_participants_summary,
+)
 from .group_thresholds import HEIGHT_P, cluster_map, fdr_map
 from .interrupts import raise_if_interrupted
 
@@ -152,6 +159,8 @@ def run_group(bids_dir, output_dir, options):
             written += group_comparison(key, subjects, staging, _common_sidecar(subjects, options))
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
+        decoding_written, decoding_tables = write_decoding_accuracy(staging, groups, output_dir)
+        written += decoding_written
         (staging / "group").chmod(0o755)
         final = output_dir / "group"
         raise_if_interrupted()
@@ -167,7 +176,7 @@ def run_group(bids_dir, output_dir, options):
         for item in shown:
             item["path"] = ({hemi: final / p.relative_to(staging / "group") for hemi, p in item["path"].items()}
                             if isinstance(item["path"], dict) else final / item["path"].relative_to(staging / "group"))
-        written.append(write_group_report(output_dir, shown))
+        written.append(write_group_report(output_dir, shown, tables=decoding_tables))
         logger.info("Report group.html written in %.1f s", time.perf_counter() - start)
     return written
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -10,11 +11,12 @@ import pandas as pd
 from .. import stats
 from .._version import __version__
 from ..bids.derivatives import atomic_write, derivative_path, write_json
+from .decode_metrics import ACCURACY_COLUMNS, accuracy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_participants_summary", "RoiTables", "sources", "SUMMARY_COLUMNS", "CIRCULAR_STATS",
-           "TESTED_STATS"]
+__all__ = ["write_participants_summary", "write_decoding_accuracy", "RoiTables", "sources", "SUMMARY_COLUMNS",
+           "CIRCULAR_STATS", "TESTED_STATS"]
 
 CIRCULAR_STATS = ("polarAngle",)  # degrees: circular statistics
 TESTED_STATS = ("effect",)  # one-sample t-test against 0
@@ -68,6 +70,65 @@ def write_participants_summary(output_dir, fits):
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     path = output_dir / "group" / "participants_summary.tsv"
     return _table(path, frame, SUMMARY_COLUMNS, {})
+
+
+def _decoding_table(fit):
+    """The ``--decode`` table of a participant fit (beside its R² sidecar), or None."""
+    marker = fit.sidecars.get((None, "rsquared"))
+    if marker is None:
+        return None
+    path = marker.with_name(marker.name.replace("_stat-rsquared_statmap.json", "_decoding.tsv"))
+    return path if path.is_file() else None
+
+
+def write_decoding_accuracy(staging, groups, output_dir):
+    """Per group key whose participants were decoded (``--decode``): one row per participant fit with its
+    accuracy (from its ``_decoding.tsv``) and a ``group`` row, the mean over participants (sessions averaged
+    first; ``n_trials``: their total). Returns (written paths, [(name, frame)] for the report)."""
+    written, shown = [], []
+    for key, subjects in groups.items():
+        rows, used, circular = [], [], False
+        for subject, fits in sorted(subjects.items()):
+            for fit in fits:
+                path = _decoding_table(fit)
+                if path is None:
+                    continue
+                sidecar = json.loads(path.with_name(path.name[: -len(".tsv")] + ".json").read_text())
+                grid = sidecar.get("Grid", {})
+                circular, period = bool(grid.get("Circular")), grid.get("PeriodDegrees")
+                table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+                found = accuracy(table["true_value"], table["posterior_mean"], table["posterior_sd"],
+                                 table["interval_lower"], table["interval_upper"], circular, period)
+                chance = accuracy(table["true_value"], table["chance_posterior_mean"], circular=circular,
+                                  period=period)
+                chance = {f"Chance{k}": v for k, v in chance.items()}
+                rows.append({"participant_id": f"sub-{subject}",
+                             "session_id": f"ses-{fit.session}" if fit.session else None,
+                             **{column: {**found, **chance}[name] for column, (name, _) in ACCURACY_COLUMNS.items()}})
+                used.append(f"bids::{path.relative_to(output_dir).as_posix()}")
+        if not rows:
+            continue
+        frame = pd.DataFrame(rows)
+        metrics = [column for column in ACCURACY_COLUMNS if column != "n_trials"]
+        per_participant = frame.groupby("participant_id")[metrics].mean()
+        group = {"participant_id": "group", "session_id": None,
+                 "n_trials": int(frame["n_trials"].sum()), **per_participant.mean().to_dict()}
+        frame = pd.concat([frame, pd.DataFrame([group])], ignore_index=True)
+        columns = {"participant_id": "Participant (group: the mean over participants)",
+                   "session_id": "Session (n/a: none, or the group row)",
+                   **{column: text for column, (_, text) in ACCURACY_COLUMNS.items()}}
+        columns["n_trials"] += " (group row: the total)"
+        path = derivative_path(staging, {**dict(key), "desc": "accuracy"}, suffix="decoding", extension=".tsv")
+        extra = {"Description": "Decoding accuracy (--decode, leave one run out) per participant fit and its group "
+                                "mean", "Circular": circular, "NumberOfParticipants": int(len(per_participant)),
+                 "GroupSD": {k: (float(v) if v is not None and np.isfinite(v) else None)
+                             for k, v in per_participant.std(ddof=1).to_dict().items()},
+                 "Sources": sorted(used)}
+        written += _table(path, frame, columns, extra)
+        shown.append((path.name, frame))
+        logger.info("%s: decoding accuracy of %d participant(s), mean r %.3f", path.name, len(per_participant),
+                    group["correlation"])
+    return written, shown
 
 
 def sources(subjects, stats_used, output_dir):

@@ -13,7 +13,7 @@ from .fit import MapSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["output_entities", "write_fit", "fit_name", "fit_marker", "remove_fit_outputs"]
+__all__ = ["output_entities", "fit_sources", "write_fit", "fit_name", "fit_marker", "remove_fit_outputs"]
 
 OUT_OF_MASK = ("NaN: voxels outside the brain mask shared by all runs, and voxels or vertices whose BOLD is "
                "constant in a run (not fitted)")
@@ -48,6 +48,15 @@ def _uri(path, roots):
     return path.as_uri()
 
 
+def fit_sources(inputs, roots):
+    """``bids:`` URIs of every BOLD, mask, events, confounds and stimulus file of a fit's inputs."""
+    sources = []
+    for run in inputs.runs:
+        sources += [_uri(p, roots) for p in ([*run.surfaces.values()] or [run.bold])]
+        sources += [_uri(p, roots) for p in (run.mask, run.events, run.confounds) if p is not None]
+    return sources + [_uri(p, roots) for p in inputs.stimulus_files]
+
+
 def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     """Write the maps, sidecars and design of one fit, all but the R² sidecar.
 
@@ -60,11 +69,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
     base = output_entities(inputs.runs, model)
     marker = fit_marker(output_dir, base)
     remove_fit_outputs(marker.parent, fit_name(base, output_dir), marker)
-    written, sources = [], []
-    for run in inputs.runs:
-        sources += [_uri(p, roots) for p in ([*run.surfaces.values()] or [run.bold])]
-        sources += [_uri(p, roots) for p in (run.mask, run.events, run.confounds) if p is not None]
-    sources += [_uri(p, roots) for p in inputs.stimulus_files]
+    written, sources = [], fit_sources(inputs, roots)
     r2 = np.asarray(result.r2, dtype=np.float32)
     median_r2 = float(np.nanmedian(r2)) if np.isfinite(r2).any() else None
     common = {

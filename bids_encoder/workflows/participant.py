@@ -22,10 +22,12 @@ from ..bids.layout import InputError, find_runs, load_layout
 from ..report.participant import fit_section, write_participant_report
 from .comparison import write_model_comparison
 from .crossval import CrossValidationError, fit_with_cv
+from .decode import decode_inputs
+from .decode_outputs import write_decoding
 from .fit import MODEL_KINDS, MODELS
 from .inference import add_inference, contrast_specs, scale_inputs
 from .interrupts import raise_if_interrupted
-from .outputs import fit_marker, fit_name, output_entities, remove_fit_outputs, write_fit
+from .outputs import fit_marker, fit_name, fit_sources, output_entities, remove_fit_outputs, write_fit
 from .summary import PROGRESS, fit_record
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class ParticipantOptions:
     stimulus_period: float | None = None  # vonmises1d: the period of the values, degrees
     nuisance_trial_types: tuple = ()  # 1-D tuning models: trial types entered as nuisance regressors
     positive_amplitude: bool = False  # pRF and tuning models: amplitudes constrained positive
+    decode: bool = False  # 1-D tuning models: leave-one-run-out decoding of the stimulus (workflows.decode)
+    decode_voxels: int = 200  # voxels per decoding fold
+    decode_betas: str = "lsa"  # single-trial responses: 'lsa' or 'lss'
 
     @property
     def model_list(self):
@@ -158,6 +163,9 @@ def check_model_options(options):
     if len(models) > 1 and options.cv == "none":
         raise InputError("Several --model values are compared by cross-validated R²: they cannot run with "
                          "--cv none", exit_code=64)
+    if options.decode and len(tuning) < len(models):
+        raise InputError(f"--decode decodes the 1-D tuning models (gauss1d, loggauss1d, vonmises1d), not --model "
+                         f"{', '.join(m for m in models if m not in tuning)}", exit_code=64)
 
 
 def plan_fits(bids_dir, options):
@@ -182,7 +190,13 @@ def plan_fits(bids_dir, options):
             filters["run"] = [int(r) for r in options.run]
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
-    return runnable_fits(plan), {"raw": bids_dir, "fmriprep": derivatives}
+    fits = runnable_fits(plan)
+    if options.decode:  # leave one run out: every fit needs two runs
+        single = [_group_label(group) for groups in fits.values() for group in groups if len(group) < 2]
+        if single:
+            raise InputError(f"--decode needs at least two runs per fit (each run is decoded by a model trained on "
+                             f"the others); {', '.join(single)} has one", exit_code=65)
+    return fits, {"raw": bids_dir, "fmriprep": derivatives}
 
 
 def run_participant(bids_dir, output_dir, options, records=None):
@@ -300,6 +314,9 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     timings.update({f"fit_{key}": value for key, value in result.timings.items()})
     if result.cv is not None:
         timings["cross_validation"] = result.cv["WallTime"]
+    decoding = _decode(inputs, options, name) if options.decode else None
+    if decoding is not None:
+        timings["decoding"] = sum(decoding.timings.values())
     start = time.perf_counter()
     settings = {"confounds": _confound_settings(strategy, options.confounds_parameters, inputs),
                 "device": options.device}
@@ -321,6 +338,9 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     write_dataset_description(output_dir, roots)
     writing.append(name)  # from here on, a failure removes what this fit wrote
     written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
+    if decoding is not None:
+        written += write_decoding(output_dir, output_entities(runs, options.model), decoding, options.model,
+                                  fit_sources(inputs, roots), options.decode_betas)
     timings["write"] = time.perf_counter() - start
     median = float(np.nanmedian(r2)) if fitted.any() else float("nan")
     cv = result.cv or {}
@@ -340,11 +360,20 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                             ("Median R²", f"{median:.4f}"),
                             ("Median cvR²", "n/a" if median_cv is None else f"{median_cv:.4f}"),
                             ("Fraction of voxels with cvR² > 0", "n/a" if cv.get("FractionPositive") is None
-                             else f"{cv['FractionPositive']:.3f}")]})
+                             else f"{cv['FractionPositive']:.3f}")], "decoding": decoding})
         logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
     raise_if_interrupted()  # a signal lost while writing: the fit must not be marked finished
     written.append(finish())  # the R² sidecar, last: the fit is finished
     return written
+
+
+def _decode(inputs, options, name):
+    """``--decode`` of one fit (before anything is written: its errors leave OUTPUT_DIR as it was)."""
+    PROGRESS.info("%s: decoding the stimulus (leave one run out, %d voxels)", name, options.decode_voxels)
+    return decode_inputs(inputs, options.model, n_voxels=options.decode_voxels, period=options.stimulus_period,
+                         condition_column=options.condition_column, positive_amplitude=options.positive_amplitude,
+                         max_iterations=options.max_iterations, memory_limit=options.memory_limit,
+                         seed=options.seed, betas=options.decode_betas)
 
 
 def _model_arguments(options):
