@@ -76,8 +76,13 @@ def start_tensorflow(nthreads=None):
         import tensorflow as tf
 
         if nthreads:
-            tf.config.threading.set_intra_op_parallelism_threads(nthreads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(nthreads, 2))
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(nthreads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(nthreads, 2))
+            except RuntimeError:  # a second run in one process (tests, notebooks): the runtime keeps its pools
+                if tf.config.threading.get_intra_op_parallelism_threads() != nthreads:
+                    logger.warning("--nthreads %d: TensorFlow already started in this process with %d threads; "
+                                   "it keeps them", nthreads, tf.config.threading.get_intra_op_parallelism_threads())
         gpus = tf.config.list_physical_devices("GPU")
     try:
         from absl import logging as absl_logging

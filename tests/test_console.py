@@ -121,3 +121,15 @@ def test_logs_keep_the_newest_of_each_level(tmp_path):
     assert sorted(p.name for p in folder.glob("participant_*")) == [
         f"participant_sub-01_2026120{index:02d}_{index}.log" for index in range(3, KEEP_LOGS + 3)]
     assert len(list(folder.glob("group_*"))) == KEEP_LOGS + 3  # another level's logs are left alone
+
+
+def test_nthreads_twice_in_one_process():
+    """A second start with --nthreads after TensorFlow's runtime is up (tests, notebooks) keeps the pools instead
+    of failing with 'Intra op parallelism cannot be modified after initialization'."""
+    import tensorflow as tf
+
+    from bids_encoder._tensorflow import start_tensorflow
+
+    tf.constant(1.0) + 1.0  # the runtime is initialised
+    start_tensorflow(3)
+    start_tensorflow(3)
