@@ -10,6 +10,7 @@ from scipy import stats
 from bids_encoder.inference.contrasts import ContrastError, check_syntax, parse_expression, parse_f_expression
 from bids_encoder.inference.glm import first_level, percent_signal_change
 from bids_encoder.inference.statistics import f_to_z_p, t_to_z_p
+from bids_encoder.inference.voxel_designs import LaggedRegressors
 
 SHAPE = (8, 8, 4)  # 256 voxels
 
@@ -170,11 +171,62 @@ def test_ar1_two_runs_censored_equals_dense_gls():
                                                                     noise_model="ols", censored=censored)
         per_voxel = first_level(data.astype(np.float32), design, runs, t, f, noise_model=noise_model,
                                 censored=censored, memory_limit=200_000,
-                                voxel_regressors=lambda a, b: np.broadcast_to(regressors[None], (b - a, n_time, 2)))
+                                voxel_regressors=LaggedRegressors(regressors.T[:, :, None], np.ones((n_voxels, 1))))
         for name, maps in reference.contrasts.items():
             for stat, values in maps.items():
                 np.testing.assert_allclose(per_voxel.contrasts[name][stat], values, rtol=2e-5, atol=1e-9,
                                            err_msg=stat)
+
+
+def test_per_voxel_hrfs_equal_dense_gls_loop():
+    """Different HRF kernels per voxel, two runs with their own AR(1) coefficients, a censored volume: effects,
+    variances, t, F, sigma² and the coefficients equal a dense per-voxel numpy loop (OLS, lag-one autocorrelation
+    of its residuals per run, Prais-Winsten GLS); OLS equals the dense least squares."""
+    from bids_encoder.hrf import lagged
+
+    rng = np.random.default_rng(11)
+    n_time, n_voxels, n_taps = 120, 30, 6
+    runs = np.repeat([1, 2], 60)
+    censored = np.zeros(n_time, bool)
+    censored[70] = True
+    events = (rng.random((n_time, 3)) < 0.2).astype(np.float32)
+    shifted = lagged(events, n_taps, [60, 60]).numpy().astype(float)  # (3, T, K)
+    kernels = rng.gamma(2.0, 1.0, size=(n_voxels, n_taps)) * np.linspace(1.5, 0.2, n_taps)
+    kernels /= kernels.sum(axis=1, keepdims=True)
+    confounds = rng.normal(size=(n_time, 3))
+    nuisance = np.hstack([confounds, np.eye(n_time)[:, censored], (runs == 1)[:, None], (runs == 2)[:, None]])
+    design = np.hstack([np.zeros((n_time, 3)), nuisance])
+    signal = np.einsum("rtk,vk,rv->tv", shifted, kernels, rng.normal(2.0, 1.0, size=(3, n_voxels)))
+    data = (signal + confounds @ rng.normal(size=(3, n_voxels)) + 50
+            + np.vstack([_ar1_noise(rng, 60, n_voxels, 0.5), _ar1_noise(rng, 60, n_voxels, 0.15)]))
+    data[censored] += 20.0
+    data = data.astype(np.float32)
+    weights = np.zeros(design.shape[1])
+    weights[:3] = [1.0, -0.5, 0.25]
+    t, f = {"a": weights}, {"two": np.eye(design.shape[1])[:2]}
+    regressors = LaggedRegressors(shifted, kernels)
+    results = {model: first_level(data, design, runs, t, f, noise_model=model, censored=censored,
+                                  voxel_regressors=regressors, memory_limit=3_000_000) for model in ("ar1", "ols")}
+    gls = results["ar1"]
+    assert gls.df == n_time - design.shape[1]
+    for voxel in range(0, n_voxels, 4):
+        x = np.hstack([np.einsum("rtk,k->tr", shifted, kernels[voxel]), nuisance])
+        y = data[:, voxel].astype(float)
+        ols = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        ols[censored] = 0.0
+        rho = [(e[1:] * e[:-1]).sum() / (e**2).sum() for e in (ols[runs == 1], ols[runs == 2])]
+        np.testing.assert_allclose(gls.rho[:, voxel], rho, rtol=1e-5, atol=1e-7)
+        for model, result in results.items():
+            beta, inverse, ssr = _dense_gls(x, y, runs, rho if model == "ar1" else [0.0, 0.0])
+            sigma2 = ssr / result.df
+            effect, variance = weights @ beta, weights @ inverse @ weights * sigma2
+            estimate = f["two"] @ beta
+            expected_f = estimate @ np.linalg.inv(f["two"] @ inverse @ f["two"].T) @ estimate / (2 * sigma2)
+            maps = result.contrasts["a"]
+            for stat, expected in (("effect", effect), ("variance", variance), ("t", effect / np.sqrt(variance))):
+                assert maps[stat][voxel] == pytest.approx(expected, rel=1e-5), (model, stat)
+            assert result.contrasts["two"]["F"][voxel] == pytest.approx(expected_f, rel=1e-5), model
+            assert result.sigma2[voxel] == pytest.approx(sigma2, rel=1e-5), model
 
 
 def test_ols_closed_form_and_calibration():

@@ -8,11 +8,11 @@ from .contrasts import ContrastError, check_name, check_syntax, parse_expression
 from .statistics import f_to_z_p, t_to_z_p
 
 __all__ = ["ContrastError", "check_name", "check_syntax", "parse_expression", "parse_f_expression", "NOISE_MODELS",
-           "FirstLevelResult", "first_level", "percent_signal_change", "f_to_z_p", "t_to_z_p", "group_glm",
+           "FirstLevelResult", "LaggedRegressors", "first_level", "percent_signal_change", "f_to_z_p", "t_to_z_p", "group_glm",
            "reml_tau2"]
 
 _LAZY = {"NOISE_MODELS": "glm", "FirstLevelResult": "glm", "first_level": "glm", "percent_signal_change": "glm",
-         "group_glm": "group", "reml_tau2": "group"}
+         "LaggedRegressors": "voxel_designs",          "group_glm": "group", "reml_tau2": "group"}
 
 
 def __getattr__(name):

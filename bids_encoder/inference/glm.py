@@ -12,7 +12,9 @@ For a shared design the per-voxel normal equations are assembled from a few per-
 ``X'W'WX = Σ_runs S0 + ρ² S1 − ρ L`` (S0 the run's cross-products, S1 those of its interior volumes, L the lag-one
 cross-products), so the whitened design is never formed: the operations on the data (time × voxels) are float32,
 the small per-voxel systems are solved by batched Cholesky in float64.
-Per-voxel designs (fitted HRFs) are whitened explicitly, chunk by chunk.
+Per-voxel regressors (fitted HRFs, ``L_r k_v``: shared lagged copies times each voxel's kernel) are handled the
+same way in :mod:`.voxel_designs`: shared moments of the lagged copies and nuisance columns, contracted with each
+voxel's kernel and AR(1) coefficients; no per-voxel design is formed.
 
 Degrees of freedom are ``volumes − rank(X)`` (censored volumes remove one each through their spike columns).
 """
@@ -167,9 +169,9 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     noise_model : 'ar1' or 'ols'
     censored : array (time,) of bool, optional
         Censored volumes (they must have spike columns in the design); left out of the AR(1) estimate.
-    voxel_regressors : callable, optional
-        ``voxel_regressors(start, stop)`` → (voxels × time × R): per-voxel replacements of the first R columns of
-        ``design`` (HRFs fitted per voxel); contrasts must then be zero on the other columns.
+    voxel_regressors : LaggedRegressors, optional
+        Per-voxel replacements of the first R columns of ``design`` (HRFs fitted per voxel): regressor r of voxel v
+        is ``lagged[r] @ kernels[v]``; contrasts must then be zero on the other columns.
     memory_limit : int
         Bytes of working memory per chunk of voxels.
 
@@ -190,6 +192,8 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     if voxel_regressors is None:
         solver = _SharedDesign(design, structure, t_contrasts, f_contrasts)
     else:
+        from .voxel_designs import _VoxelDesigns
+
         solver = _VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors)
     df = float(n_time - solver.rank)
     if df < 1:
@@ -332,60 +336,3 @@ def _contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates):
         fs.append((quadratic / (k.shape[0] * sigma2)).numpy())
         start += k.shape[0]
     return effects, variances, fs
-
-
-class _VoxelDesigns:
-    """Per-voxel regressors (fitted HRFs) beside shared nuisance columns, whitened explicitly."""
-
-    def __init__(self, design, structure, t_contrasts, f_contrasts, voxel_regressors):
-        self.structure, self.regressors = structure, voxel_regressors
-        probe = np.asarray(voxel_regressors(0, 1))
-        self.n_reg = probe.shape[2]
-        nuisance = design[:, self.n_reg:]
-        self.centre = _centre(structure, nuisance) if nuisance.shape[1] else False
-        if nuisance.shape[1]:
-            basis, _, _, rank = _reduced_basis(nuisance)
-            self.nuisance = basis / np.linalg.norm(basis, axis=0)
-        else:
-            self.nuisance, rank = np.zeros((design.shape[0], 0)), 0
-        self.rank = self.n_reg + rank
-        for name, weights in {**t_contrasts, **f_contrasts}.items():
-            if np.any(np.atleast_2d(weights)[:, self.n_reg:]):
-                raise ValueError(f"Contrast {name}: with per-voxel regressors, contrasts may weigh the regressors only")
-        self.t_coordinates = (np.hstack([np.vstack([np.atleast_2d(w)[:, :self.n_reg] for w in t_contrasts.values()]),
-                                         np.zeros((len(t_contrasts), rank))]) if t_contrasts else
-                              np.zeros((0, self.rank)))
-        self.f_coordinates = [np.hstack([np.atleast_2d(w)[:, :self.n_reg], np.zeros((np.atleast_2d(w).shape[0], rank))])
-                              for w in f_contrasts.values()]
-
-    def bytes_per_voxel(self, n_time):
-        return 8 * (3 * n_time * self.rank + 8 * n_time + 4 * self.rank * self.rank)
-
-    def solve(self, y, noise_model, df, start, stop):
-        structure = self.structure
-        y = tf.cast(y, DTYPE)
-        if self.centre:
-            y = y - _run_means(y, structure)
-        regressors = tf.constant(np.asarray(self.regressors(start, stop), dtype=np.float64))  # (v, T, R)
-        n_voxels = regressors.shape[0]
-        nuisance = tf.broadcast_to(tf.constant(self.nuisance)[None], [n_voxels, *self.nuisance.shape])
-        x = tf.concat([regressors, nuisance], axis=2)  # (v, T, r)
-        y_v = tf.transpose(y)[:, :, None]  # (v, T, 1)
-
-        def fit(x_w, y_w):
-            gram = tf.matmul(x_w, x_w, transpose_a=True)
-            chol = tf.linalg.cholesky(gram)
-            gamma = tf.linalg.cholesky_solve(chol, tf.matmul(x_w, y_w, transpose_a=True))[:, :, 0]
-            return chol, gamma
-
-        chol, gamma = fit(x, y_v)
-        residuals = tf.transpose(y_v[:, :, 0] - tf.einsum("vtr,vr->vt", x, gamma))  # (T, v)
-        rho = None
-        if noise_model == "ar1":
-            rho = structure.rho(residuals)
-            rho_t = tf.gather(rho, structure.index_tf)
-            chol, gamma = fit(structure.whiten(x, rho_t), tf.transpose(structure.whiten(y, rho_t))[:, :, None])
-            residuals = structure.whiten(tf.transpose(y_v[:, :, 0] - tf.einsum("vtr,vr->vt", x, gamma)), rho_t)
-            rho = rho.numpy()
-        sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
-        return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho, sigma2.numpy())

@@ -70,7 +70,7 @@ class FitResult:
     hrf_choice: str = "canonical"
     cv: dict | None = None  # filled by the cross-validation: scheme, folds, cvR² per voxel
     tuning: dict | None = None  # 1-D tuning models: the model, parameters and stimulus values (for the report)
-    # GLM: the regressors as fitted, (time × conditions), or voxel indices → (voxels × time × conditions)
+    # GLM: the regressors as fitted, (time × conditions), or LaggedRegressors (per-voxel HRFs)
     regressors: object = None
     inference: dict | None = None  # GLM: noise model, degrees of freedom, contrasts (workflows.inference)
 

@@ -7,9 +7,11 @@ import time
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from ..bids.events import OVERSAMPLING
 from ..hrf import SPMHRFModel
+from ..inference.voxel_designs import LaggedRegressors
 from ..models import LinearModelWithBaseline, LinearModelWithBaselineHRF
 from ..models.base import run_lengths
 from ..optimize import ParameterFitter, WeightFitter
@@ -153,7 +155,8 @@ def _per_voxel_hrfs(inputs, first, hrf_model, max_iterations, noise_model, memor
 
 def _fitted_regressors(model, paradigm, hrf_parameters):
     """The regressors as the weights saw them (for the inference): the convolved (time × conditions) design, or
-    for per-voxel HRFs a function of voxel indices → (voxels × time × conditions), one prediction per condition."""
+    for per-voxel HRFs their compact form, each condition's lagged copies and each voxel's kernel
+    (:class:`~bids_encoder.inference.LaggedRegressors`, as :class:`~bids_encoder.optimize.WeightFitter` solves)."""
     conditions = paradigm.columns
     if isinstance(model, LinearModelWithBaseline) and not isinstance(model, LinearModelWithBaselineHRF):
         return paradigm.to_numpy().astype(np.float64)
@@ -161,15 +164,8 @@ def _fitted_regressors(model, paradigm, hrf_parameters):
     if hrf_parameters is None:  # one HRF for all voxels: each condition's response is a "voxel"
         zero = pd.DataFrame({"baseline": np.zeros(len(conditions))}, index=conditions)
         return model.predict(paradigm, zero, identity).to_numpy().astype(np.float64)
-    parameters = hrf_parameters.assign(baseline=0.0)
-
-    def per_voxel(voxels):
-        chosen = parameters.iloc[voxels]
-        out = np.empty((len(voxels), len(paradigm), len(conditions)))
-        for j in range(len(conditions)):
-            weights = pd.DataFrame(np.zeros((len(conditions), len(voxels))), index=conditions, columns=chosen.index)
-            weights.iloc[j] = 1.0
-            out[:, :, j] = model.predict(paradigm, chosen, weights).to_numpy().T
-        return out
-
-    return per_voxel
+    hrf_model = model.hrf_model
+    labels = hrf_model.get_parameter_labels()
+    kernels = hrf_model.get_kernel(tf.constant(hrf_parameters[labels].to_numpy(), tf.float32))  # (taps, voxels)
+    shifted = model._lagged(tf.constant(paradigm.to_numpy()), hrf_model.get_kernel(), run_lengths(paradigm.index))
+    return LaggedRegressors(shifted.numpy().astype(np.float64), kernels.numpy().T.astype(np.float64))

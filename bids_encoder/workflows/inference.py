@@ -17,6 +17,7 @@ import pandas as pd
 from ..bids.derivatives import bids_label
 from ..inference import ContrastError, first_level, parse_expression, parse_f_expression
 from ..inference.glm import percent_signal_change
+from ..inference.voxel_designs import LaggedRegressors
 from ..optimize._inputs import meaningful_voxels
 from .fit import MapSpec
 
@@ -98,8 +99,8 @@ def _weights_over(columns, n_conditions, weights):
 def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memory_limit=1_000_000_000):
     """Replace the fit's effect maps by the maps of every contrast (t: effect, variance, t, z, p; F: F, z, p).
 
-    ``result.regressors`` is the design's regressors as fitted: a (time × conditions) frame, or a callable
-    ``(voxel indices) → (voxels × time × conditions)`` for per-voxel HRFs.
+    ``result.regressors`` is the design's regressors as fitted: a (time × conditions) frame, or for per-voxel HRFs
+    a :class:`~bids_encoder.inference.LaggedRegressors` (lagged copies, and one kernel per voxel of the data).
     """
     start = time.perf_counter()
     data = inputs.data
@@ -110,9 +111,9 @@ def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memor
     valid = meaningful_voxels(data)
     chosen = np.flatnonzero(valid)
     regressors = result.regressors
-    if callable(regressors):
+    if isinstance(regressors, LaggedRegressors):
         shared = np.zeros((len(data), len(conditions)))
-        voxel_regressors = lambda a, b: regressors(chosen[a:b])  # noqa: E731
+        voxel_regressors = regressors.subset(chosen)
     else:
         shared, voxel_regressors = np.asarray(regressors, dtype=np.float64), None
     design = np.hstack([shared, inputs.confounds.to_numpy(), indicators])
