@@ -137,10 +137,20 @@ def test_orientation_on_surfaces(tmp_path):
     assert ((preferred >= 0) & (preferred < 180)).all()
 
 
-def test_dn2d_through_the_cli(tmp_path):
-    """The 2-D family's app path (staged fit, seeded from the Gaussian) with its most special member, divisive
-    normalisation, on bar apertures: every parameter map with units, the derived maps, surround_baseline fixed at
-    1, the recipe in the sidecar. (css2d and dog2d share this path; the recipes are tested in test_model_family.)"""
+FAMILY = {
+    "dn2d": ("DivisiveNormalizationGaussianPRF2DWithHRF",
+             ["x", "y", "sd", "rfAmplitude", "srfAmplitude", "srfSize", "neuralBaseline", "surroundBaseline"]),
+    "css2d": ("CSSPRF2DWithHRF", ["x", "y", "sd", "baseline", "amplitude", "n"]),
+    "dog2d": ("DifferenceOfGaussiansPRF2DWithHRF", ["x", "y", "sd", "baseline", "amplitude", "srfAmplitude",
+                                                    "srfSize"]),
+}
+
+
+@pytest.mark.parametrize("model", list(FAMILY))
+def test_prf_family_through_the_cli(tmp_path, model):
+    """The 2-D family's app path (staged fit, seeded from the Gaussian) for each member, on bar apertures: every
+    parameter map with units, the derived maps, the recipe and class in the sidecar; divisive normalisation's
+    surround_baseline fixed at 1. (The recipes' recovery is tested in test_model_family.)"""
     bids = tmp_path / "bids"
     make_example_dataset(bids, n_subjects=1, n_runs=1, n_volumes=40, shape=(5, 6, 4), noise=0.5, seed=2)
     (bids / "stimuli").mkdir()
@@ -152,19 +162,20 @@ def test_dn2d_through_the_cli(tmp_path):
     pd.DataFrame({"onset": [0.0], "duration": [80.0], "trial_type": ["bars"], "stim_file": ["bars.npy"]}).to_csv(
         bids / "sub-01/func/sub-01_task-localizer_run-1_events.tsv", sep="\t", index=False)
     out = tmp_path / "out"
-    assert main([str(bids), str(out), "participant", "--model", "dn2d", "--cv", "none", "--max-iterations", "5",
+    assert main([str(bids), str(out), "participant", "--model", model, "--cv", "none", "--max-iterations", "5",
                  "--no-report", "--work-dir", str(tmp_path / "work"), *FAST]) == 0
-    prefix = out / "sub-01/func/sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2_model-dn2d"
-    stats = ["x", "y", "sd", "rfAmplitude", "srfAmplitude", "srfSize", "neuralBaseline", "surroundBaseline",
-             "polarAngle", "eccentricity", "rsquared"]
+    prefix = out / f"sub-01/func/sub-01_task-localizer_space-MNI152NLin2009cAsym_res-2_model-{model}"
+    class_name, parameters = FAMILY[model]
+    stats = [*parameters, "polarAngle", "eccentricity", "rsquared"]
     for stat in stats:
         assert Path(f"{prefix}_stat-{stat}_statmap.nii.gz").is_file(), stat
         sidecar = json.loads(Path(f"{prefix}_stat-{stat}_statmap.json").read_text())
         assert sidecar["Units"] and sidecar["Description"], stat
     assert "Levenberg-Marquardt over every parameter" in sidecar["Fitter"]["ParameterFitter"]["Recipe"]
-    assert sidecar["Model"]["Class"] == "DivisiveNormalizationGaussianPRF2DWithHRF"
-    surround = np.asarray(nib.load(f"{prefix}_stat-surroundBaseline_statmap.nii.gz").dataobj)
-    assert np.nanmin(surround) == np.nanmax(surround) == 1.0
+    assert sidecar["Model"]["Class"] == class_name
+    if model == "dn2d":
+        surround = np.asarray(nib.load(f"{prefix}_stat-surroundBaseline_statmap.nii.gz").dataobj)
+        assert np.nanmin(surround) == np.nanmax(surround) == 1.0
     r2 = np.asarray(nib.load(f"{prefix}_stat-rsquared_statmap.nii.gz").dataobj)
     assert np.nanmedian(r2) > 0
 
