@@ -36,6 +36,18 @@ HRF_LENGTH = 32.0  # seconds: the support of the SPM kernel; an event that ended
 REQUIRED = ("onset", "duration")
 
 
+
+def event_times(name, events):
+    """Onsets and durations (n/a duration: 0) of an events table, or InputError 65 for missing onsets or negative
+    durations."""
+    onset = events["onset"].to_numpy(float)
+    duration = events["duration"].fillna(0.0).to_numpy(float)
+    if not np.all(np.isfinite(onset)):
+        raise InputError(f"{name} has missing onsets", exit_code=65)
+    if np.any(duration < 0):
+        raise InputError(f"{name} has negative durations", exit_code=65)
+    return onset, duration
+
 def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_column=None,
                 modulation_optional=False, start_time=0.0):
     """Read and check an events.tsv; returns onset, duration, condition (BIDS label) and modulation.
@@ -62,12 +74,7 @@ def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_c
     if modulation_column is not None and modulation_column not in events.columns:
         raise InputError(f"{name} has no modulation column {modulation_column!r}", exit_code=65)
     events = events.dropna(subset=[condition_column])
-    onset = events["onset"].to_numpy(float)
-    duration = events["duration"].fillna(0.0).to_numpy(float)
-    if not np.all(np.isfinite(onset)):
-        raise InputError(f"{name} has missing onsets", exit_code=65)
-    if np.any(duration < 0):
-        raise InputError(f"{name} has negative durations", exit_code=65)
+    onset, duration = event_times(name, events)
     if not len(onset):
         raise InputError(f"{name} has no event with a {condition_column} (every row is n/a)", exit_code=65)
     check_event_timing(name, onset, duration, n_volumes, tr, start_time)
@@ -200,12 +207,7 @@ def read_stimulus_events(path, n_volumes, tr, stimulus_column, condition_column=
         raise InputError(f"{name}: the {stimulus_column} column has non-numeric values "
                          f"({', '.join(map(str, events[stimulus_column][bad].unique()[:3]))}); stimulus values are "
                          "numbers (n/a for events that are not stimuli)", exit_code=65)
-    onset = events["onset"].to_numpy(float)
-    duration = events["duration"].fillna(0.0).to_numpy(float)
-    if not np.all(np.isfinite(onset)):
-        raise InputError(f"{name} has missing onsets", exit_code=65)
-    if np.any(duration < 0):
-        raise InputError(f"{name} has negative durations", exit_code=65)
+    onset, duration = event_times(name, events)
     chosen = values.notna().to_numpy()
     if not chosen.any():
         raise InputError(f"{name} has no event with a value in its {stimulus_column} column", exit_code=65)

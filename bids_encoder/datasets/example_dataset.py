@@ -122,6 +122,38 @@ def _write_gifti(path, signal):
     nib.save(nib.GiftiImage(darrays=arrays), str(path))
 
 
+def write_volume_run(func, deriv, stem, signal, mask, affine, tr, task, rng):
+    """One run's raw BOLD and fMRIPrep outputs (preprocessed BOLD, brain mask, sidecar, confounds from ``rng``)
+    in the 2 mm template space."""
+    image = nib.Nifti1Image(signal, affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header["pixdim"][4] = tr
+    image.to_filename(func / f"{stem}_bold.nii.gz")
+    image.to_filename(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.nii.gz")
+    nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
+        deriv / f"{stem}_space-{SPACE}_res-2_desc-brain_mask.nii.gz")
+    _write_json(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.json",
+                {"RepetitionTime": tr, "TaskName": task, "SkullStripped": True})
+    write_confounds(deriv, stem, rng, signal.shape[-1])
+
+
+def write_confounds(deriv, stem, rng, n_volumes):
+    """fMRIPrep's confounds table of one run (from ``rng``) and its (empty) sidecar."""
+    fmriprep_confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
+                                              index=False, na_rep="n/a")
+    _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+
+
+def write_surface_run(deriv, stem, values, number, tr, task):
+    """One run's fsaverage5 BOLD (time × both hemispheres' vertices, left first) as two GIFTI files; odd-numbered
+    subjects get fMRIPrep's other entity order (``space`` before ``hemi``)."""
+    n_vertices = values.shape[1] // 2
+    for offset, hemi in enumerate(("L", "R")):
+        entities = f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0 else f"space-fsaverage5_hemi-{hemi}"
+        _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii", values[:, offset * n_vertices:(offset + 1) * n_vertices])
+        _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+
+
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
                          conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0,
                          surface_vertices=0, mask_radius=0.95, shared_effects=False):
@@ -179,18 +211,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
             inside += (drift + rng.normal(0, noise, inside.shape)).astype(np.float32)
             signal[mask] = inside
             del inside
-            image = nib.Nifti1Image(signal, affine)
-            image.header.set_xyzt_units("mm", "sec")
-            image.header["pixdim"][4] = tr
-            image.to_filename(func / f"{stem}_bold.nii.gz")
-            nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
-                deriv / f"{stem}_space-{SPACE}_res-2_desc-brain_mask.nii.gz")
-            image.to_filename(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.nii.gz")
-            _write_json(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.json",
-                        {"RepetitionTime": tr, "TaskName": task, "SkullStripped": True})
-            fmriprep_confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
-                                              index=False, na_rep="n/a")
-            _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+            write_volume_run(func, deriv, stem, signal, mask, affine, tr, task, rng)
             if sphere is not None:
                 surface = 100.0 + np.outer(drift, np.ones(2 * surface_vertices))
                 surface += rng.normal(0, noise, surface.shape)
@@ -199,10 +220,5 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
                     regressor, _ = compute_regressor(
                         np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
                     surface += np.outer(regressor[:, 0], truth.surface_effects[(subject, condition)])
-                for offset, hemi in enumerate(("L", "R")):
-                    entities = (f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0
-                                else f"space-fsaverage5_hemi-{hemi}")
-                    columns = slice(offset * surface_vertices, (offset + 1) * surface_vertices)
-                    _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii", surface[:, columns])
-                    _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+                write_surface_run(deriv, stem, surface, number, tr, task)
     return truth

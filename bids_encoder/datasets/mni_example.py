@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import compute_regressor, spm_hrf
 
-from .example_dataset import SPACE, _events, _write_gifti, _write_json, fmriprep_confounds, write_skeleton
+from .example_dataset import SPACE, _events, _write_json, write_confounds, write_skeleton, write_surface_run
 from .synthetic import bar_apertures
 
 __all__ = ["REGIONS", "MNIExampleTruth", "make_mni_example"]
@@ -180,17 +180,11 @@ def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolu
             _save_bold(signal, affine, tr, deriv / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
             nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
                 deriv / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
-            fmriprep_confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
-                                                      index=False, na_rep="n/a")
-            _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+            write_confounds(deriv, stem, rng, n_volumes)
             surface = 100.0 + np.outer(drift, np.ones(2 * n_vertices)) + rng.normal(0, noise, (n_volumes, 2 * n_vertices))
             for condition in conditions:
                 surface += np.outer(regressors[condition], truth.surface_effects[(subject, condition)])
-            for offset, hemi in enumerate(("L", "R")):
-                entities = f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0 else f"space-fsaverage5_hemi-{hemi}"
-                _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii",
-                             surface[:, offset * n_vertices:(offset + 1) * n_vertices])
-                _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": "localizer"})
+            write_surface_run(deriv, stem, surface, number, tr, "localizer")
 
         # the retinotopic run: one bar-sweep movie from the first volume, one frame per volume
         stem = f"sub-{subject}_task-prf"
@@ -208,7 +202,5 @@ def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolu
         signal[slab] = inside
         _save_bold(signal, affine, tr, deriv / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz", start_time=tr / 2)
         nib.Nifti1Image(slab.astype(np.uint8), affine).to_filename(deriv / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
-        fmriprep_confounds(rng, n_prf).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
-                                              index=False, na_rep="n/a")
-        _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+        write_confounds(deriv, stem, rng, n_prf)
     return truth

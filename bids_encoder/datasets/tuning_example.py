@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import compute_regressor
 
-from .example_dataset import SPACE, _write_gifti, _write_json, fmriprep_confounds, write_skeleton
+from .example_dataset import write_skeleton, write_surface_run, write_volume_run
 
 __all__ = ["TuningTruth", "make_tuning_dataset", "NUMEROSITIES", "ORIENTATIONS"]
 
@@ -157,25 +156,9 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
                       + drift[:, np.newaxis] + rng.normal(0, noise, (n_volumes, n_inside)))
             signal = np.zeros((*shape, n_volumes), np.float32)
             signal[mask] = inside.T.astype(np.float32)
-            image = nib.Nifti1Image(signal, affine)
-            image.header.set_xyzt_units("mm", "sec")
-            image.header["pixdim"][4] = tr
-            image.to_filename(func / f"{stem}_bold.nii.gz")
-            image.to_filename(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.nii.gz")
-            nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
-                deriv / f"{stem}_space-{SPACE}_res-2_desc-brain_mask.nii.gz")
-            _write_json(deriv / f"{stem}_space-{SPACE}_res-2_desc-preproc_bold.json",
-                        {"RepetitionTime": tr, "TaskName": task, "SkullStripped": True})
-            fmriprep_confounds(rng, n_volumes).to_csv(deriv / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
-                                                      index=False, na_rep="n/a")
-            _write_json(deriv / f"{stem}_desc-confounds_timeseries.json", {})
+            write_volume_run(func, deriv, stem, signal, mask, affine, tr, task, rng)
             if surface is not None:
                 values_by_time = (100.0 + design @ surface + drift[:, np.newaxis]
                                   + rng.normal(0, noise, (n_volumes, 2 * surface_vertices)))
-                for offset, hemi in enumerate(("L", "R")):
-                    entities = (f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0
-                                else f"space-fsaverage5_hemi-{hemi}")
-                    columns = slice(offset * surface_vertices, (offset + 1) * surface_vertices)
-                    _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii", values_by_time[:, columns])
-                    _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+                write_surface_run(deriv, stem, values_by_time, number, tr, task)
     return truth

@@ -131,6 +131,21 @@ def lm_settings(max_iterations):
     return settings
 
 
+def projected_predict(data, fitter, basis):
+    """``predict(voxels)`` for the report: the data and the iterative fit of a few voxels, both with ``basis``
+    (orthonormal confounds and run means, or None) projected out, as they were fitted."""
+
+    def predict(voxels):
+        observed = data.iloc[:, voxels].to_numpy(dtype=np.float64)
+        fitted = fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
+        if basis is not None:
+            observed = observed - basis @ (basis.T @ observed)
+            fitted = fitted - basis @ (basis.T @ fitted)
+        return observed, fitted
+
+    return predict
+
+
 def make_predictor(model, parameters, weights, paradigm_of, memory_limit, bytes_per_voxel):
     """``predict_runs(inputs, runs)``: the model's prediction, baseline removed, on the rows of ``runs``.
 

@@ -32,6 +32,7 @@ from .fit import (
     lm_settings,
     make_predictor,
     nuisance,
+    projected_predict,
 )
 
 logger = logging.getLogger(__name__)
@@ -149,14 +150,7 @@ def fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, pro
     basis = confound_basis(extra if model_name != "dn2d" else np.hstack([extra, np.ones((len(extra), 1))]),
                            inputs.data.shape[0])
 
-    def predict(voxels):
-        """Data and prediction of a few voxels, both with confounds and run means projected out (as fitted)."""
-        observed = inputs.data.iloc[:, voxels].to_numpy(dtype=np.float64)
-        fitted = result.fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
-        if basis is not None:
-            observed = observed - basis @ (basis.T @ observed)
-            fitted = fitted - basis @ (basis.T @ fitted)
-        return observed, fitted
+    predict = projected_predict(inputs.data, result.fitter, basis)
 
     taps = len(model.hrf_model.times) if model.hrf_model.unique_hrfs else 1
     n_pixels = inputs.paradigm.shape[1]

@@ -39,6 +39,7 @@ from .fit import (
     lm_settings,
     make_predictor,
     nuisance,
+    projected_predict,
 )
 from .fit_prf import _refit_from
 
@@ -175,13 +176,7 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
     design = pd.concat([inputs.paradigm, inputs.confounds], axis=1)
     basis = confound_basis(extra, inputs.data.shape[0])
 
-    def predict(voxels):
-        observed = inputs.data.iloc[:, voxels].to_numpy(dtype=np.float64)
-        fitted_values = result.fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
-        if basis is not None:
-            observed = observed - basis @ (basis.T @ observed)
-            fitted_values = fitted_values - basis @ (basis.T @ fitted_values)
-        return observed, fitted_values
+    predict = projected_predict(inputs.data, result.fitter, basis)
 
     taps = len(model.hrf_model.times) if model.hrf_model.unique_hrfs else 1
     n_values = inputs.paradigm.shape[1]
