@@ -300,23 +300,3 @@ def test_failed_decoding_write_leaves_nothing(decoded, monkeypatch, capsys):
     assert left == []
 
 
-def test_solver_failure_falls_back_to_the_grid(monkeypatch, rng, caplog):
-    """A singular system in Levenberg–Marquardt (seen on 2,448 voxels of betas) leaves that fit at the grid
-    solution with least-squares amplitude and baseline, with a one-line warning; the preferred values still
-    follow the planted ones (r > 0.8)."""
-    import tensorflow as tf
-
-    import bids_encoder.workflows.decode as decode
-
-    def broken(*args, **kwargs):
-        raise tf.errors.InvalidArgumentError(None, None, 'Graph execution error: Detected at node while/MatrixSolve '
-                                             'File "lm.py", line 120, in _steps Input matrix is not invertible. '
-                                             '[[{{node while/MatrixSolve}}]]')
-
-    monkeypatch.setattr(decode, "fit_tuning1d", broken)
-    betas, trials = _simulated_betas(rng)
-    fitter = _Fitter("gauss1d", np.arange(1.0, 8.0), None, False, 10, 2_000_000_000)
-    parameters = fitter.fit(betas, trials.value, np.arange(N_VOXELS))
-    assert fitter.n_grid_only == 1 and np.isfinite(parameters.to_numpy()).all()
-    assert np.corrcoef(parameters["mu"], np.linspace(1.0, 7.0, N_VOXELS))[0, 1] > 0.8
-    assert "Input matrix is not invertible." in caplog.text

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ..hrf import convolve
+
 #: ``_predict_neural`` function → function(model, paradigm, parameters) returning the neural response (time ×
 #: voxels) and its derivatives with respect to the natural parameters, a dict label → (time × voxels).
 NEURAL_JACOBIANS = {}
@@ -66,8 +68,6 @@ def prediction_and_jacobian(model, paradigm, parameters_of, free, weights, segme
     neural_jacobian = NEURAL_JACOBIANS.get(getattr(predict_neural, "__func__", predict_neural))
     if neural_jacobian is None:
         return None
-    from ..hrf import convolve
-
     labels = model.get_parameter_labels()
     with tf.autodiff.ForwardAccumulator(free, tf.ones_like(free)) as accumulator:
         parameters = parameters_of(free)

@@ -333,7 +333,7 @@ class ParameterFitter:
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.voxel_stalled = pd.Series(voxel_stalled, index=self.data.columns, name="stalled")
         self._predictions = None  # computed on first use (whole-brain predictions are large)
-        self._predicted = (result, weights, basis is not None)
+        self._predicted = (result, weights)
         self.estimated_sigma2 = (
             pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None
         )
@@ -349,7 +349,7 @@ class ParameterFitter:
         if self._predictions is None:
             if self._predicted is None:
                 raise AttributeError("predictions exist after fit()")
-            parameters, weights, _ = self._predicted
+            parameters, weights = self._predicted
             values = np.full(self.data.shape, np.nan, dtype=np.float32)
             fitted = np.flatnonzero(np.all(np.isfinite(parameters.to_numpy()), axis=1))
             n_time, n_features = self.paradigm.shape

@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
-import tensorflow as tf
 
 from ..bids.events import read_stimulus_events
 from ..bids.layout import InputError
 from ..decoding import ResidualFitter, lss_betas, posterior_summary, stimulus_pdf, trial_regressors
-from ..optimize import ParameterFitter
 from ..optimize.recipes import default_tuning_grid, fit_tuning1d
 from .decode_metrics import accuracy
 from .fit import MODEL_KINDS, lm_settings
@@ -177,7 +175,7 @@ class _Fitter:
         all_values = model_values(model_name, stimulus_values, period or 360.0)
         self.grid = default_tuning_grid(self.model, pd.DataFrame({"stimulus": np.unique(all_values)}))
         self.cache = {}
-        self.n_fits = self.n_grid_only = 0
+        self.n_fits = 0
 
     def paradigm(self, values):
         return pd.DataFrame({"stimulus": model_values(self.model_name, values, self.period or 360.0)
@@ -189,19 +187,8 @@ class _Fitter:
             return self.cache[key]
         data = pd.DataFrame(betas[:, voxels], columns=voxels)
         paradigm = self.paradigm(values)
-        try:
-            parameters = fit_tuning1d(self.model, data, paradigm, grid=self.grid, optimizer="lm",
-                                      memory_limit=self.memory_limit, progressbar=False, **self.settings).parameters
-        except tf.errors.InvalidArgumentError as error:  # a singular damped system in the solver: keep the grid
-            logger.warning("--decode: Levenberg-Marquardt failed on %d trials x %d voxels (%s); using the grid "
-                           "solution with least-squares amplitude and baseline for this fit", len(values),
-                           len(voxels), _last_sentence(error.message))
-            fitter = ParameterFitter(self.model, data, paradigm, memory_limit=self.memory_limit)
-            labels = self.model.get_parameter_labels()
-            grid = fitter.fit_grid(*[self.grid.get(label) for label in labels], use_correlation_cost=True,
-                                   progressbar=False)
-            parameters = fitter.refine_baseline_and_amplitude(grid, positive_amplitude=self.model.positive_amplitude)
-            self.n_grid_only += 1
+        parameters = fit_tuning1d(self.model, data, paradigm, grid=self.grid, optimizer="lm",
+                                  memory_limit=self.memory_limit, progressbar=False, **self.settings).parameters
         self.n_fits += 1
         if key is not None:
             self.cache[key] = parameters
@@ -214,13 +201,6 @@ class _Fitter:
         prediction = np.array(self.model.predict(self.paradigm(values), safe).to_numpy(np.float64))
         prediction[:, ~finite] = np.nan
         return prediction
-
-
-def _last_sentence(message):
-    """'Input matrix is not invertible.' out of a TensorFlow graph error (its traceback before it)."""
-    text = " ".join(str(message).split())
-    text = text.split("[[", 1)[0].strip()
-    return text.rsplit(" File ", 1)[-1].split(" ", 5)[-1][-100:] if " File " in text else text[-100:]
 
 
 def _inner_blocks(runs):
@@ -366,8 +346,7 @@ def decode_betas(betas, trials, model_name, n_voxels=DEFAULT_VOXELS, period=None
                     len(labels), label, ", shuffled labels" if shuffle else "", fold["voxels"].size, fold["rho"],
                     fold["sigma2"])
     summary = pd.concat(summaries).sort_index()
-    return {"folds": folds, "log_pdf": log_pdf, "summary": summary, "grid": grid_natural, "n_fits": fitter.n_fits,
-            "n_grid_only": fitter.n_grid_only}
+    return {"folds": folds, "log_pdf": log_pdf, "summary": summary, "grid": grid_natural, "n_fits": fitter.n_fits}
 
 
 # ------------------------------------------------------------------------------------------ the participant step
@@ -438,7 +417,6 @@ def decode_inputs(inputs, model_name, n_voxels=DEFAULT_VOXELS, period=None, cond
                                table["interval_lower"], table["interval_upper"], circular, period)
     result.chance = accuracy(table["true_value"], table["chance_posterior_mean"], None, None, None, circular, period)
     result.settings = {"VoxelsRequested": int(n_voxels), "Fits": decoded["n_fits"] + chance["n_fits"],
-                       "FitsWithoutLevenbergMarquardt": decoded["n_grid_only"] + chance["n_grid_only"],
                        "ShuffleSeed": SHUFFLE_SEED if seed is None else seed}
     logger.info("--decode %s: %d trials, r %.3f (chance %.3f), mean absolute error %.3g, coverage %.3f (%s)",
                 model_name, len(table), result.accuracy["Correlation"], result.chance["Correlation"],
