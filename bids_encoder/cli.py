@@ -99,6 +99,10 @@ logger = logging.getLogger("bids_encoder")
 @click.option("--f-contrast", "f_contrast", multiple=True, metavar="NAME=EXPRESSION",
               help="GLM: an F contrast, rows separated by commas, e.g. faceOrHouse='faces, houses'; repeatable. "
               "effectsOfInterest (all conditions) is always written.")
+@click.option("--model-file", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.json",
+              help="GLM: a BIDS Stats Models 1.0 file, run through pybids (bids.modeling): its transformations, "
+              "design and contrasts replace the events.tsv conditions and --contrast; run, session and subject nodes "
+              "at the participant level, dataset nodes at the group level (give it to both).")
 @click.option("--glm-noise-model", type=click.Choice(["ar1", "ols"]), default="ar1", show_default=True,
               help="GLM inference: AR(1) prewhitening (per voxel and run) or ordinary least squares.")
 @click.option("--signal-scaling", type=click.Choice(["psc", "none"]), default="psc", show_default=True,
@@ -149,7 +153,7 @@ def cli(bids_dir, output_dir, analysis_level, **options):
     --task, --space or --model is given) into OUTPUT_DIR/group.
     """
     context = click.get_current_context()
-    options["explicit"] = {name for name in ("space", "model", "decode_voxels", "decode_betas")
+    options["explicit"] = {name for name in ("space", "model", "decode_voxels", "decode_betas", "hrf")
                            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     run_app(bids_dir, output_dir, analysis_level, options)
 
@@ -225,8 +229,9 @@ def run_app(bids_dir, output_dir, analysis_level, options):
     try:
         logger.info("bids_encoder %s: %s level on %s → %s", __version__, analysis_level, bids_dir, output_dir)
         _limit_threads(options["nthreads"])
+        stats_model = _stats_model(options, models)
         if analysis_level == "group":
-            _run_group(bids_dir, output_dir, labels, options, models)
+            _run_group(bids_dir, output_dir, labels, options, models, stats_model)
             return
         if options["device"] == "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # before TensorFlow loads
@@ -250,7 +255,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             nuisance_trial_types=tuple(options["nuisance_trial_type"]),
             positive_amplitude=options["positive_amplitude"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
-            signal_scaling=options["signal_scaling"], decode=options["decode"],
+            signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
             decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"])
         try:
             from .workflows.participant import check_model_options
@@ -300,7 +305,34 @@ def _dry_run(bids_dir, output_dir, participant_options):
     click.echo(f"bids_encoder: dry run: {len(lines)} fit(s) planned; nothing written")
 
 
-def _run_group(bids_dir, output_dir, labels, options, models):
+def _stats_model(options, models):
+    """--model-file read and checked (None without it); its conflicts with other options are usage errors."""
+    if options.get("model_file") is None:
+        return None
+    if models != ("glm",):
+        raise AppError(f"--model-file defines a GLM; it cannot run with --model {','.join(models)}", 64)
+    if options["decode"]:
+        raise AppError("--decode decodes the 1-D tuning models; it cannot run with --model-file", 64)
+    from .bids.layout import InputError
+    from .bids.stats_models import read_stats_model
+
+    try:
+        model = read_stats_model(options["model_file"])
+    except InputError as error:
+        raise AppError(str(error), error.exit_code) from error
+    explicit = options.get("explicit", set())
+    if options["contrast"] or options["f_contrast"]:
+        logger.warning("--model-file %s: its contrasts replace --contrast and --f-contrast", model.name)
+    if "hrf" in explicit and model.convolves:
+        logger.warning("--model-file %s convolves regressors itself: --hrf %s applies only to the event regressors "
+                       "it does not convolve", model.name, options["hrf"])
+    if options["group_covariate"]:
+        logger.warning("--model-file %s: the group design is its dataset nodes' X; --group-covariate is not used "
+                       "for it", model.name)
+    return model
+
+
+def _run_group(bids_dir, output_dir, labels, options, models, stats_model=None):
     from .bids.layout import InputError
 
     with filtered_stderr():  # the workflows load TensorFlow
@@ -315,7 +347,7 @@ def _run_group(bids_dir, output_dir, labels, options, models):
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
         group_model=options["group_model"], covariates=tuple(options["group_covariate"]),
-        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"])
+        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"], stats_model=stats_model)
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

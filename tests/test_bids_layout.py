@@ -98,3 +98,19 @@ def test_events_are_inherited(tmp_path):
     assert [r.events for r in find_runs(layout, "02")] == [top, top]
     assert inherited_events(layout, {"subject": "03", "task": "localizer", "session": "a"}) == [str(top)]
     assert inherited_events(layout, {"subject": "01", "task": "other"}) == []
+
+
+def test_hrf_auto_builds_its_canonical_design_from_the_condition_column(tmp_path):
+    """Regression: with --hrf auto, the second (canonical) design read trial_type whatever --condition-column said,
+    so a dataset whose conditions are in another column failed (no 'trial_type' column)."""
+    from bids_encoder.bids.inputs import assemble_inputs
+
+    root = tmp_path / "ds"
+    make_example_dataset(root, n_subjects=1, n_runs=1, n_volumes=40, shape=(4, 4, 4), conditions=("a", "b"))
+    for events in root.rglob("*_events.tsv"):
+        events.write_text(events.read_text().replace("trial_type", "condition", 1))
+    runs = find_runs(load_layout(root, database_dir=tmp_path / "work"), "01", task="localizer")
+    auto = assemble_inputs(runs, "glm", hrf="auto", condition_column="condition")
+    canonical = assemble_inputs(runs, "glm", hrf="canonical", condition_column="condition")
+    assert list(auto.convolved.columns) == ["a", "b"]
+    np.testing.assert_array_equal(auto.convolved.to_numpy(), canonical.paradigm.to_numpy())

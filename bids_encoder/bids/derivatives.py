@@ -131,6 +131,9 @@ def write_dataset_description(output_dir, sources):
 
 def output_layout(output_dir):
     """A pybids layout over bids_encoder outputs that knows the model, stat and contrast entities."""
-    from bids import BIDSLayout
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
-    return BIDSLayout(str(output_dir), config=["bids", "derivatives", str(PYBIDS_CONFIG)], validate=False)
+    # sidecars are read directly: not indexing their metadata is faster, and a design TSV's column description
+    # "run" is no conflict with a run entity in its name
+    return BIDSLayout(str(output_dir), config=["bids", "derivatives", str(PYBIDS_CONFIG)], validate=False,
+                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))

@@ -16,7 +16,13 @@ import pandas as pd
 
 from .confounds import load_run_confounds
 from .derivatives import bids_label
-from .events import convolved_design, occupancy_paradigm, read_events, read_stimulus_events
+from .events import (
+    check_event_timing,
+    convolved_design,
+    occupancy_paradigm,
+    read_events,
+    read_stimulus_events,
+)
 from .images import load_bold_runs
 from .layout import InputError
 from .stimuli import run_apertures
@@ -82,6 +88,25 @@ def _glm_paradigm(runs, n_volumes, hrf, condition_column="trial_type"):
                                        name=run.events.name)
         frames.append(frame.to_numpy())
     return np.vstack(frames), conditions
+
+
+def _design_paradigm(runs, n_volumes, hrf, design):
+    """The regressors of a BIDS Stats Models run design (:class:`~bids_encoder.bids.stats_models.RunDesign`): its
+    event regressors convolved here (``hrf`` as for events.tsv conditions), then the ones pybids sampled at the TR."""
+    frames = []
+    for run, n, events, dense in zip(runs, n_volumes, design.events, design.dense, strict=True):
+        parts = []
+        if design.event_columns:
+            if len(events):
+                check_event_timing(run.label, events["onset"], events["duration"], n, run.tr, run.start_time)
+            build = convolved_design if hrf == "canonical" else occupancy_paradigm
+            extra = {} if hrf == "canonical" else {"name": run.label}
+            parts.append(build(events, n, run.tr, start_time=run.start_time, conditions=design.event_columns,
+                               **extra).to_numpy())
+        if design.dense_columns:
+            parts.append(np.asarray(dense, float))
+        frames.append(np.hstack(parts))
+    return np.vstack(frames), [str(c) for c in design.columns]
 
 
 def _prf_paradigm(runs, n_volumes, stimuli_dir):
@@ -202,11 +227,12 @@ def check_degrees_of_freedom(n_volumes, n_regressors, n_confounds, n_runs):
 
 def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_parameters=None, smoothing_fwhm=None,
                     stimuli_dir=None, kind="volume", condition_column="trial_type", stimulus_column=None,
-                    nuisance_trial_types=()):
+                    nuisance_trial_types=(), design=None):
     """Load the BOLD of ``runs`` and build the paradigm and confounds of ``model``: 'glm', 'prf2d' (the stimulus
     apertures of any 2-D pRF model) or 'tuning' (1-D tuning models: per-value event occupancy from
     ``stimulus_column``, and ``nuisance_trial_types`` as nuisance regressors); ``condition_column``: the
-    events.tsv column naming the GLM's conditions (and the nuisance trial types)."""
+    events.tsv column naming the GLM's conditions (and the nuisance trial types); ``design``: a BIDS Stats Models
+    run design, whose regressors replace the events.tsv conditions of the GLM."""
     tr = _common_tr(runs)
     voxels_by_time, n_volumes, writer = load_bold_runs(runs, kind, smoothing_fwhm=smoothing_fwhm)
     _drop_voxels_without_signal(voxels_by_time, runs, n_volumes)
@@ -216,7 +242,9 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
     # no copy: the frame's single block is the (voxels × time) array
     data = pd.DataFrame(voxels_by_time.T, index=index, copy=False)
     grid, stimulus_files, stimulus_values, nuisance = None, [], None, None
-    if model == "glm":
+    if model == "glm" and design is not None:
+        values, columns = _design_paradigm(runs, n_volumes, hrf, design)
+    elif model == "glm":
         values, columns = _glm_paradigm(runs, n_volumes, hrf, condition_column)
     elif model == "prf2d":
         values, grid, stimulus_files = _prf_paradigm(runs, n_volumes, stimuli_dir)
@@ -235,7 +263,8 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
     if model == "glm" and hrf == "canonical":
         convolved = paradigm
     elif model == "glm" and hrf == "auto":
-        exact, _ = _glm_paradigm(runs, n_volumes, "canonical")
+        exact, _ = (_glm_paradigm(runs, n_volumes, "canonical", condition_column) if design is None else
+                    _design_paradigm(runs, n_volumes, "canonical", design))
         convolved = pd.DataFrame(exact.astype(np.float32), index=index, columns=columns)
     confounds, censored, per_run = _confounds(runs, n_volumes, strategy, confound_parameters or {})
     if nuisance is not None:

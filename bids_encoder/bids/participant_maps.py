@@ -38,6 +38,7 @@ class ParticipantFit:
     key: tuple  # ((entity, value), …) shared by the fits that are aggregated together
     maps: dict = field(default_factory=dict)
     sidecars: dict = field(default_factory=dict)  # (contrast, stat) → JSON path
+    run: int | None = None  # a BIDS Stats Model's run-node fit of one run (the group level uses them only there)
 
     @property
     def finished(self):
@@ -50,7 +51,8 @@ class ParticipantFit:
 
     @property
     def label(self):
-        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "") + "_" + fit_name(self.key)
+        return (f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+                + (f"_run-{self.run}" if self.run is not None else "") + "_" + fit_name(self.key))
 
 
 def fit_name(key):
@@ -85,8 +87,9 @@ def find_participant_fits(output_dir, subjects=None, filters=None):
         extension = entities.get("extension")
         if extension not in MAP_EXTENSIONS + [".json"]:
             continue
-        fit = fits.setdefault((entities["subject"], entities.get("session"), _key(entities)), ParticipantFit(
-            entities["subject"], entities.get("session"), _key(entities)))
+        identity = (entities["subject"], entities.get("session"), entities.get("run"), _key(entities))
+        fit = fits.setdefault(identity, ParticipantFit(entities["subject"], entities.get("session"), _key(entities),
+                                                       run=entities.get("run")))
         stat = (entities.get("contrast"), entities.get("stat"))
         if extension == ".json":
             fit.sidecars[stat] = path
@@ -94,7 +97,7 @@ def find_participant_fits(output_dir, subjects=None, filters=None):
             fit.maps.setdefault(stat, {})[entities["hemi"]] = path
         else:
             fit.maps[stat] = path
-    return sorted(fits.values(), key=lambda f: (f.key, f.subject, f.session or ""))
+    return sorted(fits.values(), key=lambda f: (f.key, f.subject, f.session or "", f.run or 0))
 
 
 @dataclass

@@ -24,7 +24,7 @@ import numpy as np
 from .. import stats
 from .._version import __version__
 from ..bids.atlas import Atlas, is_native
-from ..bids.derivatives import atomic_write, derivative_path, map_paths, sidecar_path, write_json
+from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
@@ -38,8 +38,9 @@ from .group_tables import (
     write_decoding_accuracy,
     write_participants_summary,
 )
-from .group_thresholds import HEIGHT_P, cluster_map, fdr_map
+from .group_thresholds import write_thresholded
 from .interrupts import raise_if_interrupted
+from .stats_models_group import run_dataset_nodes, stats_model_fits
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class GroupOptions:
     covariates: tuple = ()  # participants.tsv columns, demeaned
     fdr_q: float = 0.05
     cluster_extent: int = 10  # voxels, at one-sided p < 0.001 (volumes)
+    stats_model: object = None  # --model-file: a bids.stats_models.StatsModel whose dataset nodes run here
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -134,6 +136,17 @@ def run_group(bids_dir, output_dir, options):
         raise InputError(f"No participant outputs under {output_dir} for {chosen}"
                          + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
                             if options.participant_label else ""), exit_code=18)
+    fits, made = stats_model_fits(fits)
+    modelled = made.pop(options.stats_model.name, []) if options.stats_model is not None else []
+    for name in made:
+        logger.warning("Participant outputs of the BIDS Stats Model %s are left out: give its file with --model-file "
+                       "to run its dataset nodes", name)
+    if not fits and not modelled:
+        raise InputError(f"No participant outputs under {output_dir} to aggregate but those of the BIDS Stats "
+                         f"Model(s) {', '.join(made)}: give the model's file with --model-file", exit_code=18)
+    if options.stats_model is not None and not modelled:
+        raise InputError(f"No participant outputs of the BIDS Stats Model {options.stats_model.name} under "
+                         f"{output_dir}: run the participant level with the same --model-file first", exit_code=66)
     comparisons = {}
     for fit in [fit for fit in fits if dict(fit.key).get("model") == COMPARISON]:
         comparisons.setdefault(fit.key, {}).setdefault(fit.subject, []).append(fit)
@@ -157,6 +170,9 @@ def run_group(bids_dir, output_dir, options):
                                " in a native space" if len(subjects) >= 2 else "")
                 continue
             written += group_comparison(key, subjects, staging, _common_sidecar(subjects, options))
+        if modelled:
+            written += run_dataset_nodes(bids_dir, options.stats_model, modelled, staging, output_dir, options,
+                                         shown, {"SoftwareVersion": __version__})
         written += write_participants_summary(staging, [fit for fits in groups.values()
                                                          for subject in fits.values() for fit in subject])
         decoding_written, decoding_tables = write_decoding_accuracy(staging, groups, output_dir)
@@ -413,31 +429,8 @@ class _GroupMaps:
 
     def _thresholded(self, target, z, sidecar, used):
         """FDR-thresholded z (every geometry) and, for volumes, the cluster-extent map and its clusters table."""
-        prefix = target.get("desc", "")
-        label = (lambda word: prefix + word.capitalize()) if prefix else (lambda word: word)
-        values, threshold = fdr_map(z, self.fdr_q)
-        self._write({**target, "desc": label("fdr")}, values, {
-            **sidecar, "Description": f"FDR-thresholded (q = {self.fdr_q}) {sidecar['Description']}",
-            "Threshold": {"Method": "Benjamini-Hochberg FDR on the one-sided p-values of z (nilearn fdr_threshold)",
-                          "Q": self.fdr_q, "ZThreshold": threshold,
-                          "BelowThresholdValue": 0, "Survivors": int(np.sum(values > 0))}}, used)
-        if self.kind != "volume":
-            return
-        values, table, height = cluster_map(z, self.writer, self.cluster_extent)
-        entities = {**target, "desc": label("cluster")}
-        definition = {"Method": "nilearn threshold_stats_img (height_control='fpr', one-sided) then clusters of at "
-                                "least ClusterExtent voxels; get_clusters_table for the table",
-                      "HeightP": HEIGHT_P, "ZThreshold": height, "ClusterExtent": self.cluster_extent,
-                      "BelowThresholdValue": 0, "Clusters": int(table["Cluster ID"].astype(str).str.isdigit().sum())}
-        self._write(entities, values, {**sidecar, "Description": f"Cluster-extent thresholded {sidecar['Description']}",
-                                       "Threshold": definition}, used)
-        path = derivative_path(self.staging, entities, suffix="clusters", extension=".tsv")
-        atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
-        self.written += [path, write_json(path.with_name(path.name[: -len(".tsv")] + ".json"), {
-            "Description": f"Clusters of: {sidecar['Description']}", "Threshold": definition,
-            "Columns": {"Cluster ID": "cluster number (letters: sub-peaks)", "X": "mm", "Y": "mm", "Z": "mm",
-                        "Peak Stat": "z at the peak", "Cluster Size (mm3)": "volume of the cluster"},
-            **self.common, "Sources": used})]
+        self.written += write_thresholded(self._write, self.staging, self.kind, self.writer, target, z, sidecar,
+                                          used, self.fdr_q, self.cluster_extent, self.common)
 
 
 OUT_OF_GROUP = ("NaN: voxels where no participant has a value (outside every participant's mask, or R² below "

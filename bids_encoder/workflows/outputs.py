@@ -57,16 +57,17 @@ def fit_sources(inputs, roots):
     return sources + [_uri(p, roots) for p in inputs.stimulus_files]
 
 
-def write_fit(output_dir, inputs, result, model, settings, roots, extra=None):
+def write_fit(output_dir, inputs, result, model, settings, roots, extra=None, entities=None):
     """Write the maps, sidecars and design of one fit, all but the R² sidecar.
 
     Returns ``(written, finish)``: the paths written, and a function that writes the R² sidecar — whose presence
     marks a finished fit — and returns its path. Call it once everything else of the fit (its report too) is
     written. Outputs of an earlier fit with the same name are removed first, marker first, so that an interrupted
-    re-fit is never taken for a finished one.
+    re-fit is never taken for a finished one. ``entities``: the fit's entities, when not those of its runs and
+    model (a BIDS Stats Models fit).
     """
     kind = inputs.writer.kind
-    base = output_entities(inputs.runs, model)
+    base = output_entities(inputs.runs, model) if entities is None else entities
     marker = fit_marker(output_dir, base)
     remove_fit_outputs(marker.parent, fit_name(base, output_dir), marker)
     written, sources = [], fit_sources(inputs, roots)

@@ -7,6 +7,7 @@ A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .fit import MODEL_KINDS, MODELS
 from .inference import add_inference, contrast_specs, scale_inputs
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, fit_sources, output_entities, remove_fit_outputs, write_fit
+from .stats_models import design_contrast_specs, fit_stats_model, select_model_inputs, stats_model_sidecar
 from .summary import PROGRESS, fit_record
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class ParticipantOptions:
     f_contrasts: tuple = ()  # GLM: (name, "a, b, …") F contrasts beside effectsOfInterest
     glm_noise_model: str = "ar1"  # GLM inference: ar1 or ols
     signal_scaling: str = "psc"  # GLM: psc (percent signal change per run) or none
+    stats_model: object = None  # a bids.stats_models.StatsModel (--model-file): its nodes replace the GLM's design
 
 
 def select_subjects(layout, labels):
@@ -173,6 +176,11 @@ def plan_fits(bids_dir, options):
 
     Raises InputError with a BIDS-Apps exit code on bad input; reads no image data and writes nothing.
     """
+    fits, roots, _ = _plan(bids_dir, options)
+    return fits, roots
+
+
+def _plan(bids_dir, options):
     bids_dir = Path(bids_dir).resolve()
     check_model_options(options)
     parse_strategy(options.confounds)  # a bad strategy fails before any work
@@ -190,13 +198,15 @@ def plan_fits(bids_dir, options):
             filters["run"] = [int(r) for r in options.run]
         plan[subject] = find_runs(layout, subject, task=options.task, space=options.space, res=options.res,
                                   filters=filters, kind=kind)
+    if options.stats_model is not None:
+        plan = select_model_inputs(plan, options.stats_model)
     fits = runnable_fits(plan)
     if options.decode:  # leave one run out: every fit needs two runs
         single = [_group_label(group) for groups in fits.values() for group in groups if len(group) < 2]
         if single:
             raise InputError(f"--decode needs at least two runs per fit (each run is decoded by a model trained on "
                              f"the others); {', '.join(single)} has one", exit_code=65)
-    return fits, {"raw": bids_dir, "fmriprep": derivatives}
+    return fits, {"raw": bids_dir, "fmriprep": derivatives}, layout
 
 
 def run_participant(bids_dir, output_dir, options, records=None):
@@ -206,14 +216,21 @@ def run_participant(bids_dir, output_dir, options, records=None):
     Raises InputError with a BIDS-Apps exit code on bad input.
     """
     bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
-    plan, roots = plan_fits(bids_dir, options)
+    plan, roots, layout = _plan(bids_dir, options)
     strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
     records = [] if records is None else records
     written = {}
     models = options.model_list
+    graph = None if options.stats_model is None else options.stats_model.graph(layout)
     for subject, groups in plan.items():
         written[subject] = []
         report = output_dir / f"sub-{subject}.html" if options.report else None
+        if graph is not None:
+            fit = functools.partial(_fit_group, output_dir=output_dir, options=options, strategy=strategy, kind=kind,
+                                    bids_dir=bids_dir, roots=roots)
+            written[subject] += fit_stats_model(graph, options.stats_model, groups, output_dir, fit, records,
+                                                report, kind, options)
+            groups = []
         for group in groups:
             cache = {}  # inputs per kind of paradigm, shared by the models of this fit
             for model in models:
@@ -248,8 +265,19 @@ class _Collect(logging.Handler):
         self.messages.append(f"{record.name}: {record.getMessage()}")
 
 
-def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache=None):
-    entities = output_entities(runs, options.model)
+def fit_entities(runs, options, design=None):
+    """Entities of a fit's outputs: its runs' common ones and the model; a model file's name as the model, and the
+    run of a run-node output that is one run."""
+    if design is None:
+        return output_entities(runs, options.model)
+    entities = output_entities(runs, options.stats_model.label)
+    if design.one_run:
+        entities["run"] = runs[0].run
+    return entities
+
+
+def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache=None, design=None):
+    entities = fit_entities(runs, options, design)
     marker = fit_marker(output_dir, entities)
     name = fit_name(entities, output_dir)
     if marker.exists() and not options.overwrite:
@@ -260,7 +288,7 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache
     writing = []
     try:
         return _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, collected.messages, writing,
-                    {} if cache is None else cache)
+                    {} if cache is None else cache, design)
     except BaseException:  # an error, Ctrl-C or SIGTERM while writing: remove what this fit wrote so far
         if writing:
             remove_fit_outputs(marker.parent, name, marker)
@@ -270,7 +298,7 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache
         logging.getLogger().removeHandler(collected)
 
 
-def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing, cache):
+def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing, cache, design=None):
     started = time.perf_counter()
     timings = {}
     PROGRESS.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
@@ -281,15 +309,18 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
             runs, paradigm_kind, hrf=options.hrf, strategy=strategy, confound_parameters=options.confounds_parameters,
             smoothing_fwhm=options.smoothing_fwhm, stimuli_dir=bids_dir / "stimuli", kind=kind,
             condition_column=options.condition_column, stimulus_column=options.stimulus_column,
-            nuisance_trial_types=options.nuisance_trial_types)
+            nuisance_trial_types=options.nuisance_trial_types, design=design)
     inputs = cache[(paradigm_kind, options.hrf)]
     specs = None
-    if options.model == "glm":  # contrasts checked against the conditions before anything is fitted
+    if design is not None:  # a model file's contrasts, checked before anything is fitted
+        specs = design_contrast_specs(design, options.stats_model, name)
+    elif options.model == "glm":  # contrasts checked against the conditions before anything is fitted
         try:
             specs = contrast_specs([str(c) for c in inputs.paradigm.columns], options.contrasts,
                                    options.f_contrasts)
         except ValueError as error:
             raise InputError(f"{name}: {error}", exit_code=64) from error
+    if options.model == "glm":
         inputs = scale_inputs(inputs, options.signal_scaling)
     timings["load"] = time.perf_counter() - start
     logger.info("%s: %d voxels × %d volumes, %d regressors, %d confounds, %d censored volumes (%.1f s)", name,
@@ -337,7 +368,10 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     raise_if_interrupted()
     write_dataset_description(output_dir, roots)
     writing.append(name)  # from here on, a failure removes what this fit wrote
-    written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra)
+    if design is not None:
+        extra["StatsModel"] = stats_model_sidecar(options.stats_model, design)
+    written, finish = write_fit(output_dir, inputs, result, options.model, settings, roots, extra=extra,
+                                entities=fit_entities(runs, options, design))
     if decoding is not None:
         written += write_decoding(output_dir, output_entities(runs, options.model), decoding, options.model,
                                   fit_sources(inputs, roots), options.decode_betas)
@@ -350,9 +384,9 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                 {k: round(v, 2) for k, v in timings.items()}, time.perf_counter() - started)
     if options.report:
         start = time.perf_counter()
-        entities = output_entities(runs, options.model)
+        entities = fit_entities(runs, options, design)
         fit_section(output_dir, runs[0].subject, name, inputs, result, {
-            "model": options.model, "space": entities.get("space", ""), "warnings": list(warnings),
+            "model": entities["model"], "space": entities.get("space", ""), "warnings": list(warnings),
             "summary": _summary_rows(runs, inputs, result, settings, options, timings, fitted),
             "convergence": [("Iterations", result.fitter.get("ParameterFitter", {}).get("Iterations", "n/a")),
                             ("Stopping rule met", result.fitter.get("ParameterFitter", {}).get("Converged", "n/a")),

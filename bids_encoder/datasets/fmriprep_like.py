@@ -1,0 +1,130 @@
+"""fMRIPrep-like derivatives around a real raw BIDS layout (for tests and examples on real metadata).
+
+Real raw layouts (bids-examples: their real events, sidecars and names, often with empty placeholder images) are
+copied (:func:`copy_raw`: text copied, images linked) and given an fMRIPrep-like derivatives tree
+(:func:`build_fmriprep`): a small BOLD per run as long as its events imply at the sidecar's TR (inherited sidecars
+read), a brain mask, confounds with fMRIPrep's column names, derivative sidecars with StartTime when the raw data
+have SliceTiming, and a planted effect per condition (SPM HRF, nilearn's ``compute_regressor``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ..bids.derivatives import bids_label
+from .example_dataset import fmriprep_confounds
+
+__all__ = ["copy_raw", "build_fmriprep", "SPACE", "SHAPE"]
+
+SPACE = "MNI152NLin2009cAsym"
+SHAPE = (6, 6, 6)
+ENTITY = re.compile(r"([a-z]+)-([a-zA-Z0-9]+)")
+
+
+def _entities(name):
+    return dict(ENTITY.findall(name.split(".")[0].rsplit("_", 1)[0]))
+
+
+def _stem_entities(stem):
+    return dict(ENTITY.findall(stem))
+
+
+def _inherited(raw, path, suffix, extension):
+    """The files of ``suffix`` + ``extension`` that apply to ``path`` by BIDS inheritance, top level first."""
+    entities = _entities(path.name)
+    found, folder = [], raw
+    for part in (None, *path.relative_to(raw).parent.parts):
+        folder = folder if part is None else folder / part
+        for candidate in sorted(folder.glob(f"*_{suffix}{extension}")):
+            if _entities(candidate.name).items() <= entities.items():
+                found.append(candidate)
+    return found
+
+
+def copy_raw(source, target, subject):
+    """Top-level files and the tree of ``subject`` (a label or a list of labels): text copied, images linked
+    (0-byte placeholders). ``target`` may exist already (another subject's copy)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy(path, target / path.name)
+    subjects = [subject] if isinstance(subject, str) else list(subject)
+    for path in [p for label in subjects for p in (source / f"sub-{label}").rglob("*")]:
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+        elif path.name.endswith((".nii.gz", ".nii")):
+            destination.symlink_to(path)
+        else:
+            shutil.copy(path, destination)
+
+
+def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs=False, derivative_sidecars=True,
+                   seed=0):
+    """fMRIPrep-like outputs for the BOLD runs of ``subject`` and ``task``; returns {run stem: (n_volumes,
+    {condition label: planted effect})}."""
+    from nilearn.glm.first_level import compute_regressor
+
+    rng = np.random.default_rng(seed)
+    out = raw / "derivatives" / "fmriprep"
+    (out).mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps({
+        "Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.1"}]}))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"), axis=-1)
+    mask = (grid**2).sum(axis=-1) <= 1.2
+    planted = {}
+    for bold in sorted(raw.glob(f"sub-{subject}/**/func/sub-{subject}_*task-{task}_*bold.nii.gz")):
+        metadata = {}
+        for sidecar in _inherited(raw, bold, "bold", ".json"):
+            metadata.update(json.loads(sidecar.read_text()))
+        tr = float(metadata["RepetitionTime"])
+        slice_times = metadata.get("SliceTiming")
+        start_time = (min(slice_times) + max(slice_times)) / 2 if slice_times else 0.0
+        events_files = _inherited(raw, bold, "events", ".tsv")
+        events = pd.read_csv(events_files[-1], sep="\t", na_values=["n/a"]) if events_files else None
+        if events is not None:
+            stop = events["onset"] + events["duration"].fillna(0)
+            n_volumes = int(np.ceil(stop.max() / tr)) + int(np.ceil(12.0 / tr))
+        else:
+            n_volumes = 120
+        frame_times = start_time + np.arange(n_volumes) * tr
+        signal = np.full(SHAPE + (n_volumes,), 100.0, np.float32) * mask[..., np.newaxis]
+        effects = {}
+        if events is not None and condition_column in events.columns:
+            chosen = events.dropna(subset=[condition_column])
+            for index, condition in enumerate(sorted(chosen[condition_column].astype(str).unique())):
+                rows = chosen[chosen[condition_column].astype(str) == condition]
+                regressor, _ = compute_regressor(np.vstack([rows["onset"], rows["duration"].fillna(0),
+                                                            np.ones(len(rows))]), "spm", frame_times)
+                effects[bids_label(condition)] = 1.0 + index
+                signal += ((1.0 + index) * regressor[:, 0]).astype(np.float32) * mask[..., np.newaxis]
+        signal[mask] += rng.normal(0, 0.05, (int(mask.sum()), n_volumes)).astype(np.float32)
+        entities = _entities(bold.name)
+        if unpad_runs and "run" in entities:
+            entities["run"] = str(int(entities["run"]))
+        stem = "_".join(f"{key}-{entities[key]}" for key in ("sub", "ses", "task", "acq", "run") if key in entities)
+        func = out / bold.parent.relative_to(raw)
+        func.mkdir(parents=True, exist_ok=True)
+        image = nib.Nifti1Image(signal, affine)
+        image.header.set_xyzt_units("mm", "sec")
+        image.header["pixdim"][4] = tr
+        image.to_filename(func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
+        nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
+        if derivative_sidecars:
+            sidecar = {"RepetitionTime": tr, "TaskName": metadata.get("TaskName", task), "SkullStripped": False}
+            if slice_times:
+                sidecar.update({"SliceTimingCorrected": True, "StartTime": start_time})
+            (func / f"{stem}_space-{SPACE}_desc-preproc_bold.json").write_text(json.dumps(sidecar))
+        fmriprep_confounds(rng, n_volumes).to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
+                                                  index=False, na_rep="n/a")
+        planted[stem] = (n_volumes, effects)
+    assert planted, f"no raw BOLD for sub-{subject} task-{task}"
+    return planted
