@@ -216,3 +216,60 @@ def test_group_level_without_the_model_file_leaves_its_outputs_out(test_model, d
     err = capsys.readouterr().err
     assert "BIDS Stats Model test_model are left out: give its file with --model-file" in err
     assert code == 18  # nothing else to aggregate
+
+
+FITLINS_STYLE = {  # a FitLins-style model: the file convolves (with a derivative) and names fMRIPrep confounds
+    "Name": "fitlins style", "BIDSModelVersion": "1.0.0", "Input": {"task": [TASK]},
+    "Nodes": [
+        {"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"],
+         "Transformations": {"Transformer": "pybids-transforms-v1", "Instructions": [
+             {"Name": "Factor", "Input": ["trial_type"]}, {"Name": "Scale", "Input": ["RT"]},
+             {"Name": "Convolve", "Input": ["trial_type.parametric gain", "RT"], "Model": "spm",
+              "Derivative": True}]},
+         "Model": {"Type": "glm", "X": ["trial_type.parametric gain", "RT", "trial_type.parametric gain_derivative",
+                                        "trans_x", "trans_y", 1]},
+         "DummyContrasts": {"Contrasts": ["trial_type.parametric gain", "RT"], "Test": "t"},
+         "Contrasts": [{"Name": "gainAndRT", "ConditionList": ["trial_type.parametric gain", "RT"],
+                        "Weights": [[1, 0], [0, 1]], "Test": "F"}]},
+        {"Level": "Subject", "Name": "subject", "GroupBy": ["subject", "contrast"], "Model": {"Type": "glm", "X": [1]},
+         "DummyContrasts": {"Test": "t"}},
+        {"Level": "Dataset", "Name": "dataset", "GroupBy": ["contrast"], "Model": {"Type": "glm", "X": [1, "age"]},
+         "DummyContrasts": {"Test": "t"}}]}
+
+
+def test_a_model_that_convolves_itself_and_names_confounds(ds005, tmp_path, capsys):
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps(FITLINS_STYLE))
+    out = tmp_path / "out"
+    assert _run(ds005, out, "participant", model, *FAST) == 0
+    assert "X names fMRIPrep confounds (trans_x, trans_y): they are its confounds, --confounds is not applied" in \
+        capsys.readouterr().err
+    assert _run(ds005, out, "group", model, "--group-model", "ols", "--no-report") == 0
+    func = out / "sub-01" / "func"
+    prefix = f"sub-01_task-{TASK}_run-01_space-{SPACE}_model-fitlinsStyle"
+    design = pd.read_csv(func / f"{prefix}_design.tsv", sep="\t")
+    assert [c for c in design.columns if c not in ("run", "volume", "onset")] == [
+        "trial_type.parametric gain", "RT", "trial_type.parametric gain_derivative", "trans_x", "trans_y"]
+    confounds = pd.read_csv(ds005 / "derivatives" / "fmriprep" / "sub-01" / "func" /
+                            f"sub-01_task-{TASK}_run-01_desc-confounds_timeseries.tsv", sep="\t")
+    np.testing.assert_allclose(design["trans_x"], confounds["trans_x"], rtol=1e-5)
+    sidecar = json.loads((func / f"{prefix}_stat-rsquared_statmap.json").read_text())
+    assert sidecar["StatsModel"]["SampledRegressors"][:2] == ["trial_type.parametric gain", "RT"]
+    assert sidecar["Confounds"]["NumberOfRegressors"] == 0  # --confounds not applied: the file names its own
+    # pybids' convolved regressors (sampled as pybids resamples them to the TR) recover the planted responses
+    for contrast, planted in (("trialTypeParametricGain", EVENT_EFFECT), ("RT", RT_EFFECT)):
+        effect = _map(func / f"{prefix}_contrast-{contrast}_stat-effect_statmap.nii.gz")
+        assert abs(np.nanmedian(effect) - planted) < 0.15 * planted
+    assert (func / f"{prefix}_contrast-gainAndRT_stat-F_statmap.nii.gz").is_file()
+    # dataset node, X = [1, age] (age as written, not demeaned): ordinary least squares, closed form
+    ages = pd.read_csv(ds005 / "participants.tsv", sep="\t").set_index("participant_id")["age"]
+    effects = np.stack([_map(out / f"sub-{s}" / "func" / f"sub-{s}_task-{TASK}_space-{SPACE}_model-fitlinsStyle_"
+                             "contrast-RT_stat-effect_statmap.nii.gz") for s in SUBJECTS])
+    inside = np.isfinite(effects).all(axis=0)
+    X = np.column_stack([np.ones(len(SUBJECTS)), [ages[f"sub-{s}"] for s in SUBJECTS]])
+    beta = np.linalg.lstsq(X, effects[:, inside], rcond=None)[0]
+    base = out / "group" / f"task-{TASK}_space-{SPACE}_model-fitlinsStyle"
+    np.testing.assert_allclose(_map(f"{base}_contrast-RT_stat-effect_desc-dataset_statmap.nii.gz")[inside],
+                               beta[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_map(f"{base}_contrast-RTAge_stat-effect_desc-dataset_statmap.nii.gz")[inside],
+                               beta[1], rtol=1e-4, atol=1e-7)
