@@ -175,7 +175,7 @@ def _fit_output(model, name, output, chosen, staging, output_dir, options, shown
         writer.write(np.asarray(values, np.float32), path, name=entities.get("stat", "value"))
         written.extend(list(path.values()) if isinstance(path, dict) else [path])
         written.append(write_json(sidecar_path(path), {**sidecar, **common, "Sources": sources}))
-        if entities["stat"] == "z":
+        if entities["stat"] == "z" and np.isfinite(values).any():  # no figure of a map without values
             label = " ".join(str(entities[k]) for k in ("contrast", "stat", "desc") if entities.get(k))
             shown.append({"group": fit_name(tuple(base.items())), "space": base.get("space", ""), "label": label,
                           "stat": "z", "caption": sidecar["Description"], "path": path})
