@@ -115,6 +115,9 @@ def test_group_z_finds_the_planted_region_and_nothing_else(study):
         clusters = pd.read_csv(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_clusters.tsv",
                                sep="\t")
         assert len(clusters) >= 1 and clusters["Peak Stat"].max() == pytest.approx(np.nanmax(z), rel=1e-5)
+        page = (out / "group.html").read_text()  # the report shows the table, its peak as in the TSV
+        assert f"<h2>Clusters: {VOLUME}_contrast-{condition}_stat-z_desc-cluster</h2>" in page
+        assert f"<td>{clusters['Peak Stat'].iloc[0]:.3f}</td>" in page
         cluster = _image(out / f"group/{VOLUME}_contrast-{condition}_stat-z_desc-cluster_statmap.nii.gz")
         assert np.all((cluster[inside] == 0) | (cluster[inside] == z[inside]))
         assert np.all(cluster[inside][cluster[inside] > 0] > scipy_stats.norm.isf(0.001))

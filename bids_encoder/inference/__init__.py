@@ -5,7 +5,10 @@ TensorFlow starts); :func:`first_level` and the group GLM load on first use.
 """
 
 from .contrasts import ContrastError, check_name, check_syntax, parse_expression, parse_f_expression
-from .fixed_effects import FixedEffects, fixed_effects  # numpy only; imported eagerly: same name as its module
+from .fixed_effects import (  # numpy only; imported eagerly: same name as its module
+    FixedEffects,
+    fixed_effects,
+)
 from .statistics import f_to_z_p, t_to_z_p
 
 __all__ = ["ContrastError", "check_name", "check_syntax", "parse_expression", "parse_f_expression", "NOISE_MODELS",

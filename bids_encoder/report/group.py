@@ -19,6 +19,7 @@ __all__ = ["write_group_report", "FEW_PARTICIPANTS"]
 
 #: below this many participants, group.html says that its maps are a preview, not inference
 FEW_PARTICIPANTS = 10
+CLUSTER_ROWS = 15  # rows of a clusters table shown (the TSV has them all)
 
 
 def _background(space):
@@ -30,12 +31,13 @@ def _background(space):
     return datasets.load_mni152_template(resolution=2)
 
 
-def write_group_report(output_dir, items, tables=()):
+def write_group_report(output_dir, items, tables=(), clusters=()):
     """Draw the group maps listed in ``items`` and render ``group.html``.
 
     ``items`` : list of {'group': name, 'space': space, 'label': caption, 'stat': style key, 'path': map path
     (a dict hemi → path for GIFTI)}, in display order. ``tables``: [(name, DataFrame)] shown as tables (the
-    decoding accuracy).
+    decoding accuracy). ``clusters``: [(name, DataFrame)] clusters tables of thresholded z maps (their first
+    rows are shown).
     """
     output_dir = Path(output_dir)
     folder = output_dir / "group" / "figures"
@@ -57,7 +59,10 @@ def write_group_report(output_dir, items, tables=()):
                   columns=list(summary.columns), rows=summary.to_numpy().tolist(),
                   n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS,
                   tables=[{"name": name, "columns": list(frame.columns),
-                           "rows": frame.apply(lambda c: c.map(_cell)).to_numpy().tolist()} for name, frame in tables])
+                           "rows": frame.apply(lambda c: c.map(_cell)).to_numpy().tolist()} for name, frame in tables],
+                  clusters=[{"name": name, "columns": list(frame.columns), "total": len(frame),
+                             "rows": frame.head(CLUSTER_ROWS).apply(lambda c: c.map(_cell)).to_numpy().tolist()}
+                            for name, frame in clusters])
 
 
 def _cell(value):

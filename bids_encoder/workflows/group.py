@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import stats
 from .._version import __version__
@@ -192,9 +193,20 @@ def run_group(bids_dir, output_dir, options):
         for item in shown:
             item["path"] = ({hemi: final / p.relative_to(staging / "group") for hemi, p in item["path"].items()}
                             if isinstance(item["path"], dict) else final / item["path"].relative_to(staging / "group"))
-        written.append(write_group_report(output_dir, shown, tables=decoding_tables))
+        written.append(write_group_report(output_dir, shown, tables=decoding_tables, clusters=_clusters(written)))
         logger.info("Report group.html written in %.1f s", time.perf_counter() - start)
     return written
+
+
+def _clusters(written):
+    """(name, table) of every non-empty clusters TSV written, for the report."""
+    tables = []
+    for path in written:
+        if path.name.endswith("_clusters.tsv"):
+            table = pd.read_csv(path, sep="\t")
+            if len(table):
+                tables.append((path.name[: -len("_clusters.tsv")], table))
+    return tables
 
 
 def _kind(subjects):
