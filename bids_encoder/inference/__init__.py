@@ -5,11 +5,12 @@ TensorFlow starts); :func:`first_level` and the group GLM load on first use.
 """
 
 from .contrasts import ContrastError, check_name, check_syntax, parse_expression, parse_f_expression
+from .fixed_effects import FixedEffects, fixed_effects  # numpy only; imported eagerly: same name as its module
 from .statistics import f_to_z_p, t_to_z_p
 
 __all__ = ["ContrastError", "check_name", "check_syntax", "parse_expression", "parse_f_expression", "NOISE_MODELS",
            "FirstLevelResult", "LaggedRegressors", "first_level", "percent_signal_change", "f_to_z_p", "t_to_z_p", "group_glm",
-           "reml_tau2"]
+           "reml_tau2", "FixedEffects", "fixed_effects"]
 
 _LAZY = {"NOISE_MODELS": "glm", "FirstLevelResult": "glm", "first_level": "glm", "percent_signal_change": "glm",
          "LaggedRegressors": "voxel_designs",          "group_glm": "group", "reml_tau2": "group"}
