@@ -10,12 +10,15 @@ combined (their sessions' F maps stay the inference; the sidecars say so). A sub
 and fixed-effects maps left from an earlier run are removed when fewer than two finished sessions remain.
 
 All maps are written into a private folder first, then the previous fixed-effects maps are removed and the new
-ones renamed into place (maps first, sidecars last); a failure or a signal on the way removes them all, so that
-no half-written set is left (the group level stops on a missing or stale set, exit 66).
+ones renamed into place (maps first, sidecars last); a failure or a signal on the way removes them all (the
+previous set included, which may not match refitted sessions), so that no half-written or outdated set is left.
+The sidecars record each session fit's fingerprint (the SHA-256 of its R² sidecar): the group level stops on a
+missing set, or one whose sessions or fingerprints differ from the finished session fits (exit 66).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -33,7 +36,7 @@ from .outputs import fit_marker, fit_name, remove_fit_outputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_subject_fixed_effects", "FIXED_EFFECTS_METHOD", "F_CONTRASTS_NOTE", "STATS"]
+__all__ = ["write_subject_fixed_effects", "session_fingerprint", "FIXED_EFFECTS_METHOD", "F_CONTRASTS_NOTE", "STATS"]
 
 STATS = ("effect", "variance", "t", "z", "p")
 FIXED_EFFECTS_METHOD = ("precision-weighted fixed effects (inverse-variance) over the sessions: effect = "
@@ -42,6 +45,11 @@ FIXED_EFFECTS_METHOD = ("precision-weighted fixed effects (inverse-variance) ove
                         "(upper-tail) p from t; a session without a value at a voxel drops out there")
 F_CONTRASTS_NOTE = ("F contrasts are not combined across sessions: their F, z and p maps exist per session only")
 OUT_OF_MASK = "NaN: voxels where no session has a value"
+
+
+def session_fingerprint(fit):
+    """SHA-256 of a session fit's R² sidecar (written last, anew by every fit): a refitted session changes it."""
+    return hashlib.sha256(fit.sidecars[(None, "rsquared")].read_bytes()).hexdigest()
 
 
 def _entities(subject, key):
@@ -96,14 +104,13 @@ def _write_key(output_dir, folder, name, base, sessions, contrasts):
             moves += _stage_contrast(output_dir, staging, base, sessions, labels, contrast)
         moves.sort(key=lambda pair: pair[1].suffix == ".json")
         raise_if_interrupted()
-        try:
-            remove_fit_outputs(folder, name)
-            for staged, final in moves:
-                os.replace(staged, final)
-            raise_if_interrupted()
-        except BaseException:
-            remove_fit_outputs(folder, name)
-            raise
+        remove_fit_outputs(folder, name)
+        for staged, final in moves:
+            os.replace(staged, final)
+        raise_if_interrupted()
+    except BaseException:  # no set at all rather than an old one that may not match refitted sessions
+        remove_fit_outputs(folder, name)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("sub-%s: fixed effects over sessions %s of %d contrast(s) of %s", base["subject"],
@@ -152,6 +159,7 @@ def _stage_contrast(output_dir, staging, base, sessions, labels, contrast):
                              "Implementation": "bids_encoder.inference.fixed_effects (numpy); z and p from "
                                                "scipy.stats.t log-probabilities",
                              "SessionDegreesOfFreedom": dict(zip(labels, dofs, strict=True)),
+                             "SessionFits": {fit.session: session_fingerprint(fit) for fit in sessions},
                              "FContrasts": F_CONTRASTS_NOTE},
             "DegreesOfFreedom": float(np.sum(dofs)),
             "OutOfMaskValue": OUT_OF_MASK,
