@@ -129,8 +129,15 @@ def write_dataset_description(output_dir, sources):
     return write_json(Path(output_dir) / "dataset_description.json", content)
 
 
-def output_layout(output_dir):
-    """A pybids layout over bids_encoder outputs that knows the model, stat and contrast entities."""
-    from bids import BIDSLayout
+def output_layout(output_dir, subjects=None):
+    """A pybids layout over bids_encoder outputs that knows the model, stat and contrast entities; with
+    ``subjects`` (labels), only their folders are indexed (a participant job need not index everyone's outputs)."""
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
-    return BIDSLayout(str(output_dir), config=["bids", "derivatives", str(PYBIDS_CONFIG)], validate=False)
+    config = ["bids", "derivatives", str(PYBIDS_CONFIG)]
+    if not subjects:
+        return BIDSLayout(str(output_dir), config=config, validate=False)
+    chosen = "|".join(re.escape(f"sub-{label}") for label in subjects)
+    ignore = [re.compile(rf"^/(?!(?:{chosen})(?:/|$)|dataset_description\.json$)"), re.compile(r"/\.")]
+    return BIDSLayout(str(output_dir), config=config, validate=False,
+                      indexer=BIDSLayoutIndexer(validate=False, ignore=ignore))
