@@ -104,6 +104,14 @@ def test_real_layout(case, tmp_path, capsys):
             median = float(np.nanmedian(np.asarray(nib.load(folder / name).dataobj)))
             assert median == pytest.approx(value, rel=0.05), (name, median)
         expected.append(str((folder / f"{prefix}_space-{SPACE}_model-glm_stat-rsquared_statmap.nii.gz").relative_to(out)))
+    for name in {name for session, name in fits if session}:  # ≥ 2 sessions: the fixed effects over them, ses absent
+        combined = [effects for (session, task_name), effects in fits.items() if session and task_name == name]
+        for condition in combined[0] if len(combined) > 1 else ():
+            path = out / f"sub-{subject}/func/sub-{subject}_task-{name}_space-{SPACE}_model-glm_contrast-{condition}_" \
+                         "stat-effect_statmap.nii.gz"
+            expected.append(str(path.relative_to(out)))
+            median = float(np.nanmedian(np.asarray(nib.load(path).dataobj)))
+            assert median == pytest.approx(combined[0][condition], rel=0.05), (path.name, median)
     assert sorted(str(p.relative_to(out)) for p in _statmaps(out, "**/*_statmap.nii.gz")
                   if "_stat-effect_" in p.name or "_stat-rsquared_" in p.name) == sorted(expected)
     for path in expected:  # every effect has its t map (first-level inference)

@@ -12,6 +12,8 @@ Layout (``space-MNI152NLin2009cAsym``, ``res-2``)::
                                          > 0; odd subjects use fMRIPrep's current entity order, even ones the
                                          older ``space-fsaverage5_hemi-L``)
 
+With ``n_sessions`` > 1 the same under ``sub-XX/ses-N/func/`` with ``sub-XX_ses-N_task-…`` names.
+
 BOLD = baseline + Σ_c effect_c · regressor_c + slow drift + Gaussian noise, where regressor_c is the events of
 condition c convolved at high resolution with the SPM HRF (nilearn's ``compute_regressor``), independent of
 bids_encoder's own design code. Effects are smooth blobs inside a brain-shaped (ellipsoid) mask.
@@ -156,12 +158,18 @@ def write_surface_run(deriv, stem, values, number, tr, task):
 
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),
                          conditions=("faces", "houses", "scenes"), task="localizer", noise=1.0, seed=0,
-                         surface_vertices=0, mask_radius=0.95, shared_effects=False):
+                         surface_vertices=0, mask_radius=0.95, shared_effects=False, n_sessions=1, session_gain=0.0,
+                         session_noise=None):
     """Write the dataset under ``root`` and return its :class:`ExampleTruth`.
 
     By default every subject has each condition's effect somewhere else. With ``shared_effects``, a condition's
     effect sits in the same region for every subject (a blob cut to exactly zero beyond twice its width, its
     amplitude varying by ±10 % across subjects): what a group analysis should find, with true nulls elsewhere.
+
+    With ``n_sessions`` > 1 every subject has sessions ``ses-1`` … ``ses-N`` (``n_runs`` runs each, BOLD under
+    ``sub-XX/ses-N/func``); session ``s`` (from 1) has the effects of ``truth.effects`` times
+    ``1 + session_gain * (s - 1)`` (a planted session difference) and noise of SD ``noise * session_noise[s - 1]``
+    (``session_noise``: one factor per session; default all 1).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -175,6 +183,7 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
     subjects, fmriprep = write_skeleton(root, "bids_encoder example", [task], tr, n_subjects)
 
     frame_times = np.arange(n_volumes) * tr
+    sessions = [str(s) for s in range(1, n_sessions + 1)] if n_sessions > 1 else [None]
     sphere = {hemi: _sphere(rng, surface_vertices, hemi) for hemi in ("L", "R")} if surface_vertices else None
     shared = {condition: rng.uniform(-0.4, 0.4, 3) for condition in conditions} if shared_effects else None
     for number, subject in enumerate(subjects):
@@ -192,12 +201,14 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
                     amplitude * np.exp(-((points - centre / np.linalg.norm(centre)) ** 2).sum(axis=1) / 0.5)
                     for points in sphere.values()])
         baseline = np.where(mask, rng.uniform(80, 120, shape), 0.0)
-        func = root / f"sub-{subject}" / "func"
-        deriv = fmriprep / f"sub-{subject}" / "func"
-        func.mkdir(parents=True, exist_ok=True)
-        deriv.mkdir(parents=True, exist_ok=True)
-        for run in range(1, n_runs + 1):
-            stem = f"sub-{subject}_task-{task}_run-{run}"
+        for session, run in [(s, r) for s in sessions for r in range(1, n_runs + 1)]:
+            folder = f"sub-{subject}" + (f"/ses-{session}" if session else "") + "/func"
+            func, deriv = root / folder, fmriprep / folder
+            func.mkdir(parents=True, exist_ok=True)
+            deriv.mkdir(parents=True, exist_ok=True)
+            gain = 1.0 + session_gain * (int(session) - 1) if session else 1.0
+            run_noise = noise * (session_noise[int(session) - 1] if session and session_noise else 1.0)
+            stem = f"sub-{subject}" + (f"_ses-{session}" if session else "") + f"_task-{task}_run-{run}"
             events = _events(rng, conditions, n_volumes, tr)
             events.to_csv(func / f"{stem}_events.tsv", sep="\t", index=False, float_format="%.1f")
             signal = np.repeat(baseline[..., np.newaxis].astype(np.float32), n_volumes, axis=-1)
@@ -205,20 +216,21 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
                 chosen = events[events["trial_type"] == condition]
                 regressor, _ = compute_regressor(
                     np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
-                signal += (truth.effects[(subject, condition)][..., np.newaxis] * regressor[:, 0]).astype(np.float32)
+                signal += (gain * truth.effects[(subject, condition)][..., np.newaxis]
+                           * regressor[:, 0]).astype(np.float32)
             drift = np.linspace(-1, 1, n_volumes) * rng.normal(0, 1)
             inside = signal[mask]  # (voxels, time): noise and drift only where the brain is
-            inside += (drift + rng.normal(0, noise, inside.shape)).astype(np.float32)
+            inside += (drift + rng.normal(0, run_noise, inside.shape)).astype(np.float32)
             signal[mask] = inside
             del inside
             write_volume_run(func, deriv, stem, signal, mask, affine, tr, task, rng)
             if sphere is not None:
                 surface = 100.0 + np.outer(drift, np.ones(2 * surface_vertices))
-                surface += rng.normal(0, noise, surface.shape)
+                surface += rng.normal(0, run_noise, surface.shape)
                 for condition in conditions:
                     chosen = events[events["trial_type"] == condition]
                     regressor, _ = compute_regressor(
                         np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]), "spm", frame_times)
-                    surface += np.outer(regressor[:, 0], truth.surface_effects[(subject, condition)])
+                    surface += np.outer(regressor[:, 0], gain * truth.surface_effects[(subject, condition)])
                 write_surface_run(deriv, stem, surface, number, tr, task)
     return truth

@@ -1,14 +1,12 @@
 """First-level and group inference: contrasts, OLS/AR(1) GLM statistics, z and p (numeric core: TF, numpy, scipy).
 
 The contrast parser and the statistics are importable without TensorFlow (the command line checks contrasts before
-TensorFlow starts); :func:`first_level` and the group GLM load on first use.
+TensorFlow starts); :func:`first_level` and the group GLM load on first use. :func:`fixed_effects` (numpy only) is
+imported eagerly: it has its module's name, which a lazy import would leave in its place.
 """
 
 from .contrasts import ContrastError, check_name, check_syntax, parse_expression, parse_f_expression
-from .fixed_effects import (  # numpy only; imported eagerly: same name as its module
-    FixedEffects,
-    fixed_effects,
-)
+from .fixed_effects import FixedEffects, fixed_effects
 from .statistics import f_to_z_p, t_to_z_p
 
 __all__ = ["ContrastError", "check_name", "check_syntax", "parse_expression", "parse_f_expression", "NOISE_MODELS",

@@ -5,7 +5,8 @@ differ across participants, native spaces without an atlas and groups of fewer t
 the run with an :class:`~bids_encoder.bids.layout.InputError` naming what is wrong.
 
 Per participant, maps of several sessions are averaged (circularly for angles) so that each participant counts
-once; ``min_rsquared`` blanks a participant's voxels whose R² is below it (or NaN) in every map of that fit, and
+once, except the effect and variance maps of t contrasts, which come from its subject-level fixed effects over
+sessions (see :mod:`.group_sessions`, which also writes the paired session differences); ``min_rsquared`` blanks a participant's voxels whose R² is below it (or NaN) in every map of that fit, and
 ``min_cvrsquared`` those whose cross-validated R² is below it (or NaN); with both, a voxel must pass both.
 """
 
@@ -31,6 +32,14 @@ from ..bids.participant_maps import find_participant_fits, fit_name, read_map
 from ..report.group import write_group_report
 from .comparison import COMPARISON, group_comparison
 from .group_model import GroupDesign, read_covariates
+from .group_sessions import (
+    check_fixed_effects,
+    fixed_effects_values,
+    paired_differences,
+    sessions_sidecar,
+    source_fits,
+    split_fixed_effects,
+)
 from .group_tables import (
     CIRCULAR_STATS,
     TESTED_STATS,
@@ -151,9 +160,10 @@ def run_group(bids_dir, output_dir, options):
     comparisons = {}
     for fit in [fit for fit in fits if dict(fit.key).get("model") == COMPARISON]:
         comparisons.setdefault(fit.key, {}).setdefault(fit.subject, []).append(fit)
-    fits = [fit for fit in fits if dict(fit.key).get("model") != COMPARISON]
+    fits, fixed = split_fixed_effects([fit for fit in fits if dict(fit.key).get("model") != COMPARISON])
     expected = _expected_subjects(bids_dir, {dict(fit.key).get("task") for fit in fits}, options)
     groups = _check(fits, expected, atlas) if fits else {}
+    check_fixed_effects(groups, fixed)
     covariates = read_covariates(bids_dir, options.covariates)
     designs = {key: GroupDesign(sorted(subjects), covariates, fit_name(key)) for key, subjects in groups.items()}
     for subjects in groups.values() if atlas is not None else []:
@@ -164,7 +174,7 @@ def run_group(bids_dir, output_dir, options):
     try:
         written, shown = [], []
         for key, subjects in groups.items():
-            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown, designs[key])
+            written += _aggregate(key, subjects, output_dir, staging, options, atlas, shown, designs[key], fixed)
         for key, subjects in comparisons.items():  # categorical: mode and fractions, never a mean
             if len(subjects) < 2 or is_native(dict(key).get("space", "")):
                 logger.warning("%s: %d participant(s)%s: no group model comparison", fit_name(key), len(subjects),
@@ -235,8 +245,9 @@ def _combine(arrays, period, variance=False):
 class _SubjectMaps:
     """Reads one participant's maps of a group key: R²-thresholded, sessions averaged, checked geometry."""
 
-    def __init__(self, subject, fits, min_rsquared, min_cvrsquared=None):
-        self.subject, self.fits = subject, fits
+    def __init__(self, subject, fits, min_rsquared, min_cvrsquared=None, fixed=None):
+        self.subject, self.sessions, self.fixed = subject, fits, fixed
+        self.fits = source_fits(fits, fixed)  # what the Sources list: the fixed-effects maps for effects
         self.keep, self.r2 = [], []
         self.geometry = None
         for fit in fits:
@@ -264,8 +275,10 @@ class _SubjectMaps:
     def values(self, stat, period=None):
         """The participant's map of (contrast, stat), flat; None when none of its fits has it. ``period``
         (degrees): a circular map."""
+        if self.fixed is not None and stat[0] and stat[1] in ("effect", "variance"):
+            return fixed_effects_values(self, stat)
         arrays = []
-        for fit, keep, r2 in zip(self.fits, self.keep, self.r2, strict=True):
+        for fit, keep, r2 in zip(self.sessions, self.keep, self.r2, strict=True):
             if stat not in fit.maps:
                 continue
             if stat == (None, "rsquared"):  # read once, in __init__
@@ -278,9 +291,11 @@ class _SubjectMaps:
         return _combine(arrays, period, variance=stat[1] == "variance") if arrays else None
 
 
-def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown, design):
+def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown, design, fixed=None):
     """Group maps (template spaces) and ROI tables (with an atlas) of one group key."""
-    subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared, options.min_cvrsquared)
+    fixed = {} if fixed is None else fixed
+    subjects = {subject: _SubjectMaps(subject, fits, options.min_rsquared, options.min_cvrsquared,
+                                      fixed.get((key, subject)) if len(fits) > 1 else None)
                 for subject, fits in sorted(fits_by_subject.items())}
     reference = next(iter(subjects.values())).geometry
     native = is_native(dict(key).get("space", ""))
@@ -296,7 +311,7 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown,
     described = {stat: _participant_description(first_fit, stat) for stat in stat_keys}
     periods = {stat: 360.0 if stat[1] in CIRCULAR_STATS else described[stat].get("CircularPeriod")
                for stat in stat_keys}
-    common = _common_sidecar(fits_by_subject, options)
+    common = _common_sidecar(fits_by_subject, options, fixed)
     group_maps = None if native else _GroupMaps(key, subjects, reference, output_dir, staging, common, shown,
                                                 design, options.group_model, options.fdr_q,
                                                 options.cluster_extent)
@@ -309,6 +324,7 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown,
             rois.add(stat, values)
     written = []
     if group_maps is not None:
+        paired_differences(subjects, group_maps, design, options.group_model, described)
         written += group_maps.written
         logger.info("%s: %d participants, %d maps, %d voxels with a value", fit_name(key), len(subjects),
                     len(stat_keys), int(group_maps.mask.sum()))
@@ -326,15 +342,11 @@ def _participant_description(fit, stat):
             "CircularPeriod": sidecar.get("CircularPeriod")}
 
 
-def _common_sidecar(fits_by_subject, options):
+def _common_sidecar(fits_by_subject, options, fixed=None):
     participants = [f"sub-{s}" for s in sorted(fits_by_subject)]
-    sessions = {f"sub-{s}": [fit.session for fit in fits] for s, fits in fits_by_subject.items() if len(fits) > 1}
-    common = {"Participants": participants, "NumberOfParticipants": len(participants),
-              "MinRSquared": options.min_rsquared, "MinCVRSquared": options.min_cvrsquared,
-              "SoftwareVersion": __version__}
-    if sessions:
-        common["SessionsAveraged"] = sessions
-    return common
+    return {"Participants": participants, "NumberOfParticipants": len(participants),
+            "MinRSquared": options.min_rsquared, "MinCVRSquared": options.min_cvrsquared,
+            "SoftwareVersion": __version__, **sessions_sidecar(fits_by_subject, fixed or {})}
 
 
 SUMMARY_TESTS = {

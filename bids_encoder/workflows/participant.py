@@ -1,7 +1,8 @@
 """Participant level: for each subject, find its runs, assemble inputs, fit, write BIDS-Derivatives.
 
 One fit per (session, task) of a subject: its runs are fitted jointly (see :mod:`bids_encoder.bids.inputs`).
-A fit whose R² sidecar exists is finished and skipped unless ``overwrite``.
+A fit whose R² sidecar exists is finished and skipped unless ``overwrite``. A subject with several finished
+sessions then gets its fixed effects over sessions (:mod:`.subject_fixed_effects`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .inference import add_inference, contrast_specs, scale_inputs
 from .interrupts import raise_if_interrupted
 from .outputs import fit_marker, fit_name, fit_sources, output_entities, remove_fit_outputs, write_fit
 from .stats_models import design_contrast_specs, fit_stats_model, select_model_inputs, stats_model_sidecar
+from .subject_fixed_effects import write_subject_fixed_effects
 from .summary import PROGRESS, fit_record
 
 logger = logging.getLogger(__name__)
@@ -245,6 +247,8 @@ def run_participant(bids_dir, output_dir, options, records=None):
             if len(models) > 1:
                 raise_if_interrupted()
                 written[subject] += write_model_comparison(output_dir, group, models, kind)
+        raise_if_interrupted()  # every finished session on disk, not only this job's: ses absent
+        written[subject] += write_subject_fixed_effects(output_dir, subject)
         if options.report:
             raise_if_interrupted()
             start = time.perf_counter()
