@@ -126,6 +126,11 @@ def test_run_and_subject_nodes_of_the_published_test_model(test_model):
                                np.asarray(effect.dataobj)[inside], rtol=1e-5)
     np.testing.assert_allclose(_map(func / _name("01", "gain", "variance"))[inside],
                                np.asarray(variance.dataobj)[inside], rtol=1e-5)
+    # pybids (with metadata) reads the outputs: the run-level design sidecar has no "run" key against its run entity
+    from bids_encoder.bids.derivatives import output_layout
+
+    found = output_layout(test_model).get(subject="01", run=1, suffix="design", extension=".tsv")
+    assert len(found) == 1 and "ModelRegressors" in found[0].get_metadata()
     combined = json.loads((func / _name("01", "gain", "t").replace(".nii.gz", ".json")).read_text())
     assert combined["StatsModel"]["Level"] == "Subject" and combined["Contrast"]["Test"] == "FEMA"
     assert len(combined["Combination"]["Inputs"]) == 2

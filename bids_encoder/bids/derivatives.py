@@ -129,19 +129,18 @@ def write_dataset_description(output_dir, sources):
     return write_json(Path(output_dir) / "dataset_description.json", content)
 
 
-def output_layout(output_dir, subjects=None):
+def output_layout(output_dir, subjects=None, metadata=True):
     """A pybids layout over bids_encoder outputs that knows the model, stat and contrast entities; with
     ``subjects`` (labels), only their folders are indexed (a participant job need not index everyone's outputs).
 
-    Sidecars are read directly, not through pybids: not indexing their metadata is faster, and a design TSV's column
-    description "run" is then no conflict with a run entity in its name."""
+    ``metadata=False`` leaves the sidecars out of the index (faster; bids_encoder reads its sidecars itself)."""
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     config = ["bids", "derivatives", str(PYBIDS_CONFIG)]
     if not subjects:
         return BIDSLayout(str(output_dir), config=config, validate=False,
-                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=metadata))
     chosen = "|".join(re.escape(f"sub-{label}") for label in subjects)
     ignore = [re.compile(rf"^/(?!(?:{chosen})(?:/|$)|dataset_description\.json$)"), re.compile(r"/\.")]
     return BIDSLayout(str(output_dir), config=config, validate=False,
-                      indexer=BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=False))
+                      indexer=BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=metadata))

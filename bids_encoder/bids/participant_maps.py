@@ -74,7 +74,7 @@ def find_participant_fits(output_dir, subjects=None, filters=None):
     if not (output_dir / "dataset_description.json").is_file():
         raise InputError(f"{output_dir} holds no bids_encoder outputs (no dataset_description.json): run the "
                          "participant level first", exit_code=66)
-    layout = output_layout(output_dir, subjects)
+    layout = output_layout(output_dir, subjects, metadata=False)
     query = {key: value for key, value in (filters or {}).items() if value is not None}
     if subjects:
         query["subject"] = list(subjects)

@@ -163,7 +163,8 @@ def _write_design_sidecar(design_path, design, inputs, sources):
         "Description": "Design of the fit: one row per volume of every run fitted jointly; the model's regressors "
                        "(before the HRF for fits that estimate it), then the confounds, each run's in its own "
                        "columns (zero in other runs), then one spike column per censored volume",
-        "run": {"Description": "Run label of the volume (n/a: the BOLD has no run entity)"},
+        **({} if "_run-" in design_path.name else {  # a run entity in the name: pybids takes a "run" key for it
+            "run": {"Description": "Run label of the volume (n/a: the BOLD has no run entity)"}}),
         "volume": {"Description": "Volume index within its run, from 0"},
         "onset": {"Description": "Time of the volume from the start of its run (volume × RepetitionTime)",
                   "Units": "s"},
