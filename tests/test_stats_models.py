@@ -181,6 +181,11 @@ def test_mfx_model_recovers_the_response_time_effect_and_says_what_it_ignores(ds
     assert np.max(np.abs(design["RT"].to_numpy() - expected)) < 0.03 * np.abs(expected).max()
     trial = f"sub-01_task-{TASK}_run-01_space-{SPACE}_model-mfxModel_contrast-trialType_stat-effect_statmap.nii.gz"
     assert abs(np.nanmedian(_map(func / trial)) - EVENT_EFFECT) < 0.05  # the one-level trial_type's indicator
+    # its dataset node (X: [age], straight from the run node) defines no contrast: said, nothing written
+    assert _run(ds005, out, "group", model, "--participant-label", "01", "--no-report") == 0
+    assert "node group, contrast RT: the node defines no contrast (Contrasts or DummyContrasts): nothing to " \
+        "test" in capsys.readouterr().err
+    assert not list((out / "group").glob("*statmap*"))
 
 
 def _spec(tmp_path, change):

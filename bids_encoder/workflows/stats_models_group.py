@@ -137,6 +137,9 @@ def _fit_output(model, name, output, chosen, staging, output_dir, options, shown
     group = {k: v for k, v in output.entities.items() if k != "contrast"}
     where = (f"--model-file {model.name}, node {name}" + "".join(f", {k} {v}" for k, v in group.items())
              + f", contrast {output.entities.get('contrast')}")
+    if not output.contrasts:
+        logger.warning("%s: the node defines no contrast (Contrasts or DummyContrasts): nothing to test", where)
+        return []
     rows = output.metadata.reset_index(drop=True)
     used = [_row_item(row, chosen, where) for _, row in rows.iterrows()]
     X, coding = _design_matrix(output.X.reset_index(drop=True), where)
