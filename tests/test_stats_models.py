@@ -283,3 +283,44 @@ def test_a_model_that_convolves_itself_and_names_confounds(ds005, tmp_path, caps
                                beta[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(_map(f"{base}_contrast-RTAge_stat-effect_desc-dataset_statmap.nii.gz")[inside],
                                beta[1], rtol=1e-4, atol=1e-7)
+
+
+SESSIONS_MODEL = {  # ds114: two sessions of one run without a run entity; the subject node combines the sessions
+    "Name": "ffl", "BIDSModelVersion": "1.0.0", "Input": {"task": ["fingerfootlips"]},
+    "Nodes": [
+        {"Level": "Run", "Name": "run", "GroupBy": ["run", "session", "subject"],
+         "Transformations": {"Transformer": "pybids-transforms-v1",
+                             "Instructions": [{"Name": "Factor", "Input": ["trial_type"]}]},
+         "Model": {"X": ["trial_type.Finger", "trial_type.Foot", "trial_type.Lips"]},
+         "Contrasts": [{"Name": "footVsFinger", "ConditionList": ["trial_type.Foot", "trial_type.Finger"],
+                        "Weights": [1, -1], "Test": "t"}]},
+        {"Level": "Subject", "Name": "subject", "GroupBy": ["subject", "contrast"], "Model": {"X": [1]},
+         "DummyContrasts": {"Test": "FEMA"}},
+        {"Level": "Dataset", "Name": "dataset", "GroupBy": ["contrast"], "Model": {"X": [1]},
+         "DummyContrasts": {"Test": "t"}}]}
+
+
+def test_sessions_without_run_entities_are_combined_by_the_subject_node(tmp_path):
+    raw = tmp_path / "ds114"
+    copy_raw(REAL / "ds114", raw, ["01", "02"])
+    planted = {s: build_fmriprep(raw, s, "fingerfootlips", seed=int(s)) for s in ("01", "02")}
+    assert all(effects == {"Finger": 1.0, "Foot": 2.0, "Lips": 3.0} for runs in planted.values()
+               for _, effects in runs.values())
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps(SESSIONS_MODEL))
+    out = tmp_path / "out"
+    assert _run(raw, out, "participant", model, "--cv", "none", "--no-report", "--confounds-param",
+                "motion=basic") == 0
+    assert _run(raw, out, "group", model, "--group-model", "ols", "--no-report") == 0
+    stem = f"task-fingerfootlips_space-{SPACE}_model-ffl_contrast-footVsFinger_stat-effect"
+    subject = {}
+    for s in ("01", "02"):
+        sessions = [_map(out / f"sub-{s}" / f"ses-{ses}" / "func" / f"sub-{s}_ses-{ses}_{stem}_statmap.nii.gz")
+                    for ses in ("retest", "test")]
+        subject[s] = _map(out / f"sub-{s}" / "func" / f"sub-{s}_{stem}_statmap.nii.gz")  # no ses: both combined
+        inside = np.isfinite(subject[s])
+        assert all(abs(np.median(m[inside]) - 1.0) < 0.05 for m in sessions)  # Foot 2 − Finger 1
+        assert np.all((subject[s][inside] >= np.minimum(*sessions)[inside] - 1e-6)
+                      & (subject[s][inside] <= np.maximum(*sessions)[inside] + 1e-6))  # a weighted mean
+    group = _map(out / "group" / f"{stem}_desc-dataset_statmap.nii.gz")
+    np.testing.assert_allclose(group[inside], (subject["01"][inside] + subject["02"][inside]) / 2, rtol=1e-5)
