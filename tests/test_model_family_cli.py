@@ -211,3 +211,71 @@ def test_group_summarises_preferred_orientation_circularly(tmp_path):
     np.testing.assert_allclose(np.angle(np.exp(1j * np.radians(2 * (mean - expected)))), 0.0, atol=1e-4)
     assert abs(mean[0] - 178.33) < 0.5 or abs(mean[0] + 1.67) < 0.5  # near 0°/180°, far from the linear 118°
     assert json.loads(Path(f"{stem}.json").read_text())["Test"]["PeriodDegrees"] == 180.0
+
+
+def _write_orientation_maps(out, rows, sessions=None):
+    """Hand-made vonmises1d participant maps on a 4-voxel grid: ``rows`` {(subject, session): preferred°}."""
+    from bids_encoder.bids.derivatives import map_paths, sidecar_path
+    from bids_encoder.bids.images import MapWriter
+
+    out.mkdir(exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps({"Name": "o", "BIDSVersion": "1.9.0",
+                                                              "DatasetType": "derivative"}))
+    mask = np.ones((4, 1, 1), bool)
+    writer = MapWriter("volume", reference=nib.Nifti1Image(np.zeros((4, 1, 1), np.float32), np.eye(4)), mask=mask)
+    for (subject, session), row in rows.items():
+        entities = {"subject": subject, "task": "orientation", "space": "MNI152NLin2009cAsym", "model": "vonmises1d",
+                    **({"session": session} if session else {})}
+        for stat, values, extra in (("preferred", np.asarray(row, float), {"CircularPeriod": 180.0}),
+                                    ("rsquared", np.full(4, 0.5), {})):
+            path = map_paths(out, {**entities, "stat": stat}, "volume")
+            writer.write(values, path, name=stat)
+            sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "degrees", "Runs": [1],
+                                                      "MedianRSquared": 0.5, **extra}))
+
+
+def _arc180(a, b):
+    """Absolute difference of orientations (period 180°), in degrees."""
+    return np.abs(np.mod(np.asarray(a, float) - np.asarray(b, float) + 90.0, 180.0) - 90.0)
+
+
+def test_roi_tables_and_sessions_average_orientation_circularly(tmp_path):
+    """ROI tables of vonmises1d's preferred orientation use the period of its sidecar (180°): region means,
+    across-participant summaries and the averaging of one participant's two sessions are circular. 170° and
+    10° give 0°/180°, never the linear 90°."""
+    from scipy import stats as scipy_stats
+
+    make_tuning_dataset(tmp_path / "bids", "orientation", n_subjects=3, n_volumes=30, n_per_value=1,
+                        shape=(3, 3, 2), seed=1)
+    out = tmp_path / "out"
+    rows = {("01", "1"): [170.0, 170.0, 90.0, 45.0], ("01", "2"): [10.0, 10.0, 90.0, 45.0],
+            ("02", None): [10.0, 10.0, 80.0, 50.0], ("03", None): [175.0, 20.0, 100.0, 40.0]}
+    _write_orientation_maps(out, rows)
+    atlas = nib.Nifti1Image(np.array([1, 1, 2, 2], np.int16).reshape(4, 1, 1), np.eye(4))
+    atlas.to_filename(tmp_path / "atlas-halves_dseg.nii.gz")
+    pd.DataFrame({"index": [1, 2], "name": ["first", "second"]}).to_csv(tmp_path / "atlas-halves_dseg.tsv",
+                                                                       sep="\t", index=False)
+    assert main([str(tmp_path / "bids"), str(out), "group", "--work-dir", str(tmp_path / "work"), "--no-report",
+                 "--atlas", str(tmp_path / "atlas-halves_dseg.nii.gz")]) == 0
+    stem = "group/task-orientation_space-MNI152NLin2009cAsym_atlas-halves_model-vonmises1d_desc-"
+    participants = pd.read_csv(out / f"{stem}participants_rois.tsv", sep="\t").set_index(["participant_id", "name"])
+    combined = {"sub-01": [0.0, 0.0, 90.0, 45.0], "sub-02": rows[("02", None)], "sub-03": rows[("03", None)]}
+    expected = {}
+    for subject, values in combined.items():  # sessions averaged first (circularly), then the region means
+        for region, voxels in (("first", slice(0, 2)), ("second", slice(2, 4))):
+            expected[subject, region] = scipy_stats.circmean(values[voxels], high=180.0, low=0.0)
+            found = participants.loc[(subject, region), "preferred"]
+            assert _arc180(found, expected[subject, region]) < 1e-3, (subject, region, found)
+    assert _arc180(participants.loc[("sub-01", "first"), "preferred"], 0.0) < 1e-3  # not 90
+    assert _arc180(participants.loc[("sub-03", "first"), "preferred"], 7.5) < 1e-3  # not the linear 97.5
+    group = pd.read_csv(out / f"{stem}group_rois.tsv", sep="\t").set_index("name")
+    for region in ("first", "second"):
+        means = [expected[s, region] for s in combined]
+        assert _arc180(group.loc[region, "preferred_mean"], scipy_stats.circmean(means, high=180.0, low=0.0)) < 1e-3
+        assert 0.0 <= group.loc[region, "preferred_mean"] < 180.0
+    sidecar = json.loads((out / f"{stem}group_rois.json").read_text())
+    assert "period 180" in sidecar["preferred_mean"]["Description"]
+    mean = np.asarray(nib.load(out / "group/task-orientation_space-MNI152NLin2009cAsym_model-vonmises1d_stat-"
+                                     "preferred_desc-mean_statmap.nii.gz").dataobj).ravel()
+    np.testing.assert_array_less(_arc180(mean, scipy_stats.circmean(np.array(list(combined.values())), high=180.0,
+                                                                    low=0.0, axis=0)), 1e-3)
