@@ -279,3 +279,47 @@ def test_roi_tables_and_sessions_average_orientation_circularly(tmp_path):
                                      "preferred_desc-mean_statmap.nii.gz").dataobj).ravel()
     np.testing.assert_array_less(_arc180(mean, scipy_stats.circmean(np.array(list(combined.values())), high=180.0,
                                                                     low=0.0, axis=0)), 1e-3)
+
+
+def test_group_comparison_averages_sessions(tmp_path):
+    """A participant with two sessions whose per-voxel winners differ counts once, with the best model of its
+    session-averaged cvR² (not its first session's map); the others' best-model maps are used as they are."""
+    from bids_encoder.bids.derivatives import map_paths, sidecar_path
+    from bids_encoder.bids.images import MapWriter
+
+    make_tuning_dataset(tmp_path / "bids", "numerosity", n_subjects=3, n_volumes=30, n_per_value=1,
+                        shape=(3, 3, 2), seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dataset_description.json").write_text(json.dumps({"Name": "c", "BIDSVersion": "1.9.0",
+                                                              "DatasetType": "derivative"}))
+    writer = MapWriter("volume", reference=nib.Nifti1Image(np.zeros((4, 1, 1), np.float32), np.eye(4)),
+                       mask=np.ones((4, 1, 1), bool))
+    models = ("loggauss1d", "gauss1d")
+    cvr2 = {("01", "1"): [[0.5, 0.1, 0.3, np.nan], [0.1, 0.2, 0.1, 0.2]],  # winners 1 2 1 2
+            ("01", "2"): [[0.0, 0.4, 0.1, np.nan], [0.2, 0.1, 0.4, 0.3]],  # winners 2 1 2 2
+            ("02", None): [[0.3, 0.3, 0.1, 0.1], [0.1, 0.1, 0.3, 0.3]],    # winners 1 1 2 2
+            ("03", None): [[0.1, 0.1, 0.1, 0.3], [0.3, 0.3, 0.3, 0.1]]}    # winners 2 2 2 1
+    for (subject, session), rows in cvr2.items():
+        entities = {"subject": subject, "task": "numerosity", "space": "MNI152NLin2009cAsym",
+                    **({"session": session} if session else {})}
+        maps = {(model, stat): values for model, row in zip(models, rows, strict=True)
+                for stat, values in (("cvrsquared", row), ("rsquared", np.full(4, 0.5)))}
+        maps[("comparison", "bestmodel")] = best_model(np.array(rows))
+        for (model, stat), values in maps.items():
+            path = map_paths(out, {**entities, "model": model, "stat": stat}, "volume")
+            writer.write(np.asarray(values, np.float32), path, name=stat)
+            extra = {"Levels": {"1": models[0], "2": models[1]}} if model == "comparison" else {}
+            sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "n/a", "Runs": [1], **extra}))
+    assert main([str(tmp_path / "bids"), str(out), "group", "--work-dir", str(tmp_path / "work"),
+                 "--no-report"]) == 0
+    stem = out / "group/task-numerosity_space-MNI152NLin2009cAsym_model-comparison_stat-"
+    mode = np.asarray(nib.load(f"{stem}bestmodel_desc-mode_statmap.nii.gz").dataobj).ravel()
+    fraction = np.asarray(nib.load(f"{stem}fraction_desc-loggauss1d_statmap.nii.gz").dataobj).ravel()
+    # sub-01's averages: loggauss1d [0.25 0.25 0.2 nan], gauss1d [0.15 0.15 0.25 0.25] → winners 1 1 2 2
+    votes = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [2, 2, 2, 1]])
+    np.testing.assert_allclose(fraction, (votes == 1).mean(axis=0))  # first session only: [1/3 2/3 1/3 1/3]
+    np.testing.assert_array_equal(mode, [1, 1, 2, 2])
+    sidecar = json.loads(Path(f"{stem}bestmodel_desc-mode_statmap.json").read_text())
+    assert "averaged over the participant's sessions" in sidecar["Sessions"]
+    assert sidecar["SessionsAveraged"] == {"sub-01": ["1", "2"]}
