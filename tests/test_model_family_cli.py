@@ -146,13 +146,10 @@ FAMILY = {
 }
 
 
-@pytest.mark.parametrize("model", list(FAMILY))
-def test_prf_family_through_the_cli(tmp_path, model):
-    """The 2-D family's app path (staged fit, seeded from the Gaussian) for each member, on bar apertures: every
-    parameter map with units, the derived maps, the recipe and class in the sidecar; divisive normalisation's
-    surround_baseline fixed at 1. (The recipes' recovery is tested in test_model_family.)"""
-    bids = tmp_path / "bids"
-    make_example_dataset(bids, n_subjects=1, n_runs=1, n_volumes=40, shape=(5, 6, 4), noise=0.5, seed=2)
+def _bars_dataset(bids, shape=(5, 6, 4), surface_vertices=0):
+    """One subject, one 40-volume run of the example dataset with a sweeping bar as its stimulus."""
+    make_example_dataset(bids, n_subjects=1, n_runs=1, n_volumes=40, shape=shape, noise=0.5, seed=2,
+                         surface_vertices=surface_vertices)
     (bids / "stimuli").mkdir()
     frames = np.zeros((40, 10, 8), np.float32)
     for t in range(40):
@@ -161,6 +158,15 @@ def test_prf_family_through_the_cli(tmp_path, model):
     (bids / "stimuli/bars.json").write_text(json.dumps({"VisualAngleX": [-5, 5], "VisualAngleY": [4, -4]}))
     pd.DataFrame({"onset": [0.0], "duration": [80.0], "trial_type": ["bars"], "stim_file": ["bars.npy"]}).to_csv(
         bids / "sub-01/func/sub-01_task-localizer_run-1_events.tsv", sep="\t", index=False)
+
+
+@pytest.mark.parametrize("model", list(FAMILY))
+def test_prf_family_through_the_cli(tmp_path, model):
+    """The 2-D family's app path (staged fit, seeded from the Gaussian) for each member, on bar apertures: every
+    parameter map with units, the derived maps, the recipe and class in the sidecar; divisive normalisation's
+    surround_baseline fixed at 1. (The recipes' recovery is tested in test_model_family.)"""
+    bids = tmp_path / "bids"
+    _bars_dataset(bids)
     out = tmp_path / "out"
     assert main([str(bids), str(out), "participant", "--model", model, "--cv", "none", "--max-iterations", "5",
                  "--no-report", "--work-dir", str(tmp_path / "work"), *FAST]) == 0
@@ -323,3 +329,108 @@ def test_group_comparison_averages_sessions(tmp_path):
     sidecar = json.loads(Path(f"{stem}bestmodel_desc-mode_statmap.json").read_text())
     assert "averaged over the participant's sessions" in sidecar["Sessions"]
     assert sidecar["SessionsAveraged"] == {"sub-01": ["1", "2"]}
+
+
+SURFACE_MODELS = ("loggauss1d", "gauss1d")
+
+
+@pytest.fixture(scope="module")
+def surface_numerosity(tmp_path_factory):
+    """Planted log-Gaussian tuning on 2 × 60 surface vertices, written both as fsaverage5 GIFTI pairs and as an
+    fsLR CIFTI dtseries; loggauss1d and gauss1d fitted (and compared) on the GIFTI, loggauss1d on the CIFTI (with
+    its report)."""
+    root = tmp_path_factory.mktemp("surface_numerosity")
+    truth = make_tuning_dataset(root / "bids", "numerosity", n_subjects=1, surface_vertices=60, cifti=True,
+                                shape=(3, 3, 2), seed=4)
+    common = [str(root / "bids"), "--stimulus-column", "numerosity", "--positive-amplitude",
+              "--work-dir", str(root / "work"), *FAST]
+    assert main([common[0], str(root / "gifti"), "participant", *common[1:], "--model", ",".join(SURFACE_MODELS),
+                 "--space", "fsaverage5", "--no-report"]) == 0
+    assert main([common[0], str(root / "cifti"), "participant", *common[1:], "--model", "loggauss1d",
+                 "--space", "fsLR"]) == 0
+    return truth, root
+
+
+def _gifti(out, model, stat, task="numerosity"):
+    paths = [out / "sub-01/func" / f"sub-01_task-{task}_hemi-{h}_space-fsaverage5_model-{model}_stat-{stat}"
+                                   "_statmap.func.gii" for h in ("L", "R")]
+    return np.concatenate([np.asarray(nib.load(p).darrays[0].data, dtype=np.float64) for p in paths])
+
+
+def test_tuning_models_on_gifti_surfaces(surface_numerosity):
+    """loggauss1d and gauss1d on fsaverage5 GIFTI: every map as a hemi-L/hemi-R pair with one sidecar, the
+    best-model pair, and preferred numerosity recovered (r ≥ 0.9 over the vertices with cvR² > 0)."""
+    truth, root = surface_numerosity
+    func = root / "gifti/sub-01/func"
+    stem = "sub-01_task-numerosity_{}space-fsaverage5_model-{}_stat-{}_statmap"
+    stats = {"loggauss1d": ["mu", "sd", "amplitude", "baseline", "preferred", "fwhm", "rsquared", "cvrsquared"],
+             "gauss1d": ["mu", "sd", "amplitude", "baseline", "preferred", "fwhm", "rsquared", "cvrsquared"],
+             "comparison": ["bestmodel"]}
+    expected = {stem.format(f"hemi-{h}_", model, stat) + ".func.gii" for model, names in stats.items()
+                for stat in names for h in ("L", "R")}
+    expected |= {stem.format("", model, stat) + ".json" for model, names in stats.items() for stat in names}
+    maps = {p.name for p in func.iterdir() if p.name.endswith((".func.gii", "_statmap.json"))}
+    assert maps == expected
+    for model in SURFACE_MODELS:
+        for stat in stats[model]:
+            assert nib.load(func / (stem.format("hemi-R_", model, stat) + ".func.gii")).darrays[0].data.shape == (60,)
+    sidecar = json.loads((func / (stem.format("", "loggauss1d", "preferred") + ".json")).read_text())
+    assert sidecar["Units"] == "units of the events' numerosity column"
+    assert sidecar["Model"]["Class"] == "LogGaussianPRFWithHRF"
+    assert sidecar["Fitter"]["ParameterFitter"]["Stimulus"]["Values"] == [1, 2, 3, 4, 5, 6, 7]
+    preferred, cvr2 = _gifti(root / "gifti", "loggauss1d", "preferred"), _gifti(root / "gifti", "loggauss1d",
+                                                                                 "cvrsquared")
+    chosen = cvr2 > 0
+    assert chosen.mean() > 0.8
+    r = np.corrcoef(preferred[chosen], truth.surface_preferred["01"][chosen])[0, 1]
+    assert r >= 0.9, r
+    comparison = json.loads((func / (stem.format("", "comparison", "bestmodel") + ".json")).read_text())
+    assert comparison["Levels"] == {"1": "loggauss1d", "2": "gauss1d"}
+    best = _gifti(root / "gifti", "comparison", "bestmodel")
+    np.testing.assert_array_equal(best, best_model(np.vstack([_gifti(root / "gifti", m, "cvrsquared")
+                                                              for m in SURFACE_MODELS])))
+
+
+def test_tuning_model_on_cifti(surface_numerosity):
+    """loggauss1d on an fsLR CIFTI dtseries: dscalar maps on the input's grayordinates (space-fsLR_den-91k),
+    preferred numerosity recovered as on the GIFTI, and the report (histograms: no mesh for CIFTI)."""
+    truth, root = surface_numerosity
+    func = root / "cifti/sub-01/func"
+    stem = "sub-01_task-numerosity_space-fsLR_den-91k_model-loggauss1d_stat-{}_statmap"
+    bold = nib.load(root / "bids/derivatives/fmriprep/sub-01/func/sub-01_task-numerosity_run-1_space-fsLR_den-91k"
+                           "_bold.dtseries.nii")
+    values = {}
+    for stat in ("mu", "sd", "amplitude", "baseline", "preferred", "fwhm", "rsquared", "cvrsquared"):
+        image = nib.load(func / (stem.format(stat) + ".dscalar.nii"))
+        assert image.header.get_axis(1) == bold.header.get_axis(1)
+        assert list(image.header.get_axis(0).name) == [stat]
+        values[stat] = np.asarray(image.dataobj, dtype=np.float64)[0]
+        assert json.loads((func / (stem.format(stat) + ".json")).read_text())["Units"]
+    chosen = values["cvrsquared"] > 0
+    assert chosen.mean() > 0.8
+    assert np.corrcoef(values["preferred"][chosen], truth.surface_preferred["01"][chosen])[0, 1] >= 0.9
+    np.testing.assert_allclose(values["preferred"], _gifti(root / "gifti", "loggauss1d", "preferred"), rtol=1e-4)
+    report = (root / "cifti/sub-01.html").read_text()
+    assert "Tuning and parameter distributions" in report and "model-loggauss1d_hist-preferred.svg" in report
+
+
+def test_prf_model_on_gifti_surfaces(tmp_path):
+    """css2d (staged from the Gaussian) on fsaverage5 GIFTI: every parameter and derived map as a hemi pair,
+    with units and the model class in the sidecars."""
+    _bars_dataset(tmp_path / "bids", shape=(3, 3, 2), surface_vertices=30)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bids"), str(out), "participant", "--model", "css2d", "--cv", "none",
+                 "--max-iterations", "5", "--space", "fsaverage5", "--no-report", "--work-dir",
+                 str(tmp_path / "work"), *FAST]) == 0
+    func = out / "sub-01/func"
+    class_name, parameters = FAMILY["css2d"]
+    stats = [*parameters, "polarAngle", "eccentricity", "rsquared"]
+    stem = "sub-01_task-localizer_{}space-fsaverage5_model-css2d_stat-{}_statmap"
+    expected = {stem.format(f"hemi-{h}_", s) + ".func.gii" for s in stats for h in ("L", "R")}
+    assert {p.name for p in func.glob("*.func.gii")} == expected
+    for stat in stats:
+        sidecar = json.loads((func / (stem.format("", stat) + ".json")).read_text())
+        assert sidecar["Units"] and sidecar["Description"] and sidecar["Model"]["Class"] == class_name, stat
+    angle = _gifti(out, "css2d", "polarAngle", task="localizer")
+    assert angle.shape == (60,) and np.all(np.abs(angle[np.isfinite(angle)]) <= 180.0)
+    assert np.nanmedian(_gifti(out, "css2d", "rsquared", task="localizer")) > 0

@@ -1,7 +1,8 @@
 """fMRIPrep-like BIDS datasets with planted 1-D tuning: numerosity (log-Gaussian) or orientation (von Mises).
 
 Layout as :mod:`bids_encoder.datasets.example_dataset` (``space-MNI152NLin2009cAsym_res-2`` volumes, brain mask,
-confounds; optionally fsaverage-style GIFTI surfaces with ``surface_vertices`` per hemisphere). Each run's
+confounds; optionally fsaverage-style GIFTI surfaces with ``surface_vertices`` per hemisphere, and the same data as
+a CIFTI dtseries with ``cifti=True``). Each run's
 events.tsv has ``onset``, ``duration``, ``trial_type`` and the stimulus column (``numerosity`` or
 ``orientation``): stimulus events (``trial_type`` ``stimulus``) show one value each, balanced within the run, and
 ``response`` events (value ``n/a``) follow some of them — a nuisance with its own planted effect.
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import compute_regressor
 
-from .example_dataset import write_skeleton, write_surface_run, write_volume_run
+from .example_dataset import write_cifti_run, write_skeleton, write_surface_run, write_volume_run
 
 __all__ = ["TuningTruth", "make_tuning_dataset", "NUMEROSITIES", "ORIENTATIONS"]
 
@@ -97,7 +98,7 @@ def _regressors(events, values, column, frame_times):
 
 def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volumes=220, tr=1.5, shape=(8, 8, 6),
                         n_per_value=8, amplitude=1.0, noise=1.0, duration=2.0, seed=0, surface_vertices=0,
-                        task=None):
+                        task=None, cifti=False):
     """Write a tuning dataset under ``root`` and return its :class:`TuningTruth`.
 
     Parameters
@@ -110,6 +111,8 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
         Trials per value and run (fewer when the run is too short for them all).
     surface_vertices : int
         Also write GIFTI surfaces with this many vertices per hemisphere (0: none).
+    cifti : bool
+        With ``surface_vertices``: also write the same surface data as a CIFTI dtseries (``space-fsLR_den-91k``).
     """
     if kind not in ("numerosity", "orientation"):
         raise ValueError(f"kind must be 'numerosity' or 'orientation', got {kind!r}")
@@ -161,4 +164,6 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
                 values_by_time = (100.0 + design @ surface + drift[:, np.newaxis]
                                   + rng.normal(0, noise, (n_volumes, 2 * surface_vertices)))
                 write_surface_run(deriv, stem, values_by_time, number, tr, task)
+                if cifti:
+                    write_cifti_run(deriv, stem, values_by_time, tr, task)
     return truth
