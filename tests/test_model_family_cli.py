@@ -63,6 +63,15 @@ def test_numerosity_recovered_through_the_cli(numerosity, subject="01"):
     assert "nuisance_response" in design.columns and "numerosity-7" in design.columns
 
 
+def _comparison_rows(html):
+    """{model: (fraction, second column)} of the model-comparison tables of a report."""
+    import re
+
+    rows = re.findall(r'<td class="fraction" data-model="([^"]+)">([^<]+)</td><td class="second" data-model="[^"]+">'
+                      r"([^<]+)</td>", html)
+    return {model: (float(fraction), float(second)) for model, fraction, second in rows}
+
+
 def test_model_comparison_maps(numerosity, tmp_path):
     """Participant: the best model by cvR² per voxel, legend in the sidecar; group (participant outputs copied
     to three subjects, their best-model maps replaced by known ones): mode and fraction per model."""
@@ -78,6 +87,16 @@ def test_model_comparison_maps(numerosity, tmp_path):
     assert sum(sidecar["FractionOfVoxelsWon"].values()) == pytest.approx(1.0)
     report = (out / "sub-01.html").read_text()
     assert "Tuning and parameter distributions" in report and "model-loggauss1d_tuning.svg" in report
+    name = f"sub-01_task-numerosity_{SPACE}_model-comparison"
+    assert f'<section id="{name}" class="model-comparison">' in report
+    assert (out / f"sub-01/figures/{name}_bestmodel.png").is_file() and f"figures/{name}_bestmodel.png" in report
+    shown = _comparison_rows(report)
+    inside = best[np.isfinite(best)]
+    for number, model in (("1", "loggauss1d"), ("2", "gauss1d")):  # legend names; fractions from the map on disk
+        assert f'<td class="model">{model}</td>' in report
+        assert shown[model][0] == pytest.approx(np.mean(inside == int(number)), abs=5e-5)
+        assert shown[model][1] == pytest.approx(np.nanmedian(_volume(out, "01", model, "cvrsquared")[truth.mask]),
+                                                abs=5e-5)
     group_out = tmp_path / "out"
     shutil.copytree(out, group_out, ignore=shutil.ignore_patterns("*.html", "figures", "logs"))
     rng = np.random.default_rng(0)
@@ -317,8 +336,7 @@ def test_group_comparison_averages_sessions(tmp_path):
             writer.write(np.asarray(values, np.float32), path, name=stat)
             extra = {"Levels": {"1": models[0], "2": models[1]}} if model == "comparison" else {}
             sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "n/a", "Runs": [1], **extra}))
-    assert main([str(tmp_path / "bids"), str(out), "group", "--work-dir", str(tmp_path / "work"),
-                 "--no-report"]) == 0
+    assert main([str(tmp_path / "bids"), str(out), "group", "--work-dir", str(tmp_path / "work")]) == 0
     stem = out / "group/task-numerosity_space-MNI152NLin2009cAsym_model-comparison_stat-"
     mode = np.asarray(nib.load(f"{stem}bestmodel_desc-mode_statmap.nii.gz").dataobj).ravel()
     fraction = np.asarray(nib.load(f"{stem}fraction_desc-loggauss1d_statmap.nii.gz").dataobj).ravel()
@@ -329,6 +347,15 @@ def test_group_comparison_averages_sessions(tmp_path):
     sidecar = json.loads(Path(f"{stem}bestmodel_desc-mode_statmap.json").read_text())
     assert "averaged over the participant's sessions" in sidecar["Sessions"]
     assert sidecar["SessionsAveraged"] == {"sub-01": ["1", "2"]}
+    report = (out / "group.html").read_text()  # the group report: mode map, legend and the fractions of the maps
+    name = "task-numerosity_space-MNI152NLin2009cAsym_model-comparison"
+    assert f'<section id="{name}" class="model-comparison">' in report
+    assert (out / f"group/figures/{name}_bestmodel_mode.png").is_file()
+    shown = _comparison_rows(report)
+    fractions = {m: np.asarray(nib.load(f"{stem}fraction_desc-{m}_statmap.nii.gz").dataobj).ravel() for m in models}
+    for number, model in ((1, "loggauss1d"), (2, "gauss1d")):
+        assert f'<td class="model">{model}</td>' in report
+        assert shown[model] == pytest.approx((np.mean(mode == number), np.mean(fractions[model])), abs=5e-5)
 
 
 SURFACE_MODELS = ("loggauss1d", "gauss1d")
@@ -389,6 +416,13 @@ def test_tuning_models_on_gifti_surfaces(surface_numerosity):
     best = _gifti(root / "gifti", "comparison", "bestmodel")
     np.testing.assert_array_equal(best, best_model(np.vstack([_gifti(root / "gifti", m, "cvrsquared")
                                                               for m in SURFACE_MODELS])))
+    from bids_encoder.report.comparison import participant_comparisons
+
+    (section,) = participant_comparisons(root / "gifti", "01")  # the report's section: GIFTI pair found
+    assert section["figure"]["file"].endswith("_model-comparison_bestmodel.svg")  # no mesh for 60 vertices: bars
+    assert (root / "gifti" / section["figure"]["file"]).is_file()
+    assert [(row["model"], row["fraction"]) for row in section["rows"]] == [
+        (model, pytest.approx(np.mean(best == number))) for number, model in enumerate(SURFACE_MODELS, 1)]
 
 
 def test_tuning_model_on_cifti(surface_numerosity):

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bids.derivatives import write_json
 from . import decoding, figures, tuning
+from .comparison import participant_comparisons
 from .render import render
 
 logger = logging.getLogger(__name__)
@@ -224,4 +225,4 @@ def write_participant_report(output_dir, subject):
         section["summary"] = readable_rows(section["summary"])
         section["convergence"] = readable_rows(section["convergence"])
     return render("participant.html", output_dir / f"sub-{subject}.html", title=f"sub-{subject}",
-                  subject=subject, sections=sections)
+                  subject=subject, sections=sections, comparisons=participant_comparisons(output_dir, subject))
