@@ -39,11 +39,13 @@ def _colour(number):
     return f"#{round(255 * red):02x}{round(255 * green):02x}{round(255 * blue):02x}"
 
 
-def _legend(axis, levels):
+def _legend(owner, levels, **placement):
+    """The levels' colour patches as a legend of ``owner`` (an axis or a figure)."""
     from matplotlib.patches import Patch
 
-    axis.legend(handles=[Patch(color=_colour(number), label=f"{number}: {model}") for number, model in levels.items()],
-                fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="best model")
+    owner.legend(handles=[Patch(color=_colour(number), label=f"{number}: {model}")
+                          for number, model in levels.items()], fontsize=8, title="best model",
+                 **(placement or {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)}))
 
 
 def categorical_map_figure(values, geometry, levels, path, title, background=None, space=""):
@@ -79,9 +81,9 @@ def categorical_map_figure(values, geometry, levels, path, title, background=Non
                                           ("right", "medial")]):
             plotting.plot_surf_roi(mesh[hemi], np.nan_to_num(halves[hemi]).astype(int), hemi=hemi, view=view,
                                    axes=axes[k], figure=figure, cmap=cmap, vmin=0.5, vmax=n_levels + 0.5,
-                                   engine="matplotlib")
+                                   colorbar=False, engine="matplotlib")
             axes[k].set_title(f"{hemi} hemisphere, {view}", fontsize=9)
-        _legend(axes[-1], levels)
+        _legend(figure, levels, loc="center left", bbox_to_anchor=(0.9, 0.5))
         figure.suptitle(title, fontsize=10)
         return _save(figure, Path(path).with_suffix(".png"))
     figure, axis = plt.subplots(figsize=(6, 3))
