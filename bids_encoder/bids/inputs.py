@@ -29,7 +29,7 @@ from .stimuli import run_apertures
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitInputs", "assemble_inputs", "check_degrees_of_freedom"]
+__all__ = ["FitInputs", "assemble_inputs", "check_degrees_of_freedom", "nuisance_regressors"]
 
 
 @dataclass
@@ -53,6 +53,9 @@ class FitInputs:
     stimulus_values: np.ndarray | None = None
     stimulus_column: str | None = None
     signal_mean: np.ndarray | None = None  # GLM: each voxel's mean BOLD before signal scaling (report background)
+    # 1-D tuning models with --nuisance-trial-type: run label → (events of those trial types, volumes, TR, start
+    # time), to convolve them again with another HRF (nuisance_regressors)
+    nuisance_events: dict | None = None
 
     @property
     def n_volumes(self):
@@ -146,8 +149,8 @@ def _tuning_paradigm(runs, n_volumes, stimulus_column, condition_column, nuisanc
     if absent:
         raise InputError(f"--nuisance-trial-type {', '.join(absent)}: no event without a {stimulus_column} value "
                          f"has that {condition_column} (found: {', '.join(sorted(found)) or 'none'})", exit_code=65)
-    frames, nuisance_frames = [], []
-    for run, n, (stimulus, others) in zip(runs, n_volumes, per_run, strict=True):
+    frames, nuisance_frames, nuisance_events = [], [], {}
+    for number, (run, n, (stimulus, others)) in enumerate(zip(runs, n_volumes, per_run, strict=True), start=1):
         events = pd.DataFrame({"onset": stimulus["onset"], "duration": stimulus["duration"],
                                "condition": [labels[i] for i in np.searchsorted(values, stimulus["value"])],
                                "modulation": 1.0})
@@ -156,10 +159,58 @@ def _tuning_paradigm(runs, n_volumes, stimulus_column, condition_column, nuisanc
         if nuisance:
             nuisance_frames.append(convolved_design(others, n, run.tr, start_time=run.start_time,
                                                     conditions=nuisance).to_numpy())
+            nuisance_events[number] = (others[others["condition"].isin(nuisance)], n, run.tr, run.start_time)
     extra = None
     if nuisance:
         extra = pd.DataFrame(np.vstack(nuisance_frames), columns=[f"nuisance_{name}" for name in nuisance])
-    return np.vstack(frames), values, extra
+    return np.vstack(frames), values, extra, (nuisance_events or None)
+
+
+#: finite-difference steps of the nuisance regressors' HRF derivatives: delay (s) and dispersion
+DERIVATIVE_STEPS = {"a1": 0.5, "d1": 0.1}
+
+
+def nuisance_regressors(inputs, hrf=None, derivatives=False):
+    """The ``--nuisance-trial-type`` regressors of ``inputs`` (rows of ``inputs.data``), convolved with the SPM
+    HRF of shape ``hrf`` (a dict of :func:`bids_encoder.hrf.spm_hrf` arguments; None: canonical).
+
+    ``derivatives``: also each regressor's derivatives with respect to the HRF's delay (``…_ddelay``, per s) and
+    dispersion (``…_ddispersion``), by central differences (steps :data:`DERIVATIVE_STEPS`): fitted with the
+    confounds, they let each voxel's nuisance response shift and widen (a first-order expansion of a per-voxel
+    HRF around ``hrf``). Returns None when the inputs have no nuisance regressors.
+    """
+    if not inputs.nuisance_events:
+        return None
+    shape = {"a1": 6.0, "d1": 1.0, "a2": 16.0, "d2": 1.0, "c": 0.167, **(hrf or {})}
+    columns = [c for c in inputs.confounds.columns if str(c).startswith("nuisance_")]
+    conditions = [c[len("nuisance_"):] for c in columns]
+    variants = [("", shape)]
+    if derivatives:
+        for key, label in (("a1", "ddelay"), ("d1", "ddispersion")):
+            step = DERIVATIVE_STEPS[key]
+            variants.append((f"_{label}", ({**shape, key: shape[key] + step}, {**shape, key: shape[key] - step},
+                                           2 * step)))
+    runs = inputs.data.index.get_level_values("run").to_numpy()
+    volumes = inputs.data.index.get_level_values("volume").to_numpy()
+    out = {}
+    for suffix, variant in variants:
+        values = np.zeros((len(runs), len(conditions)))
+        for run, (events, n, tr, start) in inputs.nuisance_events.items():
+            rows = runs == run
+            if not rows.any():
+                continue
+            if suffix:
+                plus, minus, width = variant
+                design = (convolved_design(events, n, tr, start_time=start, conditions=conditions, hrf=plus).to_numpy()
+                          - convolved_design(events, n, tr, start_time=start, conditions=conditions,
+                                             hrf=minus).to_numpy()) / width
+            else:
+                design = convolved_design(events, n, tr, start_time=start, conditions=conditions,
+                                          hrf=variant).to_numpy()
+            values[rows] = design[volumes[rows]]
+        for k, column in enumerate(columns):
+            out[f"{column}{suffix}"] = values[:, k]
+    return pd.DataFrame(out, index=inputs.data.index)
 
 
 def _confounds(runs, n_volumes, strategy, parameters):
@@ -241,7 +292,7 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         names=["run", "volume"])
     # no copy: the frame's single block is the (voxels × time) array
     data = pd.DataFrame(voxels_by_time.T, index=index, copy=False)
-    grid, stimulus_files, stimulus_values, nuisance = None, [], None, None
+    grid, stimulus_files, stimulus_values, nuisance, nuisance_events = None, [], None, None, None
     if model == "glm" and design is not None:
         values, columns = _design_paradigm(runs, n_volumes, hrf, design)
     elif model == "glm":
@@ -253,8 +304,8 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         if not stimulus_column:
             raise InputError("The 1-D tuning models need --stimulus-column (the events.tsv column with each "
                              "event's stimulus value)", exit_code=64)
-        values, stimulus_values, nuisance = _tuning_paradigm(runs, n_volumes, stimulus_column, condition_column,
-                                                             nuisance_trial_types)
+        values, stimulus_values, nuisance, nuisance_events = _tuning_paradigm(
+            runs, n_volumes, stimulus_column, condition_column, nuisance_trial_types)
         columns = [f"{stimulus_column}-{value:g}" for value in stimulus_values]
     else:
         raise InputError(f"Unknown model {model!r}", exit_code=64)
@@ -274,4 +325,5 @@ def assemble_inputs(runs, model, hrf="canonical", strategy=(), confound_paramete
         check_degrees_of_freedom(len(data), paradigm.shape[1], confounds.shape[1], len(runs))
     return FitInputs(runs=runs, data=data, writer=writer, tr=tr, paradigm=paradigm, confounds=confounds,
                      grid=grid, n_censored=censored, confounds_per_run=per_run, stimulus_files=stimulus_files,
-                     convolved=convolved, stimulus_values=stimulus_values, stimulus_column=stimulus_column)
+                     convolved=convolved, stimulus_values=stimulus_values, stimulus_column=stimulus_column,
+                     nuisance_events=nuisance_events)

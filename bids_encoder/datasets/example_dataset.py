@@ -11,6 +11,8 @@ Layout (``space-MNI152NLin2009cAsym``, ``res-2``)::
                                          …_hemi-{L,R}_space-fsaverage5_bold.func.gii + .json (``surface_vertices``
                                          > 0; odd subjects use fMRIPrep's current entity order, even ones the
                                          older ``space-fsaverage5_hemi-L``)
+                                         …_space-fsLR_den-91k_bold.dtseries.nii + .json (tuning datasets with
+                                         ``cifti=True``: the surface vertices as CIFTI grayordinates)
 
 With ``n_sessions`` > 1 the same under ``sub-XX/ses-N/func/`` with ``sub-XX_ses-N_task-…`` names.
 
@@ -154,6 +156,18 @@ def write_surface_run(deriv, stem, values, number, tr, task):
         entities = f"hemi-{hemi}_space-fsaverage5" if number % 2 == 0 else f"space-fsaverage5_hemi-{hemi}"
         _write_gifti(deriv / f"{stem}_{entities}_bold.func.gii", values[:, offset * n_vertices:(offset + 1) * n_vertices])
         _write_json(deriv / f"{stem}_{entities}_bold.json", {"RepetitionTime": tr, "TaskName": task})
+
+
+def write_cifti_run(deriv, stem, values, tr, task):
+    """One run's BOLD (time × both hemispheres' vertices, left first) as a CIFTI-2 dtseries in ``space-fsLR``
+    (``den-91k`` as fMRIPrep names it; the grayordinates are the given vertices, half per hemisphere)."""
+    n_vertices = values.shape[1] // 2
+    models = (nib.cifti2.BrainModelAxis.from_surface(np.arange(n_vertices), n_vertices, "CortexLeft")
+              + nib.cifti2.BrainModelAxis.from_surface(np.arange(n_vertices), n_vertices, "CortexRight"))
+    series = nib.cifti2.SeriesAxis(start=0.0, step=tr, size=values.shape[0], unit="SECOND")
+    nib.Cifti2Image(values.astype(np.float32), header=(series, models)).to_filename(
+        deriv / f"{stem}_space-fsLR_den-91k_bold.dtseries.nii")
+    _write_json(deriv / f"{stem}_space-fsLR_den-91k_bold.json", {"RepetitionTime": tr, "TaskName": task})
 
 
 def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, shape=(14, 16, 12),

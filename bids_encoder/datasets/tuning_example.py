@@ -1,13 +1,15 @@
 """fMRIPrep-like BIDS datasets with planted 1-D tuning: numerosity (log-Gaussian) or orientation (von Mises).
 
 Layout as :mod:`bids_encoder.datasets.example_dataset` (``space-MNI152NLin2009cAsym_res-2`` volumes, brain mask,
-confounds; optionally fsaverage-style GIFTI surfaces with ``surface_vertices`` per hemisphere). Each run's
+confounds; optionally fsaverage-style GIFTI surfaces with ``surface_vertices`` per hemisphere, and the same data as
+a CIFTI dtseries with ``cifti=True``). Each run's
 events.tsv has ``onset``, ``duration``, ``trial_type`` and the stimulus column (``numerosity`` or
 ``orientation``): stimulus events (``trial_type`` ``stimulus``) show one value each, balanced within the run, and
 ``response`` events (value ``n/a``) follow some of them — a nuisance with its own planted effect.
 
 BOLD = baseline + Σ_k tuning_v(value_k) · regressor_k + effect_v · regressor_response + drift + Gaussian noise
-(SD ``noise``), where regressor_k is the events of value k convolved with the SPM HRF by nilearn's
+(SD ``noise``), where regressor_k is the events of value k convolved with the SPM HRF (or, with ``hrf_delay``, the
+SPM shape with another delay) by nilearn's
 ``compute_regressor`` (independent of bids_encoder's own design code) and the tuning amplitude is such that one
 event at the preferred value evokes a BOLD response peaking at ``amplitude`` × the noise SD. Several runs with
 ≥ 8 trials per value and run: enough for leave-one-run-out cross-validation and single-trial decoding.
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import compute_regressor
 
-from .example_dataset import write_skeleton, write_surface_run, write_volume_run
+from .example_dataset import write_cifti_run, write_skeleton, write_surface_run, write_volume_run
 
 __all__ = ["TuningTruth", "make_tuning_dataset", "NUMEROSITIES", "ORIENTATIONS"]
 
@@ -82,22 +84,39 @@ def _event_peak(duration, tr):
     return float(response.max())
 
 
-def _regressors(events, values, column, frame_times):
-    """(time × values) SPM-convolved stimulus regressors and the response regressor (nilearn)."""
+def _delayed_spm(delay):
+    """nilearn-style HRF callable (``(tr, oversampling)`` → kernel): SPM's double gamma with the positive lobe's
+    delay ``delay`` s (dispersion 1, undershoot 16 s, ratio 1/6), written here with scipy."""
+    from scipy.stats import gamma
+
+    def hrf(tr, oversampling=50, time_length=32.0, onset=0.0):
+        dt = tr / oversampling
+        times = np.linspace(0, time_length, np.rint(time_length / dt).astype(int)) - onset
+        kernel = gamma.pdf(times, delay, loc=dt, scale=1.0) - gamma.pdf(times, 16.0, loc=dt, scale=1.0) / 6.0
+        return kernel / kernel.sum()
+
+    hrf.__name__ = f"spm_delay{delay:g}"
+    return hrf
+
+
+def _regressors(events, values, column, frame_times, hrf_delay=None):
+    """(time × values) SPM-convolved stimulus regressors and the response regressor (nilearn; ``hrf_delay``: the
+    SPM shape with that delay of its positive lobe instead of 6 s)."""
+    hrf = "spm" if hrf_delay is None else _delayed_spm(hrf_delay)
     columns = []
     for value in values:
         chosen = events[np.isclose(events[column], value)]
         columns.append(compute_regressor(np.vstack([chosen["onset"], chosen["duration"], np.ones(len(chosen))]),
-                                         "spm", frame_times)[0][:, 0])
+                                         hrf, frame_times)[0][:, 0])
     response = events[events["trial_type"] == "response"]
     nuisance = compute_regressor(np.vstack([response["onset"], response["duration"], np.ones(len(response))]),
-                                 "spm", frame_times)[0][:, 0]
+                                 hrf, frame_times)[0][:, 0]
     return np.column_stack(columns), nuisance
 
 
 def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volumes=220, tr=1.5, shape=(8, 8, 6),
                         n_per_value=8, amplitude=1.0, noise=1.0, duration=2.0, seed=0, surface_vertices=0,
-                        task=None):
+                        task=None, cifti=False, hrf_delay=None, nuisance_effect=(0.5, 1.0)):
     """Write a tuning dataset under ``root`` and return its :class:`TuningTruth`.
 
     Parameters
@@ -110,10 +129,18 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
         Trials per value and run (fewer when the run is too short for them all).
     surface_vertices : int
         Also write GIFTI surfaces with this many vertices per hemisphere (0: none).
+    cifti : bool
+        With ``surface_vertices``: also write the same surface data as a CIFTI dtseries (``space-fsLR_den-91k``).
+    hrf_delay : float, optional
+        Plant every response (stimulus and ``response`` events) with the SPM HRF whose positive lobe peaks at this
+        delay (s; the canonical 6 when None).
+    nuisance_effect : (low, high)
+        Range of the ``response`` events' effect per voxel, in units of the noise SD.
     """
     if kind not in ("numerosity", "orientation"):
         raise ValueError(f"kind must be 'numerosity' or 'orientation', got {kind!r}")
     root = Path(root)
+    effect_range = nuisance_effect
     rng = np.random.default_rng(seed)
     column = kind
     values = NUMEROSITIES if kind == "numerosity" else ORIENTATIONS
@@ -134,7 +161,7 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
         truth.width[subject][mask] = width
         scale = amplitude * noise / _event_peak(duration, tr)
         heights = scale * _tuning(kind, values, preferred, width)  # values × voxels
-        nuisance_effect = rng.uniform(0.5, 1.0, n_inside) * noise
+        nuisance_effect = rng.uniform(*effect_range, n_inside) * noise
         surface = None
         if surface_vertices:
             surface_preferred, surface_width = _draw(kind, rng, 2 * surface_vertices)
@@ -150,7 +177,7 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
             events = _events(rng, values, n_per_value, n_volumes, tr, column, duration)
             truth.events[(subject, run)] = events
             events.to_csv(func / f"{stem}_events.tsv", sep="\t", index=False, na_rep="n/a", float_format="%g")
-            design, response = _regressors(events, values, column, frame_times)
+            design, response = _regressors(events, values, column, frame_times, hrf_delay)
             drift = np.linspace(-1, 1, n_volumes) * rng.normal(0, 1)
             inside = (baseline[np.newaxis, :] + design @ heights + np.outer(response, nuisance_effect)
                       + drift[:, np.newaxis] + rng.normal(0, noise, (n_volumes, n_inside)))
@@ -161,4 +188,6 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
                 values_by_time = (100.0 + design @ surface + drift[:, np.newaxis]
                                   + rng.normal(0, noise, (n_volumes, 2 * surface_vertices)))
                 write_surface_run(deriv, stem, values_by_time, number, tr, task)
+                if cifti:
+                    write_cifti_run(deriv, stem, values_by_time, tr, task)
     return truth

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..bids.participant_maps import read_map
 from . import figures
+from .comparison import group_comparisons
 from .participant import MapPlotter
 from .render import render
 
@@ -58,6 +59,7 @@ def write_group_report(output_dir, items, tables=(), clusters=()):
     return render("group.html", output_dir / "group.html", title="group", sections=sections,
                   columns=list(summary.columns), rows=summary.to_numpy().tolist(),
                   n_participants=int(subjects.nunique()), few=FEW_PARTICIPANTS,
+                  comparisons=group_comparisons(output_dir, _background),
                   tables=[{"name": name, "columns": list(frame.columns),
                            "rows": frame.apply(lambda c: c.map(_cell)).to_numpy().tolist()} for name, frame in tables],
                   clusters=[{"name": name, "columns": list(frame.columns), "total": len(frame),

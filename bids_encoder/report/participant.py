@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bids.derivatives import write_json
 from . import decoding, figures, tuning
+from .comparison import participant_comparisons
 from .render import render
 
 logger = logging.getLogger(__name__)
@@ -110,11 +111,12 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     section = {"name": name, "summary": info["summary"], "warnings": info["warnings"],
                "convergence": info["convergence"], "figures": {}}
     design = result.design
-    regressors = [c for c in design.columns if c not in inputs.confounds.columns]
+    nuisance = [c for c in design.columns if str(c).startswith("nuisance_") and c not in inputs.confounds.columns]
+    regressors = [c for c in design.columns if c not in inputs.confounds.columns and c not in nuisance]
     section["figures"]["design"] = _figure(figures.design_figure(
         design, regressors, f"{stem}_design.svg", "Model regressors (each scaled to its maximum)"), output_dir,
         "Regressors of the model, all runs; red lines separate runs.")
-    confounds = list(inputs.confounds.columns)
+    confounds = list(inputs.confounds.columns) + nuisance  # nuisance: e.g. the HRF derivatives of --hrf fit
     if confounds:
         section["figures"]["confounds"] = _figure(figures.confounds_figure(
             design, confounds, f"{stem}_confounds.svg", "Confound regressors (standardised per run)"), output_dir,
@@ -224,4 +226,4 @@ def write_participant_report(output_dir, subject):
         section["summary"] = readable_rows(section["summary"])
         section["convergence"] = readable_rows(section["convergence"])
     return render("participant.html", output_dir / f"sub-{subject}.html", title=f"sub-{subject}",
-                  subject=subject, sections=sections)
+                  subject=subject, sections=sections, comparisons=participant_comparisons(output_dir, subject))

@@ -73,6 +73,9 @@ class FitResult:
     # GLM: the regressors as fitted, (time × conditions), or LaggedRegressors (per-voxel HRFs)
     regressors: object = None
     inference: dict | None = None  # GLM: noise model, degrees of freedom, contrasts (workflows.inference)
+    # inputs → their confounds as this fit uses them (1-D models: nuisance regressors with the fit's HRF), for
+    # scoring held-out data; None: the inputs' own
+    confounds_for: object = None
 
 
 def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):

@@ -10,12 +10,14 @@ degrees onto the circle.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 
+from ..bids.inputs import nuisance_regressors
 from ..bids.layout import InputError
 from ..hrf import SPMHRFModel
 from ..models import (
@@ -118,6 +120,41 @@ def _shared_hrf(inputs, canonical, extra, base_model, values):
                                segments=run_lengths(inputs.data.index), nuisance=columns, shared_design=False)
 
 
+def _nuisance_hrf(inputs, hrf, hrf_model):
+    """``inputs`` with the ``--nuisance-trial-type`` regressors convolved for the HRF choice ``hrf``, and the
+    sidecar's description of them.
+
+    canonical: the SPM HRF (as assembled). shared: the shared HRF (``hrf_model``'s delay and dispersion, the
+    stimulus response's). fit: the canonical regressor and its delay and dispersion derivatives — the confounds are
+    fitted per voxel by linear least squares, so each voxel's nuisance response takes its own latency and width
+    to first order; the exact per-voxel HRF would put the nuisance regressors inside the nonlinear model.
+    """
+    if not inputs.nuisance_events or hrf == "canonical":
+        return inputs, (None if not inputs.nuisance_events else
+                        "events of each trial type convolved with the canonical SPM HRF (exact timing)")
+    if hrf == "shared":
+        shape = {"a1": hrf_model.delay, "d1": hrf_model.dispersion, "a2": hrf_model.undershoot,
+                 "d2": hrf_model.u_dispersion, "c": hrf_model.ratio}
+        replaced = nuisance_regressors(inputs, shape)
+        text = (f"events of each trial type convolved with the shared HRF of the stimulus response (delay "
+                f"{hrf_model.delay:.4g} s, dispersion {hrf_model.dispersion:.4g} s; exact timing); the shared HRF "
+                "itself is estimated with canonical nuisance regressors")
+    else:
+        replaced = nuisance_regressors(inputs, None, derivatives=True)
+        text = ("events of each trial type convolved with the canonical SPM HRF, with its derivatives with respect "
+                "to the HRF delay and dispersion (…_ddelay, …_ddispersion, central differences): fitted per voxel "
+                "with the confounds, a first-order per-voxel HRF for the nuisance response (the stimulus response's "
+                "per-voxel HRF is fitted nonlinearly; the nuisance regressors are linear confounds, shared by the "
+                "voxels, so they cannot take each voxel's fitted HRF exactly)")
+    others = inputs.confounds.drop(columns=[c for c in inputs.confounds.columns if str(c).startswith("nuisance_")])
+    return dataclasses.replace(inputs, confounds=pd.concat([replaced, others], axis=1)), text
+
+
+def _confounds_for(hrf, hrf_model):
+    """For the cross-validation's scoring: the confounds of any inputs with this fit's nuisance regressors."""
+    return lambda inputs: _nuisance_hrf(inputs, hrf, hrf_model)[0].confounds
+
+
 def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memory_limit, progressbar,
                       positive_amplitude=False, stimulus_period=None):
     with_hrf, without_hrf, description = TUNING_MODELS[model_name]
@@ -143,12 +180,16 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
         shared = _shared_hrf(inputs, canonical, extra, without_hrf(stimulus_values=values), values)
         shared_time = time.perf_counter() - start
         model = build(SPMHRFModel(inputs.tr, delay=shared.delay, dispersion=shared.dispersion))
-        result = _refit_from(model, inputs, canonical, extra, kwargs)
+        inputs, nuisance_text = _nuisance_hrf(inputs, hrf, model.hrf_model)
+        extra = nuisance(inputs)
+        result = _refit_from(model, inputs, canonical, extra, {**kwargs, "confounds": extra})
         result.timings = {**{f"canonical_{k}": v for k, v in canonical.timings.items()},
                           "shared_hrf": shared_time, **result.timings}
     else:
         model = build(SPMHRFModel(inputs.tr, unique_hrfs=hrf == "fit"))
-        result = fit_tuning1d(model, inputs.data, inputs.paradigm, **kwargs)
+        inputs, nuisance_text = _nuisance_hrf(inputs, hrf, model.hrf_model)
+        extra = nuisance(inputs)
+        result = fit_tuning1d(model, inputs.data, inputs.paradigm, **{**kwargs, "confounds": extra})
     parameters = result.parameters
     described = _parameter_maps(model_name, column, period)
     maps = []
@@ -173,6 +214,9 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
                      **({"PeriodDegrees": period} if model_name == "vonmises1d" else {}),
                      "NeuralResponse": "the tuning curve at the event's value while the event lasts, zero between "
                                        "events, convolved with the HRF (TR resolution)"}}}
+    if nuisance_text is not None:
+        fitter_settings["ParameterFitter"]["NuisanceRegressors"] = {
+            "Columns": [c for c in inputs.confounds.columns if str(c).startswith("nuisance_")], "HRF": nuisance_text}
     design = pd.concat([inputs.paradigm, inputs.confounds], axis=1)
     basis = confound_basis(extra, inputs.data.shape[0])
 
@@ -187,6 +231,7 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
                            fitter=fitter_settings, design=design, timings=result.timings,
                            converged=result.fitter.voxel_converged.to_numpy(), history=result.fitter.history,
                            predict=predict, predict_runs=predict_runs,
+                           confounds_for=_confounds_for(hrf, model.hrf_model),
                            tuning={"model": model, "parameters": parameters, "column": column, "period": period,
                                    "values": np.asarray(inputs.stimulus_values, dtype=np.float64),
                                    "name": model_name})

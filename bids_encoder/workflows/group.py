@@ -321,7 +321,7 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown,
         if group_maps is not None:
             group_maps.add(stat, values, described[stat], periods[stat])
         if rois is not None:
-            rois.add(stat, values)
+            rois.add(stat, values, periods[stat])
     written = []
     if group_maps is not None:
         paired_differences(subjects, group_maps, design, options.group_model, described)

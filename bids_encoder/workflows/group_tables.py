@@ -148,19 +148,35 @@ def _column(stat):
     return name if contrast is None else f"{name}_{contrast}"
 
 
-def _roi_means(labels, values, indices, circular):
-    """Mean of ``values`` over each label in ``indices`` (finite values only; circular for angles)."""
+def _roi_means(labels, values, indices, period=None):
+    """Mean of ``values`` over each label in ``indices`` (finite values only).
+
+    ``period`` (in the values' units, e.g. 360 for polar angle, 180 for orientation): a circular mean — the
+    direction of the mean resultant vector of the values mapped onto the full circle, back in (−180, 180] for a
+    period of 360 and in [0, period) otherwise, as :func:`bids_encoder.stats.circular_summary`. None: linear.
+    """
     finite = np.isfinite(values) & (labels > 0)
     size = int(max(indices.max(initial=0), labels.max(initial=0))) + 1
     counts = np.bincount(labels[finite], minlength=size)[indices]
     with np.errstate(invalid="ignore", divide="ignore"):
-        if circular:
-            radians = np.radians(values[finite])
+        if period is not None:
+            scale = 360.0 / float(period)
+            radians = np.radians(values[finite] * scale)
             cos = np.bincount(labels[finite], np.cos(radians), minlength=size)[indices]
             sin = np.bincount(labels[finite], np.sin(radians), minlength=size)[indices]
-            return np.where(counts > 0, np.degrees(np.arctan2(sin, cos)), np.nan), counts
+            mean = np.degrees(np.arctan2(sin, cos))
+            mean = mean if float(period) == 360.0 else np.mod(mean / scale, period)
+            return np.where(counts > 0, mean, np.nan), counts
         total = np.bincount(labels[finite], values[finite], minlength=size)[indices]
         return np.where(counts > 0, total / counts, np.nan), counts
+
+
+def _period(stat, period):
+    """The circular period of a statistic: the one given (from its sidecar's ``CircularPeriod``), else 360 for
+    the :data:`CIRCULAR_STATS`, else None (linear)."""
+    if period is not None:
+        return float(period)
+    return 360.0 if stat[1] in CIRCULAR_STATS else None
 
 
 class RoiTables:
@@ -179,17 +195,19 @@ class RoiTables:
         if self.indices.size == 0:
             raise ValueError(f"The atlas {atlas.template} has no label inside the maps")
         self.region_names = [names.get(int(i), str(int(i))) for i in self.indices]
-        self.frames = {}
+        self.frames, self.periods = {}, {}
         for subject, maps in subjects.items():
-            _, n_voxels = _roi_means(self.labelled[subject], maps.values((None, "rsquared")), self.indices, False)
+            _, n_voxels = _roi_means(self.labelled[subject], maps.values((None, "rsquared")), self.indices)
             self.frames[subject] = pd.DataFrame({"participant_id": f"sub-{subject}", "index": self.indices,
                                                  "name": self.region_names, "n_voxels": n_voxels})
 
-    def add(self, stat, values_by_subject):
-        """Region means of ``stat`` from each participant's map (None: the participant has none)."""
+    def add(self, stat, values_by_subject, period=None):
+        """Region means of ``stat`` from each participant's map (None: the participant has none); circular with
+        ``period`` (the map sidecar's ``CircularPeriod``; polar angle: 360 when not given)."""
+        period = self.periods[stat] = _period(stat, period)
         for subject, values in values_by_subject.items():
             self.frames[subject][_column(stat)] = np.nan if values is None else _roi_means(
-                self.labelled[subject], values, self.indices, stat[1] in CIRCULAR_STATS)[0]
+                self.labelled[subject], values, self.indices, period)[0]
 
     def write(self, key, subjects, stat_keys, described, output_dir, staging, common):
         """Write both tables; returns their paths (TSV and JSON each)."""
@@ -200,8 +218,9 @@ class RoiTables:
                                 "Labels": None if atlas.labels_file is None else str(atlas.labels_file)}}
         columns = {"participant_id": "Participant", "index": "Atlas label", "name": "Region name",
                    "n_voxels": "Voxels of the region with a value (R² at least MinRSquared when set)"}
+        periods = {stat: self.periods.get(stat, _period(stat, None)) for stat in stat_keys}
         columns.update({_column(stat): f"Mean over the region's voxels"
-                        f"{' (circular)' if stat[1] in CIRCULAR_STATS else ''} of: "
+                        f"{'' if periods[stat] is None else f' (circular, period {periods[stat]:g})'} of: "
                         f"{described[stat]['Description']} ({described[stat]['Units']})" for stat in stat_keys})
         common = {**common, "Sources": sources(subjects, stat_keys, output_dir)}
         written = _table(derivative_path(staging, {**base, "desc": "participants"}, suffix="rois",
@@ -215,12 +234,13 @@ class RoiTables:
         for stat in stat_keys:
             column = _column(stat)
             values = np.vstack([f[column].to_numpy(dtype=np.float64) for f in per_subject.values()])
-            circular = stat[1] in CIRCULAR_STATS
-            summary = stats.circular_summary(values) if circular else stats.linear_summary(values)
+            circular = periods[stat] is not None
+            summary = stats.circular_summary(values, periods[stat]) if circular else stats.linear_summary(values)
             for desc, result in summary.items():
                 group[f"{column}_{desc}"] = result
-                group_columns[f"{column}_{desc}"] = (f"{'Circular ' if circular else ''}{desc} across participants "
-                                                     f"of the region means of {column}")
+                group_columns[f"{column}_{desc}"] = (
+                    f"{f'Circular (period {periods[stat]:g}) ' if circular else ''}{desc} across participants of "
+                    f"the region means of {column}")
             if stat[1] in TESTED_STATS:
                 t, z, _ = stats.one_sample_t(values)
                 group[f"{column}_t"], group[f"{column}_z"] = t, z
