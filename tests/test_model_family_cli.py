@@ -154,6 +154,9 @@ def test_orientation_on_surfaces(tmp_path):
     assert np.median(np.abs(error[chosen])) < 10
     assert np.corrcoef(planted[chosen] + error[chosen], planted[chosen])[0, 1] >= 0.9
     assert ((preferred >= 0) & (preferred < 180)).all()
+    mu = json.loads((out / "sub-01/func" / "sub-01_task-orientation_space-fsaverage5_model-vonmises1d_"
+                     "stat-mu_statmap.json").read_text())
+    assert mu["Units"] == "radians" and mu["CircularPeriod"] == pytest.approx(2 * np.pi)  # group: circular
 
 
 FAMILY = {
@@ -224,11 +227,14 @@ def test_group_summarises_preferred_orientation_circularly(tmp_path):
     preferred = np.array([[170.0, 10.0, 90.0, 45.0], [10.0, 10.0, 80.0, 50.0], [175.0, 20.0, 100.0, 40.0]])
     for row, subject in zip(preferred, ("01", "02", "03"), strict=True):
         entities = {"subject": subject, "task": "orientation", "space": "MNI152NLin2009cAsym", "model": "vonmises1d"}
-        for stat, values, extra in (("preferred", row, {"CircularPeriod": 180.0}), ("rsquared", np.full(4, 0.5), {})):
+        mu = np.radians(row * 2)  # the model's own parameter: radians, 2π for the stimulus period
+        for stat, values, extra in (("preferred", row, {"CircularPeriod": 180.0, "Units": "degrees"}),
+                                    ("mu", mu, {"CircularPeriod": 2 * np.pi, "Units": "radians"}),
+                                    ("rsquared", np.full(4, 0.5), {"Units": "fraction"})):
             path = map_paths(out, {**entities, "stat": stat}, "volume")
             writer.write(values, path, name=stat)
-            sidecar_path(path).write_text(json.dumps({"Description": stat, "Units": "degrees", "Runs": [1],
-                                                      "MedianRSquared": 0.5, **extra}))
+            sidecar_path(path).write_text(json.dumps({"Description": stat, "Runs": [1], "MedianRSquared": 0.5,
+                                                      **extra}))
     assert main([str(bids), str(out), "group", "--work-dir", str(tmp_path / "work"), "--no-report"]) == 0
     stem = out / "group/task-orientation_space-MNI152NLin2009cAsym_model-vonmises1d_stat-preferred_desc-mean_statmap"
     mean = np.asarray(nib.load(f"{stem}.nii.gz").dataobj).ravel()
@@ -236,6 +242,12 @@ def test_group_summarises_preferred_orientation_circularly(tmp_path):
     np.testing.assert_allclose(np.angle(np.exp(1j * np.radians(2 * (mean - expected)))), 0.0, atol=1e-4)
     assert abs(mean[0] - 178.33) < 0.5 or abs(mean[0] + 1.67) < 0.5  # near 0°/180°, far from the linear 118°
     assert json.loads(Path(f"{stem}.json").read_text())["Test"]["PeriodDegrees"] == 180.0
+    # vonmises1d's mu (radians, as the app writes it with CircularPeriod 2π) is averaged on its own circle too
+    stem = Path(str(stem).replace("stat-preferred", "stat-mu"))
+    mu_mean = np.asarray(nib.load(f"{stem}.nii.gz").dataobj).ravel()
+    expected = scipy_stats.circmean(np.radians(preferred * 2), high=2 * np.pi, low=0.0, axis=0)
+    np.testing.assert_allclose(np.angle(np.exp(1j * (mu_mean - expected))), 0.0, atol=1e-4)
+    assert json.loads(Path(f"{stem}.json").read_text())["Test"]["PeriodUnits"] == "radians"
 
 
 def _write_orientation_maps(out, rows, sessions=None):

@@ -195,7 +195,8 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
     maps = []
     for label in parameters.columns:
         text, units = described.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
-        maps.append(MapSpec(label, parameters[label].to_numpy().astype(np.float32), text, units))
+        circular = {"CircularPeriod": 2 * np.pi} if model_name == "vonmises1d" and label == "mu" else None
+        maps.append(MapSpec(label, parameters[label].to_numpy().astype(np.float32), text, units, sidecar=circular))
     maps += natural_maps(model_name, parameters, column, period)
     fitted = {k: parameters[k].to_numpy() for k in HRF_UNITS if k in parameters}
     grid = {label: [round(float(v), 4) for v in grid_values]

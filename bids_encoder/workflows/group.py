@@ -208,6 +208,14 @@ def run_group(bids_dir, output_dir, options):
     return written
 
 
+def _period(period, described):
+    """The period of a circular map in the group sidecars: degrees, or the map's own units (vonmises1d's mu:
+    radians)."""
+    if described.get("Units") == "radians":
+        return {"Period": period, "PeriodUnits": "radians"}
+    return {"PeriodDegrees": period}
+
+
 def _clusters(written):
     """(name, table) of every non-empty clusters TSV written, for the report."""
     tables = []
@@ -415,7 +423,7 @@ class _GroupMaps:
                 "Description": f"{tests[desc]} of: {described['Description']}",
                 "Units": described["Units"], "Test": {"Name": desc, "Definition": tests[desc],
                                                       "Circular": circular,
-                                                      **({"PeriodDegrees": period} if circular else {})},
+                                                      **(_period(period, described) if circular else {})},
                 "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
             self._group_model(contrast, values, entities, described, included)
