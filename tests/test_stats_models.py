@@ -201,11 +201,19 @@ def _spec(tmp_path, change):
      "node participant: Model X [1, 'age'] is not supported at the subject level"),
     (lambda s: s["Nodes"][0]["Model"].update(Type="meta"), 64, "node run: Model Type 'meta' is not supported"),
     (lambda s: s["Nodes"].pop(0), 64, "the first node is Subject-level"),
-    (lambda s: s["Nodes"][0]["Transformations"].append({"Name": "Convolve", "Input": ["gain"]}), 64,
+    (lambda s: (s["Nodes"][0]["Transformations"].append({"Name": "Convolve", "Input": ["gain"]}),
+                s["Nodes"][0]["Model"].pop("Formula")), 64,
      "--hrf fit applies to event regressors only; use --hrf canonical"),
+    # the reviewer's cases: a Formula column beside sampled regressors (pybids multiplies unconvolved boxcars) …
+    (lambda s: s["Nodes"][0]["Transformations"].append({"Name": "Convolve", "Input": ["gain"]}), 64,
+     "the Formula column 'RT:gain' beside regressors sampled at the TR is not supported"),
+    # … and the file's Convolve over several runs in one output (pybids concatenates their timelines)
+    (lambda s: (s["Nodes"][0]["Transformations"].append({"Name": "Convolve", "Input": ["gain"]}),
+                s["Nodes"][0]["Model"].pop("Formula"), s["Nodes"][0].update(GroupBy=["subject"])), 64,
+     "one output holds 2 runs and the file convolves"),
 ])
 def test_unsupported_parts_are_one_line_usage_errors(ds005, tmp_path, capsys, change, code, message):
-    extra = ["--hrf", "fit"] if "Convolve" in message or "--hrf" in message else []
+    extra = ["--hrf", "fit"] if "--hrf" in message else []
     out = tmp_path / "out"
     assert _run(ds005, out, "participant", _spec(tmp_path, change), "--participant-label", "01", *FAST,
                 *extra) == code
@@ -324,3 +332,70 @@ def test_sessions_without_run_entities_are_combined_by_the_subject_node(tmp_path
                       & (subject[s][inside] <= np.maximum(*sessions)[inside] + 1e-6))  # a weighted mean
     group = _map(out / "group" / f"{stem}_desc-dataset_statmap.nii.gz")
     np.testing.assert_allclose(group[inside], (subject["01"][inside] + subject["02"][inside]) / 2, rtol=1e-5)
+
+
+def test_an_intercept_in_x_with_dummy_contrasts_runs_without_its_contrast(ds005, tmp_path, capsys):
+    """X with 1 and a bare DummyContrasts: pybids adds a contrast on the intercept, which the app's design has as
+    every run's own mean; it is left out with a warning (the run used to stop with exit 64)."""
+    def change(spec):
+        spec["Nodes"][0]["Model"] = {"X": [1, "RT", "gain"]}
+    out = tmp_path / "out"
+    assert _run(ds005, out, "participant", _spec(tmp_path, change), "--participant-label", "01", *FAST) == 0
+    assert "no contrast intercept on the intercept" in capsys.readouterr().err
+    names = {p.name.split("_contrast-")[1].split("_")[0] for p in (out / "sub-01" / "func").glob("*run-01*contrast-*")}
+    assert names == {"RT", "gain"}
+
+
+def test_edge_filters_select_the_inputs_of_a_dataset_node(test_model, ds005, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(test_model, out, ignore=shutil.ignore_patterns("group"))
+    spec = json.loads((MODELS / "ds-005_type-test_model.json").read_text())
+    spec["Edges"][2]["Filter"] = {"contrast": ["gain"]}  # participant → group-diff: the gain contrast only
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps(spec))
+    assert _run(ds005, out, "group", model, "--group-model", "ols", "--no-report") == 0
+    diff = {p.name.split("_contrast-")[1].split("_")[0] for p in (out / "group").glob("*desc-groupDiff_statmap.json")}
+    assert diff == {"gain", "gainSex"}
+    by_group = {p.name.split("_contrast-")[1].split("_")[0] for p in (out / "group").glob("*desc-byGroupSexM_*.json")}
+    assert by_group == {"gain", "RT", "RTGain"}  # the other edge has no filter
+
+
+def test_node_rows_map_back_to_their_inputs_with_and_without_run_entities(ds005):
+    """pybids turns a run column with missing values into floats; rows are mapped back by a private index, not by
+    comparing entity strings (which found no input for '1.0' against 1)."""
+    from bids.modeling.statsmodels import ContrastInfo
+
+    from bids_encoder.bids.layout import load_layout
+    from bids_encoder.bids.stats_models import StatsModel, node_outputs
+
+    graph = StatsModel(json.loads((MODELS / "ds-005_type-test_model.json").read_text())).graph(
+        load_layout(ds005, raw_only=True))
+    inputs = [ContrastInfo("gain", ["gain"], [1], "t", {"subject": "01", "task": task, "contrast": "gain", **run})
+              for task, run in (("a", {"run": 1}), ("a", {"run": 2}), ("b", {}))]
+    (output, rows), = node_outputs(graph, "participant", inputs)
+    assert sorted(rows) == [0, 1, 2] and len(output.metadata) == 3
+    for row, index in zip(output.metadata.itertuples(), rows, strict=True):
+        assert row.task == inputs[index].entities["task"]
+
+
+def test_a_missing_covariate_stops_the_dataset_node_instead_of_becoming_zero(test_model, ds005, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(ds005, raw, symlinks=True)
+    table = pd.read_csv(raw / "participants.tsv", sep="\t", dtype=str)
+    table.loc[table["participant_id"] == "sub-02", "age"] = "n/a"
+    table.to_csv(raw / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    shutil.copytree(test_model, out, ignore=shutil.ignore_patterns("group"))
+    spec = json.loads((MODELS / "ds-005_type-test_model.json").read_text())
+    spec["Nodes"][3]["Model"]["X"] = [1, "age"]
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps(spec))
+    assert _run(raw, out, "group", model, "--no-report") == 65
+    assert "node group-diff: NaNs detected in columns" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_combination_over_tasks_is_named_by_none_of_them():
+    from bids_encoder.workflows.stats_models import common_entities
+
+    entities = [{"subject": "01", "task": "a", "space": "S", "run": 1}, {"subject": "01", "task": "b", "space": "S"}]
+    assert common_entities(entities, drop=("run",)) == {"subject": "01", "space": "S"}

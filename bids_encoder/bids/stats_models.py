@@ -34,7 +34,7 @@ from .layout import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = ["StatsModel", "StatsModelError", "RunDesign", "read_stats_model", "run_designs", "node_outputs",
-           "contrast_rows"]
+           "edge_inputs", "contrast_rows"]
 
 LEVELS = ("run", "session", "subject", "dataset")
 DEFAULT_GROUP_BY = {"run": ["run", "session", "subject"], "session": ["subject", "session", "contrast"],
@@ -243,6 +243,10 @@ def run_designs(model, graph, runs, loaded):
     outputs = _pybids(lambda: root.run(group_by=root.group_by, force_dense=False, transformation_history=True,
                                        missing_values="fill", invalid_contrasts="error", **chosen),
                       f"{model.name}, node {root.name}")
+    missing = [key for key in ("session", "task") if key not in root.group_by and chosen.get(key) is not None]
+    if missing:
+        logger.info("%s, node %s: GroupBy has no %s: the app fits one session and task at a time (%s); a later "
+                    "node can combine them", model.name, root.name, " or ".join(missing), runs[0].label)
     designs = [_run_design(model, root, output, runs) for output in outputs]
     return [design for design in designs if design is not None]
 
@@ -286,6 +290,11 @@ def _run_design(model, node, output, all_runs):
     from bids.variables import DenseRunVariable, SparseRunVariable
 
     dense_mode = any(isinstance(variables.get(c), DenseRunVariable) for c in X.columns)
+    if dense_mode and len(runs) > 1 and model.convolves:
+        raise StatsModelError(f"{where}: one output holds {len(runs)} runs and the file convolves: pybids convolves "
+                              "them on one concatenated timeline (every run's events in the first run's time); "
+                              "group the run node by run (GroupBy [run, subject]) or leave the convolution to the "
+                              "app (no Convolve)")
     event_columns, dense_columns, notes = [], [], []
     for column in X.columns:
         if column == "intercept":
@@ -294,10 +303,16 @@ def _run_design(model, node, output, all_runs):
         variable = variables.get(column)
         if not dense_mode or isinstance(variable, SparseRunVariable):
             event_columns.append(column)
-        else:
+        elif isinstance(variable, DenseRunVariable):
             dense_columns.append(column)
-            if not isinstance(variable, DenseRunVariable):
-                notes.append(f"{column} (from the Formula) is used as pybids samples it at the TR")
+        else:
+            raise StatsModelError(f"{where}: the Formula column {column!r} beside regressors sampled at the TR is "
+                                  "not supported (pybids multiplies unconvolved boxcars); without sampled "
+                                  "regressors in X the app convolves Formula columns as events")
+    if dense_mode and event_columns and any(run.start_time for run in runs):
+        logger.warning("%s: the app samples its convolved event regressors at the slice-timing reference "
+                       "(StartTime %g s), pybids its sampled ones at the start of each volume", where,
+                       runs[0].start_time)
     events = [pd.DataFrame({"onset": [], "duration": [], "condition": [], "modulation": []}) for _ in runs]
     if event_columns:
         if dense_mode:
@@ -330,8 +345,15 @@ def _run_design(model, node, output, all_runs):
     for note in dict.fromkeys(notes):
         logger.info("%s: %s", where, note)
     one_run = "run" in node.group_by and len(runs) == 1 and runs[0].run is not None
+    contrasts = []
+    for contrast in output.contrasts:
+        if list(contrast.conditions) == ["intercept"]:  # pybids' dummy contrast of X's 1: a run mean here
+            logger.warning("%s: no contrast %s on the intercept: every run has its own mean in the app's design",
+                           where, contrast.name)
+            continue
+        contrasts.append(contrast)
     return RunDesign(node=node.name, entities=dict(output.entities), runs=runs, event_columns=event_columns,
-                     events=events, dense_columns=dense_columns, dense=dense, contrasts=list(output.contrasts),
+                     events=events, dense_columns=dense_columns, dense=dense, contrasts=contrasts,
                      one_run=one_run, notes=list(dict.fromkeys(notes)))
 
 
@@ -355,8 +377,31 @@ def contrast_rows(contrast, columns, where):
     return kind, rows
 
 
-def node_outputs(graph, name, inputs, **filters):
-    """pybids' outputs of node ``name`` given the incoming ContrastInfos ``inputs``."""
+INPUT_KEY = "bidsEncoderInput"  # a private entity numbering a node's inputs: pybids' rows are mapped back by it
+
+
+def edge_inputs(node, items, info, nodes):
+    """The items that reach ``node`` through its edges: made by an edge's source node (``nodes(item)``), passing
+    the edge's ``Filter`` (on ``info(item)``'s entities)."""
+    from bids.utils import matches_entities
+
+    chosen = []
+    for item in items:
+        for edge in node.parents:
+            if edge.source.name in nodes(item) and matches_entities(info(item), edge.filter or {}):
+                chosen.append(item)
+                break
+    return chosen
+
+
+def node_outputs(graph, name, inputs, missing_values=None):
+    """pybids' outputs of node ``name`` given the incoming ContrastInfos ``inputs``, and for each output the index
+    (into ``inputs``) of every row of its design."""
+    from bids.modeling.statsmodels import ContrastInfo
+
     node = graph.get_node(name)
-    return _pybids(lambda: node.run(inputs, group_by=node.group_by, invalid_contrasts="error", **filters),
-                   f"node {name}")
+    numbered = [ContrastInfo(i.name, i.conditions, i.weights, i.test, {**i.entities, INPUT_KEY: k})
+                for k, i in enumerate(inputs)]
+    outputs = _pybids(lambda: node.run(numbered, group_by=node.group_by, invalid_contrasts="error",
+                                       missing_values=missing_values), f"node {name}")
+    return [(output, [int(k) for k in output.metadata[INPUT_KEY]]) for output in outputs]

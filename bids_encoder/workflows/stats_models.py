@@ -23,7 +23,7 @@ from .._version import __version__
 from ..bids.derivatives import bids_label, map_paths, sidecar_path, write_json
 from ..bids.layout import InputError
 from ..bids.participant_maps import read_map
-from ..bids.stats_models import StatsModelError, contrast_rows, node_outputs, run_designs
+from ..bids.stats_models import StatsModelError, contrast_rows, edge_inputs, node_outputs, run_designs
 from ..inference.group import group_glm
 from ..inference.statistics import t_to_z_p
 from .inference import ContrastSpec
@@ -34,7 +34,7 @@ from .summary import fit_record
 logger = logging.getLogger(__name__)
 
 __all__ = ["select_model_inputs", "design_contrast_specs", "stats_model_sidecar", "fit_stats_model",
-           "COMBINED_STATS"]
+           "common_entities", "COMBINED_STATS"]
 
 COMBINED_STATS = ("effect", "variance", "t", "z", "p")
 INPUT_ENTITIES = ("subject", "session", "task", "run")
@@ -181,34 +181,17 @@ def _exists(path):
     return all(p.is_file() for p in path.values()) if isinstance(path, dict) else path.is_file()
 
 
-def _matches(row, item):
-    for key, value in item.info.entities.items():
-        if key in row.index and row[key] is not None and not (isinstance(row[key], float) and np.isnan(row[key])):
-            if str(row[key]) != str(value):
-                return False
-    return True
-
-
 def _combine_node(graph, model, name, level, available, output_dir, kind):
     """Fixed effects (FEMA) or t-tests of one session/subject node; returns (new inputs, paths written)."""
     node = graph.get_node(name)
-    sources = {edge.source.name for edge in node.parents}
-    inputs = [item for item in available if sources & set(item.nodes)]
+    inputs = edge_inputs(node, available, lambda item: item.info, lambda item: item.nodes)
     if not inputs:
         logger.warning("--model-file %s, node %s: no input from %s; skipped", model.name, name,
-                       ", ".join(sorted(sources)))
+                       ", ".join(sorted(edge.source.name for edge in node.parents)))
         return [], []
-    filters = next((edge.filter for edge in node.parents if edge.filter), {})
     new, written = [], []
-    for output in node_outputs(graph, name, [item.info for item in inputs], **(filters or {})):
-        rows = output.metadata.reset_index(drop=True)
-        chosen = []
-        for _, row in rows.iterrows():
-            match = [item for item in inputs if _matches(row, item)]
-            if len(match) != 1:
-                raise InputError(f"--model-file {model.name}, node {name}: {len(match)} inputs match "
-                                 f"{row.to_dict()}", exit_code=65)
-            chosen.append(match[0])
+    for output, rows in node_outputs(graph, name, [item.info for item in inputs]):
+        chosen = [inputs[k] for k in rows]
         for contrast in output.contrasts:
             item, paths = _combine(model, name, level, contrast, chosen, output_dir, kind)
             new.append(item)
@@ -220,10 +203,7 @@ def _combine_node(graph, model, name, level, available, output_dir, kind):
 def _combine(model, name, level, contrast, chosen, output_dir, kind):
     kind_t, rows = contrast_rows(contrast, ["intercept"], f"--model-file {model.name}, node {name}")
     weight = float(rows[0, 0])
-    base = {key: value for key, value in chosen[0].entities.items() if key not in ("run", "session")}
-    sessions = {item.entities.get("session") for item in chosen}
-    if len(sessions) == 1 and None not in sessions:
-        base["session"] = next(iter(sessions))
+    base = common_entities([item.entities for item in chosen], drop=("run",))
     target = {**base, "contrast": bids_label(contrast.name)}
     paths = {stat: map_paths(output_dir, {**target, "stat": stat}, kind) for stat in COMBINED_STATS}
     info = ContrastInfo(contrast.name, contrast.conditions, contrast.weights, contrast.test,
@@ -292,6 +272,14 @@ def _combine(model, name, level, contrast, chosen, output_dir, kind):
             path.unlink(missing_ok=True)
         raise
     return _Input(info, paths, common["DegreesOfFreedom"] or 0.0, [name], base), written
+
+
+def common_entities(entities, drop=()):
+    """The entities every one of ``entities`` (dicts) has with the same value, but ``drop`` (a combination of
+    several tasks or sessions is named by neither)."""
+    first = entities[0]
+    return {key: value for key, value in first.items() if key not in drop
+            and all(other.get(key) == value for other in entities[1:])}
 
 
 def _relative(path, output_dir):

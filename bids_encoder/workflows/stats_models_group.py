@@ -21,9 +21,10 @@ from bids.modeling.statsmodels import ContrastInfo
 from ..bids.derivatives import bids_label, map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import fit_name, read_map
-from ..bids.stats_models import contrast_rows, node_outputs
+from ..bids.stats_models import contrast_rows, edge_inputs, node_outputs
 from ..inference.group import group_glm
 from .group_thresholds import write_thresholded
+from .stats_models import common_entities
 
 logger = logging.getLogger(__name__)
 
@@ -114,34 +115,25 @@ def run_dataset_nodes(bids_dir, model, fits, staging, output_dir, options, shown
     items = _inputs(fits)
     written = []
     for name in dataset_nodes:
-        sources = {edge.source.name for edge in graph.get_node(name).parents}
-        chosen = [(info, item) for info, item in items if sources & set(item["nodes"])]
+        node = graph.get_node(name)
+        chosen = edge_inputs(node, items, lambda pair: pair[0], lambda pair: pair[1]["nodes"])
         if not chosen:
             logger.warning("--model-file %s, node %s: no participant maps from %s", model.name, name,
-                           ", ".join(sorted(sources)))
+                           ", ".join(sorted(edge.source.name for edge in node.parents)))
             continue
-        for output in node_outputs(graph, name, [info for info, _ in chosen]):
-            written += _fit_output(model, name, output, chosen, staging, output_dir, options, shown, common)
+        for output, rows in node_outputs(graph, name, [info for info, _ in chosen], missing_values="error"):
+            used = [chosen[k][1] for k in rows]
+            written += _fit_output(model, name, output, used, staging, output_dir, options, shown, common)
     return written
 
 
-def _row_item(row, chosen, where):
-    match = [item for info, item in chosen
-             if all(str(row[k]) == str(v) for k, v in info.entities.items() if k in row.index and pd.notna(row[k]))]
-    if len(match) != 1:
-        raise InputError(f"{where}: {len(match)} participant maps match {row.to_dict()}", exit_code=65)
-    return match[0]
-
-
-def _fit_output(model, name, output, chosen, staging, output_dir, options, shown, common):
+def _fit_output(model, name, output, used, staging, output_dir, options, shown, common):
     group = {k: v for k, v in output.entities.items() if k != "contrast"}
     where = (f"--model-file {model.name}, node {name}" + "".join(f", {k} {v}" for k, v in group.items())
              + f", contrast {output.entities.get('contrast')}")
     if not output.contrasts:
         logger.warning("%s: the node defines no contrast (Contrasts or DummyContrasts): nothing to test", where)
         return []
-    rows = output.metadata.reset_index(drop=True)
-    used = [_row_item(row, chosen, where) for _, row in rows.iterrows()]
     X, coding = _design_matrix(output.X.reset_index(drop=True), where)
     rank = np.linalg.matrix_rank(X.to_numpy()) if len(X) else 0
     if len(used) <= rank:
@@ -164,7 +156,7 @@ def _fit_output(model, name, output, chosen, staging, output_dir, options, shown
     results = group_glm(effects[:, mask], X.to_numpy(), contrasts,
                         variances=None if used_model == "ols" else variances[:, mask], model=used_model)
     fit = used[0]["fit"]
-    base = {k: v for k, v in dict(fit.key).items()}
+    base = common_entities([dict(item["fit"].key) for item in used])  # several tasks: no task entity
     base["model"] = model.label
     desc = bids_label(" ".join([name, *[f"{k} {v}" for k, v in group.items()]]))
     subjects = [f"sub-{item['fit'].subject}" for item in used]
