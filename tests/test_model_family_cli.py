@@ -462,26 +462,34 @@ def test_tuning_model_on_cifti(surface_numerosity):
     assert np.corrcoef(values["preferred"][chosen], truth.surface_preferred["01"][chosen])[0, 1] >= 0.9
 
 
-def test_prf_model_on_gifti_surfaces(tmp_path):
-    """css2d (staged from the Gaussian) on fsaverage5 GIFTI: every parameter and derived map as a hemi pair,
-    with units and the model class in the sidecars."""
-    _bars_dataset(tmp_path / "bids", shape=(3, 3, 2), surface_vertices=30)
+@pytest.fixture(scope="module")
+def bars_on_surfaces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bars-gifti")
+    _bars_dataset(root / "bids", shape=(3, 3, 2), surface_vertices=30)
+    return root
+
+
+@pytest.mark.parametrize("model", ["prf2d", "css2d", "dog2d", "dn2d"])
+def test_prf_model_on_gifti_surfaces(bars_on_surfaces, tmp_path, model):
+    """Each 2-D pRF model (the family staged from the Gaussian) on fsaverage5 GIFTI: every parameter and derived
+    map as a hemi pair, with units and the model class in the sidecars."""
     out = tmp_path / "out"
-    assert main([str(tmp_path / "bids"), str(out), "participant", "--model", "css2d", "--cv", "none",
+    assert main([str(bars_on_surfaces / "bids"), str(out), "participant", "--model", model, "--cv", "none",
                  "--max-iterations", "5", "--space", "fsaverage5", "--no-report", "--work-dir",
                  str(tmp_path / "work"), *FAST]) == 0
     func = out / "sub-01/func"
-    class_name, parameters = FAMILY["css2d"]
+    class_name, parameters = {**FAMILY, "prf2d": ("GaussianPRF2DWithHRF", ["x", "y", "sd", "baseline",
+                                                                           "amplitude"])}[model]
     stats = [*parameters, "polarAngle", "eccentricity", "rsquared"]
-    stem = "sub-01_task-localizer_{}space-fsaverage5_model-css2d_stat-{}_statmap"
+    stem = f"sub-01_task-localizer_{{}}space-fsaverage5_model-{model}_stat-{{}}_statmap"
     expected = {stem.format(f"hemi-{h}_", s) + ".func.gii" for s in stats for h in ("L", "R")}
     assert {p.name for p in func.glob("*.func.gii")} == expected
     for stat in stats:
         sidecar = json.loads((func / (stem.format("", stat) + ".json")).read_text())
         assert sidecar["Units"] and sidecar["Description"] and sidecar["Model"]["Class"] == class_name, stat
-    angle = _gifti(out, "css2d", "polarAngle", task="localizer")
+    angle = _gifti(out, model, "polarAngle", task="localizer")
     assert angle.shape == (60,) and np.all(np.abs(angle[np.isfinite(angle)]) <= 180.0)
-    assert np.nanmedian(_gifti(out, "css2d", "rsquared", task="localizer")) > 0
+    assert np.nanmedian(_gifti(out, model, "rsquared", task="localizer")) > 0
 
 
 def _closed_form_regressor(events, n_volumes, tr, delay, dispersion, dt=0.005):
