@@ -101,6 +101,35 @@ class _TuningModel(_PRFModel):
         super().__init__(paradigm=paradigm, data=data, parameters=parameters, weights=weights,
                          positive_amplitude=positive_amplitude, verbosity=verbosity, **kwargs)
 
+    def _axis(self, values):
+        """Stimulus values on the axis of ``mu`` and ``sd`` (the log for the log-Gaussian)."""
+        return values
+
+    @property
+    def bounds(self):
+        """With ``stimulus_values``: ``mu`` within their range (a 5 % margin on each side, so that a start at an end
+        of the range can still move), ``sd`` between its floor and twice the range. A peak
+        outside the values shown is not identifiable (the curve is a monotonic ramp over them): an iterative fit
+        would carry noisy voxels to arbitrary preferred values far outside; a preferred value at an end of the
+        range means "there or beyond". Without stimulus values (or one value): none."""
+        if self.stimulus_values is None or "sd" not in self.parameter_labels:
+            return {}
+        values = self._axis(self.stimulus_values)
+        values = values[np.isfinite(values)]
+        span = float(values.max() - values.min()) if values.size else 0.0
+        if span <= 0:
+            return {}
+        margin = 0.05 * span
+        return {"mu": (float(values.min()) - margin, float(values.max()) + margin),
+                "sd": (self.positive_labels.get("sd", 1e-3), 2.0 * span)}
+
+    @property
+    def transforms(self):
+        transforms = super().transforms
+        for label, (low, high) in self.bounds.items():
+            transforms[label] = Bounded(low, high)
+        return transforms
+
     def get_paradigm(self, paradigm=None):
         paradigm = super().get_paradigm(paradigm)
         if self.stimulus_values is not None and paradigm.shape[1] != self.stimulus_values.size:
@@ -156,6 +185,9 @@ class LogGaussianPRF(_TuningModel):
 
     parameter_labels = ["mu", "sd", "amplitude", "baseline"]
     positive_labels = {"sd": 1e-3}
+
+    def _axis(self, values):
+        return np.log(np.maximum(values, LOG_FLOOR))
 
     def _shape(self, stimulus, parameters):
         mu, sd = self._columns(parameters, "mu", "sd")
