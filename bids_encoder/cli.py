@@ -293,12 +293,15 @@ def run_app(bids_dir, output_dir, analysis_level, options):
 def _dry_run(bids_dir, output_dir, participant_options):
     """--dry-run: check the selection and list its fits; nothing is written in OUTPUT_DIR."""
     from .bids.layout import InputError
-    from .workflows.participant import plan_fits
+    from .workflows.participant import _plan
+    from .workflows.stats_models import planned_fits
     from .workflows.summary import dry_run_lines
 
     try:
-        plan, _ = plan_fits(bids_dir, participant_options)
-        lines = dry_run_lines(plan, output_dir, participant_options)
+        plan, _, layout = _plan(bids_dir, participant_options)
+        model = participant_options.stats_model
+        fits = None if model is None else planned_fits(layout, model, plan, participant_options)
+        lines = dry_run_lines(plan, output_dir, participant_options, fits)
     except InputError as error:
         raise AppError(str(error), error.exit_code) from error
     click.echo("\n".join(lines))

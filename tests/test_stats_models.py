@@ -399,3 +399,15 @@ def test_a_combination_over_tasks_is_named_by_none_of_them():
 
     entities = [{"subject": "01", "task": "a", "space": "S", "run": 1}, {"subject": "01", "task": "b", "space": "S"}]
     assert common_entities(entities, drop=("run",)) == {"subject": "01", "space": "S"}
+
+
+def test_dry_run_lists_the_run_node_fits(ds005, tmp_path, capsys):
+    """Regression: --dry-run with a model file listed one model-glm fit per task, not what the model file fits."""
+    out = tmp_path / "out"
+    assert _run(ds005, out, "participant", MODELS / "ds-005_type-test_model.json", "--participant-label", "01",
+                "--dry-run", *FAST) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sub-01")]
+    assert [line.split(":")[0] for line in lines] == [
+        f"sub-01_task-{TASK}_run-{r}_space-{SPACE}_model-testModel" for r in ("01", "02")]
+    assert all("model glm of test_model node run (3 regressors: RT, gain, RT:gain)" in line for line in lines)
+    assert not out.exists()

@@ -34,7 +34,7 @@ from .summary import fit_record
 logger = logging.getLogger(__name__)
 
 __all__ = ["select_model_inputs", "design_contrast_specs", "stats_model_sidecar", "fit_stats_model",
-           "common_entities", "COMBINED_STATS"]
+           "common_entities", "planned_fits", "COMBINED_STATS"]
 
 COMBINED_STATS = ("effect", "variance", "t", "z", "p")
 INPUT_ENTITIES = ("subject", "session", "task", "run")
@@ -140,6 +140,21 @@ def fit_stats_model(graph, model, groups, output_dir, fit, records, report, kind
             available += new
             written += paths
     return written
+
+
+def planned_fits(layout, model, plan, options):
+    """(runs, entities, model text) of every run-node fit of ``plan`` ({subject: groups of runs}), for --dry-run:
+    pybids reads the events and the BOLD headers, no image data."""
+    from .participant import fit_entities
+
+    graph, loaded, fits = model.graph(layout), set(), []
+    for groups in plan.values():
+        for runs in groups:
+            for design in run_designs(model, graph, runs, loaded):
+                text = (f"glm of {model.name} node {design.node} ({len(design.columns)} regressors: "
+                        f"{', '.join(map(str, design.columns[:6]))}{'…' if len(design.columns) > 6 else ''})")
+                fits.append((design.runs, fit_entities(design.runs, options, design), text))
+    return fits
 
 
 def _confounds_named(design):

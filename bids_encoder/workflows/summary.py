@@ -77,19 +77,21 @@ def _volumes(run, kind):
     return int(image.shape[0] if kind == "cifti" else image.shape[3])
 
 
-def dry_run_lines(plan, output_dir, options):
+def dry_run_lines(plan, output_dir, options, fits=None):
     """What ``--dry-run`` prints: one line per fit (runs, volumes, model, outputs), and whether it would be
-    skipped as finished."""
+    skipped as finished. ``fits``: (runs, entities, model text) of each fit when not one per group of runs and
+    model (a model file's run-node outputs)."""
     kind = space_kind(options.space)
+    if fits is None:
+        fits = [(runs, output_entities(runs, model), model) for groups in plan.values() for runs in groups
+                for model in options.model_list]
     lines = []
-    for groups in plan.values():
-        for runs, model in ((runs, model) for runs in groups for model in options.model_list):
-            entities = output_entities(runs, model)
-            name = fit_name(entities, output_dir)
-            marker = fit_marker(output_dir, entities)
-            volumes = "+".join(str(_volumes(run, kind)) for run in runs)
-            state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
-                     else "to fit")
-            lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
-                         f"volumes, model {model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
+    for runs, entities, model in fits:
+        name = fit_name(entities, output_dir)
+        marker = fit_marker(output_dir, entities)
+        volumes = "+".join(str(_volumes(run, kind)) for run in runs)
+        state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
+                 else "to fit")
+        lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
+                     f"volumes, model {model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
     return lines
