@@ -149,19 +149,25 @@ def parse_expression(expression, conditions):
     Returns a float array (one weight per condition). Raises :class:`ContrastError` for a syntax error, an unknown
     condition, a constant term (``faces - 1``) or all-zero weights.
     """
+    weights = _weights(expression, conditions, "Empty contrast expression")
+    return np.array([weights.get(label, 0.0) for label in conditions], dtype=float)
+
+
+def _weights(expression, conditions, empty):
+    """{condition: weight} of one expression (``conditions`` None: names unchecked); ContrastError when it is
+    empty (message ``empty``), does not parse, has a constant term or only zero weights."""
     tokens = _tokens(expression)
     if not tokens:
-        raise ContrastError("Empty contrast expression")
+        raise ContrastError(empty)
     parser = _Parser(tokens, _resolver(conditions, expression), expression)
     constant, weights = parser.expression_()
     if parser.position != len(tokens):
         raise parser.error(f"unexpected {parser.peek()[1]!r}")
     if constant != 0:
         raise parser.error("a constant term is not a contrast of conditions")
-    vector = np.array([weights.get(label, 0.0) for label in conditions], dtype=float)
-    if not np.any(vector):
+    if not any(weights.values()):
         raise parser.error("all weights are zero")
-    return vector
+    return weights
 
 
 def _split_rows(expression):
@@ -192,14 +198,4 @@ def parse_f_expression(expression, conditions):
 def check_syntax(expression, f_contrast=False):
     """Raise :class:`ContrastError` when ``expression`` cannot be a contrast, whatever the conditions are."""
     for row in _split_rows(expression) if f_contrast else [expression]:
-        tokens = _tokens(row)
-        if not tokens:
-            raise ContrastError(f"Empty contrast expression in {expression!r}")
-        parser = _Parser(tokens, _resolver(None, row), row)
-        constant, weights = parser.expression_()
-        if parser.position != len(tokens):
-            raise parser.error(f"unexpected {parser.peek()[1]!r}")
-        if constant != 0:
-            raise parser.error("a constant term is not a contrast of conditions")
-        if not any(weights.values()):
-            raise parser.error("all weights are zero")
+        _weights(row, None, f"Empty contrast expression in {expression!r}")

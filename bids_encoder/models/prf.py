@@ -44,6 +44,7 @@ class _PRFModel(EncodingModel):
     """Shared parts: labels that are bounded, and the optional sign constraint on amplitudes."""
 
     positive_labels: dict[str, float] = {}  # label → lower bound
+    bounds: dict[str, tuple] = {}  # label → (low, high): a bounded transform (models set their own, never this one)
     amplitude_labels = ("amplitude",)
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, positive_amplitude=False,
@@ -61,6 +62,8 @@ class _PRFModel(EncodingModel):
             for label in self.amplitude_labels:
                 if label in transforms:
                     transforms[label] = Positive(0.0)
+        for label, (low, high) in self.bounds.items():
+            transforms[label] = Bounded(low, high)
         return transforms
 
     def _columns(self, parameters, *labels):
@@ -122,13 +125,6 @@ class _TuningModel(_PRFModel):
         margin = 0.05 * span
         return {"mu": (float(values.min()) - margin, float(values.max()) + margin),
                 "sd": (self.positive_labels.get("sd", 1e-3), 2.0 * span)}
-
-    @property
-    def transforms(self):
-        transforms = super().transforms
-        for label, (low, high) in self.bounds.items():
-            transforms[label] = Bounded(low, high)
-        return transforms
 
     def get_paradigm(self, paradigm=None):
         paradigm = super().get_paradigm(paradigm)
@@ -265,13 +261,6 @@ class GaussianPRF2D(_PRFModel):
             self.positive_labels["srf_size"] = 1.0
         super().__init__(paradigm=paradigm, data=data, parameters=parameters, weights=weights,
                          positive_amplitude=positive_amplitude, verbosity=verbosity, **kwargs)
-
-    @property
-    def transforms(self):
-        transforms = super().transforms
-        for label, (low, high) in self.bounds.items():
-            transforms[label] = Bounded(low, high)
-        return transforms
 
     def get_paradigm(self, paradigm=None):
         paradigm = super().get_paradigm(paradigm)
