@@ -19,7 +19,7 @@ from .layout import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["space_kind", "MapWriter", "load_bold_runs", "load_image"]
+__all__ = ["space_kind", "MapWriter", "load_bold_runs", "load_image", "run_volumes"]
 
 
 def space_kind(space):
@@ -38,6 +38,14 @@ def load_image(path, what="", **options):
     except Exception as error:  # nibabel raises many types for damaged files
         raise InputError(f"Cannot read {what + ' ' if what else ''}{Path(path).name}: "
                          f"{' '.join(str(error).split())}", exit_code=65) from error
+
+
+def run_volumes(run):
+    """Volumes of a run's BOLD without its data: the header (NIfTI, CIFTI), or the data arrays (GIFTI, L file)."""
+    image = load_image(run.bold, "BOLD")
+    if run.surfaces:
+        return len(image.darrays)
+    return int(image.shape[0] if str(run.bold).endswith(".dtseries.nii") else image.shape[3])
 
 
 @contextlib.contextmanager

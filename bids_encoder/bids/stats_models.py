@@ -22,13 +22,14 @@ import copy
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .derivatives import bids_label
+from .images import run_volumes
 from .layout import InputError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ class RunDesign:
     dense: list  # per run: array (volumes × dense columns)
     contrasts: list  # pybids ContrastInfo
     one_run: bool = False  # the output is one run: its maps carry the run entity
-    notes: list = field(default_factory=list)
 
     @property
     def columns(self):
@@ -189,15 +189,6 @@ class StatsModel:
         return graph
 
 
-def _n_volumes(run):
-    import nibabel as nib
-
-    if run.surfaces:
-        return len(nib.load(run.surfaces["L"]).darrays)
-    image = nib.load(run.bold)
-    return int(image.shape[0] if str(run.bold).endswith(".dtseries.nii") else image.shape[3])
-
-
 def _selector(run):
     chosen = {"subject": run.subject, "task": run.task}
     if run.session is not None:
@@ -228,15 +219,16 @@ def _pybids(call, what):
 def run_designs(model, graph, runs, loaded):
     """The :class:`RunDesign` of every output of the run node over ``runs`` (one subject, session and task).
 
-    ``loaded``: a set of run labels whose variables the graph already holds (updated).
+    ``loaded``: {run label: volumes} of the runs whose variables the graph already holds (updated).
     """
     root = graph.root_node
     for run in runs:
         if run.label not in loaded:
+            loaded[run.label] = run_volumes(run)
             _pybids(lambda run=run: graph.load_collections(nodes=[root.name], scope="all",
-                                                           scan_length=_n_volumes(run) * run.tr, **_selector(run)),
+                                                           scan_length=loaded[run.label] * run.tr,
+                                                           **_selector(run)),
                     f"{run.label}: loading its variables for {model.name}")
-            loaded.add(run.label)
     chosen = {"subject": runs[0].subject, "task": runs[0].task}
     if runs[0].session is not None:
         chosen["session"] = runs[0].session
@@ -247,7 +239,7 @@ def run_designs(model, graph, runs, loaded):
     if missing:
         logger.info("%s, node %s: GroupBy has no %s: the app fits one session and task at a time (%s); a later "
                     "node can combine them", model.name, root.name, " or ".join(missing), runs[0].label)
-    designs = [_run_design(model, root, output, runs) for output in outputs]
+    designs = [_run_design(model, root, output, runs, loaded) for output in outputs]
     return [design for design in designs if design is not None]
 
 
@@ -277,7 +269,7 @@ def _numeric(values, name, where):
                      "transformation and use its columns", exit_code=65)
 
 
-def _run_design(model, node, output, all_runs):
+def _run_design(model, node, output, all_runs, volumes):
     where = f"{model.name}, node {node.name} ({', '.join(f'{k} {v}' for k, v in output.entities.items())})"
     X, metadata = output.X.reset_index(drop=True), output.metadata.reset_index(drop=True)
     if X.empty or not len(X.columns):
@@ -287,6 +279,24 @@ def _run_design(model, node, output, all_runs):
     variables = history[-1].output.variables if history else {}
     present = sorted(set(_runs_of(metadata, all_runs))) if len(metadata) else list(range(len(all_runs)))
     runs = [all_runs[i] for i in present]
+    event_columns, dense_columns, dense_mode = _split_columns(model, X, variables, runs, where)
+    events = _event_tables(X, metadata, variables, event_columns, dense_mode, runs, where)
+    dense = _sampled_blocks(X, metadata, dense_columns, runs, volumes, where)
+    contrasts = []
+    for contrast in output.contrasts:
+        if list(contrast.conditions) == ["intercept"]:  # pybids' dummy contrast of X's 1: a run mean here
+            logger.warning("%s: no contrast %s on the intercept: every run has its own mean in the app's design",
+                           where, contrast.name)
+            continue
+        contrasts.append(contrast)
+    one_run = "run" in node.group_by and len(runs) == 1 and runs[0].run is not None
+    return RunDesign(node=node.name, entities=dict(output.entities), runs=runs, event_columns=event_columns,
+                     events=events, dense_columns=dense_columns, dense=dense, contrasts=contrasts, one_run=one_run)
+
+
+def _split_columns(model, X, variables, runs, where):
+    """(event columns, columns pybids sampled at the TR, whether there are any of the latter) of a design; refuses
+    what pybids would build wrong."""
     from bids.variables import DenseRunVariable, SparseRunVariable
 
     dense_mode = any(isinstance(variables.get(c), DenseRunVariable) for c in X.columns)
@@ -295,13 +305,12 @@ def _run_design(model, node, output, all_runs):
                               "them on one concatenated timeline (every run's events in the first run's time); "
                               "group the run node by run (GroupBy [run, subject]) or leave the convolution to the "
                               "app (no Convolve)")
-    event_columns, dense_columns, notes = [], [], []
+    event_columns, dense_columns = [], []
     for column in X.columns:
-        if column == "intercept":
-            notes.append("the intercept is not a regressor here: every run has its own mean in the design")
-            continue
         variable = variables.get(column)
-        if not dense_mode or isinstance(variable, SparseRunVariable):
+        if column == "intercept":
+            logger.info("%s: the intercept is not a regressor here: every run has its own mean in the design", where)
+        elif not dense_mode or isinstance(variable, SparseRunVariable):
             event_columns.append(column)
         elif isinstance(variable, DenseRunVariable):
             dense_columns.append(column)
@@ -313,48 +322,42 @@ def _run_design(model, node, output, all_runs):
         logger.warning("%s: the app samples its convolved event regressors at the slice-timing reference "
                        "(StartTime %g s), pybids its sampled ones at the start of each volume", where,
                        runs[0].start_time)
-    events = [pd.DataFrame({"onset": [], "duration": [], "condition": [], "modulation": []}) for _ in runs]
-    if event_columns:
-        if dense_mode:
-            rows = [(column, variables[column].to_df(entities=True)) for column in event_columns]
-            frames = [pd.DataFrame({"onset": f["onset"], "duration": f["duration"], "condition": column,
-                                    "modulation": _numeric(f["amplitude"].to_numpy(), column, where),
-                                    "_run": _runs_of(f, runs)}) for column, f in rows]
-        else:
-            frames = [pd.DataFrame({"onset": metadata["onset"].to_numpy(float),
-                                    "duration": metadata["duration"].to_numpy(float), "condition": column,
-                                    "modulation": _numeric(X[column].to_numpy(), column, where),
-                                    "_run": _runs_of(metadata, runs)}) for column in event_columns]
-        table = pd.concat(frames, ignore_index=True)
-        table = table[table["modulation"] != 0]
-        events = [table[table["_run"] == i].drop(columns="_run").reset_index(drop=True) for i in range(len(runs))]
-    dense = [np.zeros((0, 0)) for _ in runs]
-    if dense_columns:
-        order = _runs_of(metadata, runs)
-        dense = []
-        for i, run in enumerate(runs):
-            block = X.loc[order == i, dense_columns]
-            if "onset" in metadata:
-                block = block.iloc[np.argsort(metadata.loc[order == i, "onset"].to_numpy(float), kind="stable")]
-            values = np.column_stack([_numeric(block[c].to_numpy(), c, where) for c in dense_columns])
-            expected = _n_volumes(run)
-            if len(values) != expected:
-                raise InputError(f"{where}: pybids sampled {len(values)} volumes of {run.label}, its BOLD has "
-                                 f"{expected}", exit_code=65)
-            dense.append(values)
-    for note in dict.fromkeys(notes):
-        logger.info("%s: %s", where, note)
-    one_run = "run" in node.group_by and len(runs) == 1 and runs[0].run is not None
-    contrasts = []
-    for contrast in output.contrasts:
-        if list(contrast.conditions) == ["intercept"]:  # pybids' dummy contrast of X's 1: a run mean here
-            logger.warning("%s: no contrast %s on the intercept: every run has its own mean in the app's design",
-                           where, contrast.name)
-            continue
-        contrasts.append(contrast)
-    return RunDesign(node=node.name, entities=dict(output.entities), runs=runs, event_columns=event_columns,
-                     events=events, dense_columns=dense_columns, dense=dense, contrasts=contrasts,
-                     one_run=one_run, notes=list(dict.fromkeys(notes)))
+    return event_columns, dense_columns, dense_mode
+
+
+def _event_tables(X, metadata, variables, columns, dense_mode, runs, where):
+    """Per run, the events (onset, duration, condition, modulation) of the event columns: pybids' event rows of X,
+    or with sampled columns beside them each variable's own events."""
+    if not columns:
+        return [pd.DataFrame({"onset": [], "duration": [], "condition": [], "modulation": []}) for _ in runs]
+    if dense_mode:
+        sources = [(column, variables[column].to_df(entities=True), "amplitude") for column in columns]
+    else:
+        sources = [(column, metadata.assign(value=X[column].to_numpy()), "value") for column in columns]
+    table = pd.concat([pd.DataFrame({"onset": frame["onset"].to_numpy(float),
+                                     "duration": frame["duration"].to_numpy(float), "condition": column,
+                                     "modulation": _numeric(frame[value].to_numpy(), column, where),
+                                     "_run": _runs_of(frame, runs)}) for column, frame, value in sources],
+                      ignore_index=True)
+    table = table[table["modulation"] != 0]
+    return [table[table["_run"] == i].drop(columns="_run").reset_index(drop=True) for i in range(len(runs))]
+
+
+def _sampled_blocks(X, metadata, columns, runs, volumes, where):
+    """Per run, the (volumes × columns) values pybids sampled at the TR, in time order; checked against the BOLD."""
+    if not columns:
+        return [np.zeros((0, 0)) for _ in runs]
+    order, blocks = _runs_of(metadata, runs), []
+    for i, run in enumerate(runs):
+        block = X.loc[order == i, columns]
+        if "onset" in metadata:
+            block = block.iloc[np.argsort(metadata.loc[order == i, "onset"].to_numpy(float), kind="stable")]
+        values = np.column_stack([_numeric(block[c].to_numpy(), c, where) for c in columns])
+        if len(values) != volumes[run.label]:
+            raise InputError(f"{where}: pybids sampled {len(values)} volumes of {run.label}, its BOLD has "
+                             f"{volumes[run.label]}", exit_code=65)
+        blocks.append(values)
+    return blocks
 
 
 def contrast_rows(contrast, columns, where):

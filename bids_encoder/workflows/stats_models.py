@@ -114,7 +114,7 @@ def fit_stats_model(graph, model, groups, output_dir, fit, records, report, kind
     """
     from .participant import fit_entities
 
-    loaded, written, available = set(), [], []
+    loaded, written, available = {}, [], []
     for runs in groups:
         for design in run_designs(model, graph, runs, loaded):
             raise_if_interrupted()
@@ -147,7 +147,7 @@ def planned_fits(layout, model, plan, options):
     pybids reads the events and the BOLD headers, no image data."""
     from .participant import fit_entities
 
-    graph, loaded, fits = model.graph(layout), set(), []
+    graph, loaded, fits = model.graph(layout), {}, []
     for groups in plan.values():
         for runs in groups:
             for design in run_designs(model, graph, runs, loaded):

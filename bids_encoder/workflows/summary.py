@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bids.images import load_image, space_kind
+from ..bids.images import run_volumes
 from .outputs import fit_marker, fit_name, output_entities
 
 __all__ = ["PROGRESS", "FitRecord", "fit_record", "summary_table", "dry_run_lines"]
@@ -69,19 +69,10 @@ def summary_table(records):
                      for row in [header, *rows])
 
 
-def _volumes(run, kind):
-    """Volumes of a run: from its header (NIfTI, CIFTI), or its number of data arrays (GIFTI)."""
-    image = load_image(run.bold)
-    if kind == "gifti":
-        return len(image.darrays)
-    return int(image.shape[0] if kind == "cifti" else image.shape[3])
-
-
 def dry_run_lines(plan, output_dir, options, fits=None):
     """What ``--dry-run`` prints: one line per fit (runs, volumes, model, outputs), and whether it would be
     skipped as finished. ``fits``: (runs, entities, model text) of each fit when not one per group of runs and
     model (a model file's run-node outputs)."""
-    kind = space_kind(options.space)
     if fits is None:
         fits = [(runs, output_entities(runs, model), model) for groups in plan.values() for runs in groups
                 for model in options.model_list]
@@ -89,7 +80,7 @@ def dry_run_lines(plan, output_dir, options, fits=None):
     for runs, entities, model in fits:
         name = fit_name(entities, output_dir)
         marker = fit_marker(output_dir, entities)
-        volumes = "+".join(str(_volumes(run, kind)) for run in runs)
+        volumes = "+".join(str(run_volumes(run)) for run in runs)
         state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
                  else "to fit")
         lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
