@@ -3,7 +3,9 @@
 Each (problem, device) runs in a child process; the CPU child hides the GPUs (``CUDA_VISIBLE_DEVICES=-1``) before
 TensorFlow loads. Problems: ``synthetic`` (a bar-aperture pRF fit of 20,000 voxels through the recipe; 300
 with ``--smoke``), ``szinte`` (the real V1 data, when ``BIDS_ENCODER_SZINTE_DIR`` is set) and ``whole-brain``
-(200,000 voxels, skipped with ``--smoke``). Without a GPU its column says ``skipped (no GPU)``.
+(200,000 voxels, skipped with ``--smoke``); then a second table of the first-level GLM inference of
+``benchmarks/glm.py`` (50,000 voxels × 600 volumes as one run and as two; 2,000 × 200 with ``--smoke``). Without a
+GPU its column says ``skipped (no GPU)``.
 
     python benchmarks/gpu_table.py [--smoke]      # the table
     python benchmarks/gpu_table.py --check        # devices TensorFlow sees, where a product runs; exit 3: no GPU
@@ -67,6 +69,32 @@ def run_problem(problem):
             "median_r2": float(np.nanmedian(fit.r2))}
 
 
+def run_glm_problem(problem):
+    """First-level AR(1) inference (20 t contrasts and an F) of benchmarks/glm.py's problem, one run or the same
+    volumes as two runs; returns wall time and the z of one contrast on the first 2,000 voxels (CPU/GPU check)."""
+    import numpy as np
+    import tensorflow as tf
+    from glm import make_problem
+
+    from bids_encoder.inference import first_level
+
+    n_voxels, n_volumes = (2_000, 200) if problem.endswith("smoke") else (50_000, 600)
+    model, paradigm, data = make_problem(n_voxels, n_volumes, 20, 1.0)
+    design = model._design(tf.constant(paradigm.to_numpy()), None).numpy().astype(np.float64)
+    runs = np.ones(n_volumes) if "one-run" in problem else np.repeat([1.0, 2.0], n_volumes // 2)
+    design = np.hstack([design] + [(runs == r)[:, None] for r in np.unique(runs)])
+    t = {f"c{i:02d}": np.eye(design.shape[1])[i] for i in range(20)}
+    f = {"effectsOfInterest": np.eye(design.shape[1])[:20]}
+    y = np.ascontiguousarray(data.to_numpy(), dtype=np.float32)
+    first_level(y[:, :500], design, runs, t, f)  # start-up, not timed
+    start = time.perf_counter()
+    result = first_level(y, design, runs, t, f)
+    wall = time.perf_counter() - start
+    device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    return {"problem": problem, "device": device, "voxels": n_voxels, "volumes": n_volumes, "wall": wall,
+            "z": result.contrasts["c00"]["z"][:2000].tolist()}
+
+
 def _child(problem, device):
     env = dict(os.environ)
     if device == "cpu":
@@ -101,7 +129,7 @@ def check():
 @click.option("--run", "problem", hidden=True)
 def main(smoke, do_check, gpu, problem):
     if problem:
-        print(json.dumps(run_problem(problem)))
+        print(json.dumps(run_glm_problem(problem) if problem.startswith("glm") else run_problem(problem)))
         return
     if do_check:
         check()
@@ -126,6 +154,19 @@ def main(smoke, do_check, gpu, problem):
             gpu_cells = f"skipped (no GPU) | – | – | – | {cpu['median_r2']:.4f} / –"
         print(f"| {name} | {cpu['voxels']} | {cpu['wall']:.1f} | {cpu['grid']:.1f} | {cpu['lm']:.1f} | {gpu_cells} |",
               flush=True)
+    print()
+    print("| first-level GLM, AR(1), 20 t + 1 F | voxels × volumes | CPU wall s | GPU wall s | CPU ÷ GPU |"
+          " max abs z difference (2,000 voxels) |")
+    print("|---|---|---|---|---|---|")
+    for name in (["glm-one-run-smoke", "glm-two-runs-smoke"] if smoke else ["glm-one-run", "glm-two-runs"]):
+        cpu = _child(name, "cpu")
+        if gpu:
+            on_gpu = _child(name, "gpu")
+            difference = max(abs(a - b) for a, b in zip(cpu["z"], on_gpu["z"], strict=True))
+            gpu_cells = f"{on_gpu['wall']:.2f} | {cpu['wall'] / on_gpu['wall']:.1f} | {difference:.1e}"
+        else:
+            gpu_cells = "skipped (no GPU) | – | –"
+        print(f"| {name} | {cpu['voxels']} × {cpu['volumes']} | {cpu['wall']:.2f} | {gpu_cells} |", flush=True)
 
 
 if __name__ == "__main__":

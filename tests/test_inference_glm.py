@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from bids_encoder.inference.contrasts import ContrastError, check_syntax, parse_expression, parse_f_expression
 from bids_encoder.inference.glm import first_level, percent_signal_change
@@ -256,6 +256,22 @@ def test_z_and_p_conversions():
     np.testing.assert_allclose(p, stats.f.sf(f, 3, 100), rtol=1e-10)
     np.testing.assert_allclose(z[:3], stats.norm.isf(p[:3]), rtol=1e-8)
     assert np.isfinite(z[3]) and z[3] > 20 and z[0] < 0
+    f = np.array([1e-6, 0.3, 2.0, 1e6])  # the lower tail far from 0, the upper tail underflowing
+    z, p = f_to_z_p(f, 20, 579)
+    exact = -special.ndtri_exp(stats.f.logsf(f, 20, 579))
+    np.testing.assert_allclose(z[1:3], exact[1:3], rtol=1e-8)
+    np.testing.assert_allclose(z[0], special.ndtri_exp(stats.f.logcdf(f[0], 20, 579)), rtol=1e-8)
+    assert p[3] < 1e-300 and np.isfinite(z[3]) and z[3] > 50
+    # beyond scipy's range (its log tail is -inf there), from the series of the incomplete beta function
+    z, _ = f_to_z_p(np.array([1e5, 1e6]), 20, 579)
+    assert 40 < z[0] < z[1] < 200
+    z, p = t_to_z_p(np.array([-1e3, 200.0, 1e3]), 579)
+    assert np.isfinite(z).all() and z[0] == pytest.approx(-z[2]) and 30 < z[1] < z[2] < 200 and p[0] == 1.0
+    # the series equals scipy where both are finite
+    from bids_encoder.inference.statistics import _log_beta_tail
+
+    np.testing.assert_allclose(_log_beta_tail(289.5, 10.0, 0.3), np.log(special.betainc(289.5, 10.0, 0.3)),
+                               rtol=1e-12)
 
 
 def test_percent_signal_change():
@@ -324,3 +340,155 @@ def test_contrast_of_a_condition_without_events_is_nan(caplog):
         np.testing.assert_allclose(result.contrasts["both"]["F"], result.contrasts["a"]["t"] ** 2, rtol=1e-6)
         assert result.f_rows == {"both": 1, "onlyB": 0}
     assert "Contrast b is not estimable" in caplog.text
+
+
+def test_ar1_one_run_equals_dense_gls():
+    """One run (the eigenbasis and Woodbury solver of inference.one_run): censored volumes at both ends and
+    inside, confounds, uncentred data; effects, variances, sigma², t contrasts and F contrasts of every size (one
+    and two rows, all but one or two columns, every column) equal a dense Prais-Winsten GLS in numpy with the same
+    coefficients, which equal the lag-one autocorrelation of the OLS residuals."""
+    rng = np.random.default_rng(3)
+    n_time, n_voxels = 150, 30
+    censored = np.zeros(n_time, bool)
+    censored[[0, 40, 149]] = True
+    regressors = rng.normal(size=(n_time, 4))
+    design = np.hstack([regressors, rng.normal(size=(n_time, 2)), np.ones((n_time, 1)), np.eye(n_time)[:, censored]])
+    rho = rng.uniform(-0.3, 0.8, n_voxels)
+    data = (regressors @ rng.normal(size=(4, n_voxels)) + 100
+            + np.hstack([_ar1_noise(rng, n_time, 1, r) for r in rho])).astype(np.float32)
+    data[censored] += 25.0
+    columns = design.shape[1]
+    t = {"a": np.r_[1.0, -1.0, 0.0, 0.5, np.zeros(columns - 4)], "intercept": np.eye(columns)[6]}
+    f = {"one": np.eye(columns)[:1], "two": np.eye(columns)[:2] + np.eye(columns)[2:4], "most": np.eye(columns)[:-1],
+         "allButTwo": np.eye(columns)[:-2], "every": np.eye(columns)}
+    result = first_level(data, design, np.ones(n_time), t, f, censored=censored)
+    assert result.df == n_time - columns
+    y64 = data.astype(np.float64)
+    for voxel in range(n_voxels):
+        ols = y64[:, voxel] - design @ np.linalg.lstsq(design, y64[:, voxel], rcond=None)[0]
+        assert result.rho[0, voxel] == pytest.approx((ols[1:] * ols[:-1]).sum() / (ols**2).sum(), abs=1e-5)
+        beta, inverse, ssr = _dense_gls(design, y64[:, voxel], np.ones(n_time), result.rho[:, voxel])
+        sigma2 = ssr / result.df
+        assert result.sigma2[voxel] == pytest.approx(sigma2, rel=1e-5)
+        for name, c in t.items():
+            assert result.contrasts[name]["effect"][voxel] == pytest.approx(c @ beta, rel=1e-5)
+            assert result.contrasts[name]["variance"][voxel] == pytest.approx(c @ inverse @ c * sigma2, rel=1e-5)
+        for name, k in f.items():
+            estimate = k @ beta
+            expected = estimate @ np.linalg.solve(k @ inverse @ k.T, estimate) / (k.shape[0] * sigma2)
+            assert result.contrasts[name]["F"][voxel] == pytest.approx(expected, rel=2e-5), name
+
+
+@pytest.mark.parametrize("noise_model", ["ar1", "ols"])
+@pytest.mark.parametrize("n_runs", [1, 2])
+def test_contrast_of_the_intercepts(noise_model, n_runs):
+    """A contrast that weighs the run intercepts gives the run means (the data are centred for float32 accuracy;
+    the means' coefficients are put back): regression test, it was about 0 instead of 100."""
+    rng = np.random.default_rng(3)
+    n_time = 100
+    runs = np.repeat(np.arange(1, n_runs + 1), n_time // n_runs)
+    x = rng.normal(size=n_time)
+    design = np.column_stack([x] + [(runs == r).astype(float) for r in np.unique(runs)])
+    data = (x[:, None] + 100.0 + rng.normal(size=(n_time, 5))).astype(np.float32)
+    weights = np.r_[0.0, np.ones(n_runs) / n_runs]
+    result = first_level(data, design, runs, {"mean": weights}, noise_model=noise_model)
+    expected = weights @ np.linalg.lstsq(design, data.astype(float), rcond=None)[0]
+    np.testing.assert_allclose(result.contrasts["mean"]["effect"], expected, rtol=0.002)  # GLS against OLS
+
+
+def test_t_to_z_hill_region():
+    """With >= 100 degrees of freedom and |t| <= 8, z comes from Hill's expansion: equal to scipy's exact
+    conversion to 5e-11 (z) and 5e-10 (relative p); just outside it, exact."""
+    t = np.r_[np.linspace(-8.0, 8.0, 20001), -8.5, 8.5, -30.0, 30.0]
+    for df in (100, 150, 579, 10_000):
+        exact = np.where(t >= 0, -special.ndtri_exp(stats.t.logsf(t, df)), special.ndtri_exp(stats.t.logcdf(t, df)))
+        z, p = t_to_z_p(t, df)
+        assert np.abs(z - exact).max() <= 5e-11, df
+        np.testing.assert_allclose(p, stats.t.sf(t, df), rtol=5e-10)
+    z, p = t_to_z_p(t, np.full(t.shape, 150.0))  # degrees of freedom per value
+    np.testing.assert_allclose(z, t_to_z_p(t, 150)[0], rtol=0, atol=1e-15)
+    z, p = t_to_z_p(t, np.inf)  # the normal distribution
+    np.testing.assert_allclose(z, t)
+    np.testing.assert_allclose(p, stats.norm.sf(t))
+
+
+def test_ar1_two_runs_large_f_contrasts_equal_dense_gls():
+    """Several runs (per-voxel Cholesky): F contrasts with a small null space (all columns but one or two, every
+    column: the restricted-fit form) and a t contrast repeated as an F row (one triangular solve for both) equal
+    the dense Prais-Winsten GLS."""
+    rng = np.random.default_rng(8)
+    n_time, n_voxels = 120, 20
+    runs = np.repeat([1, 2, 3], 40)
+    regressors = rng.normal(size=(n_time, 3))
+    design = np.hstack([regressors, rng.normal(size=(n_time, 1))] + [(runs == r)[:, None] for r in (1, 2, 3)])
+    data = (regressors @ rng.normal(size=(3, n_voxels)) + 10
+            + np.vstack([_ar1_noise(rng, 40, n_voxels, r) for r in (0.5, 0.1, 0.3)])).astype(np.float32)
+    columns = design.shape[1]
+    t = {"first": np.eye(columns)[0], "second": np.eye(columns)[1]}
+    f = {"firstTwo": np.eye(columns)[:2], "most": np.eye(columns)[:-1], "allButTwo": np.eye(columns)[:-2],
+         "every": np.eye(columns)}
+    result = first_level(data, design, runs, t, f)
+    for voxel in range(n_voxels):
+        beta, inverse, ssr = _dense_gls(design, data[:, voxel].astype(float), runs, result.rho[:, voxel])
+        sigma2 = ssr / result.df
+        for name, c in t.items():
+            assert result.contrasts[name]["variance"][voxel] == pytest.approx(c @ inverse @ c * sigma2, rel=1e-5)
+        for name, k in f.items():
+            estimate = k @ beta
+            expected = estimate @ np.linalg.solve(k @ inverse @ k.T, estimate) / (k.shape[0] * sigma2)
+            assert result.contrasts[name]["F"][voxel] == pytest.approx(expected, rel=1e-5), name
+
+
+@pytest.mark.parametrize("n_runs", [1, 2])
+def test_f_contrast_with_dependent_rows(n_runs, caplog):
+    """F rows that are linearly dependent (a row the sum of two others, a row repeated) are tested over their span
+    with its rank as numerator degrees of freedom, with a warning: regression test (F was NaN or off by rank/q)."""
+    rng = np.random.default_rng(2)
+    n_time = 80
+    runs = np.repeat(np.arange(1, n_runs + 1), n_time // n_runs)
+    regressors = rng.normal(size=(n_time, 6))
+    design = np.column_stack([regressors] + [(runs == r).astype(float) for r in np.unique(runs)])
+    data = (regressors @ rng.normal(size=(6, 8)) + 100
+            + np.vstack([_ar1_noise(rng, n_time // n_runs, 8, 0.4) for _ in range(n_runs)])).astype(np.float32)
+    eye = np.eye(design.shape[1])
+    f = {"dep": np.vstack([eye[0], eye[1], eye[0] + eye[1]]), "dup": np.vstack([eye[0], eye[0]]),
+         "firstTwo": eye[:2], "first": eye[:1]}
+    for noise_model in ("ar1", "ols"):
+        result = first_level(data, design, runs, {}, f, noise_model=noise_model)
+        np.testing.assert_allclose(result.contrasts["dep"]["F"], result.contrasts["firstTwo"]["F"], rtol=1e-6)
+        np.testing.assert_allclose(result.contrasts["dep"]["z"], result.contrasts["firstTwo"]["z"], rtol=1e-6)
+        np.testing.assert_allclose(result.contrasts["dup"]["F"], result.contrasts["first"]["F"], rtol=1e-6)
+        assert result.f_rows == {"dep": 2, "dup": 1, "firstTwo": 2, "first": 1}
+    assert "its 3 rows span 2 dimensions" in caplog.text
+
+
+def test_ar1_precision_with_strong_autocorrelation():
+    """A large unmodelled drift (residual AR coefficient 0.98): sigma² and an F over every column within 1e-4 of a
+    dense float64 GLS of the same float32 data: regression test (the moments of e cancelled, F was off by 4e-3)."""
+    rng = np.random.default_rng(4)
+    n_time = 200
+    x = np.convolve(rng.normal(size=n_time), np.exp(-np.arange(20) / 4), "same")
+    design = np.column_stack([x, np.ones(n_time)])
+    data = (2 * x[:, None] + 100 + 1000 * np.sin(2 * np.pi * np.arange(n_time) / n_time)[:, None]
+            + rng.normal(size=(n_time, 4))).astype(np.float32)
+    result = first_level(data, design, np.ones(n_time), {"x": np.r_[1.0, 0.0]}, {"all": np.eye(2)})
+    assert (result.rho > 0.95).all()
+    for voxel in range(4):
+        beta, inverse, ssr = _dense_gls(design, data[:, voxel].astype(float), np.ones(n_time), result.rho[:, voxel])
+        sigma2 = ssr / result.df
+        assert result.sigma2[voxel] == pytest.approx(sigma2, rel=1e-4)
+        assert result.contrasts["all"]["F"][voxel] == pytest.approx(
+            beta @ np.linalg.solve(inverse, beta) / (2 * sigma2), rel=1e-4)
+
+
+def test_constant_voxel_has_no_statistics():
+    """A voxel fitted exactly (constant data) has NaN t and F (σ² = 0), and leaves the other voxels alone."""
+    rng = np.random.default_rng(1)
+    design = np.column_stack([rng.normal(size=60), np.ones(60)])
+    data = rng.normal(size=(60, 3)).astype(np.float32)
+    data[:, 1] = 1e4
+    for runs in (np.ones(60), np.repeat([1, 2], 30)):
+        x = design if runs.max() == 1 else np.column_stack([design[:, 0], runs == 1, runs == 2])
+        result = first_level(data, x, runs, {"x": np.eye(x.shape[1])[0]}, {"all": np.eye(x.shape[1])})
+        assert np.isnan(result.contrasts["all"]["F"][1]) and np.isnan(result.contrasts["x"]["t"][1])
+        assert np.isfinite(result.contrasts["all"]["F"][[0, 2]]).all()

@@ -11,7 +11,9 @@ value is the marginal of the others).
 For a shared design the per-voxel normal equations are assembled from a few per-run moment matrices of the design,
 ``X'W'WX = Σ_runs S0 + ρ² S1 − ρ L`` (S0 the run's cross-products, S1 those of its interior volumes, L the lag-one
 cross-products), so the whitened design is never formed: the operations on the data (time × voxels) are float32,
-the small per-voxel systems are solved by batched Cholesky in float64.
+the small per-voxel systems are solved by batched Cholesky in float64. A single run needs no per-voxel
+factorisation at all: :mod:`.one_run` diagonalises its lag-one cross-products once and inverts every voxel's system
+exactly by Woodbury's identity (a diagonal minus a rank-two term).
 Per-voxel regressors (fitted HRFs, ``L_r k_v``: shared lagged copies times each voxel's kernel) are handled the
 same way in :mod:`.voxel_designs`: shared moments of the lagged copies and nuisance columns, contracted with each
 voxel's kernel and AR(1) coefficients; no per-voxel design is formed.
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from .gls import RunMoments, contrasts, gram
 from .statistics import f_to_z_p, t_to_z_p
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,6 @@ class _Runs:
         self.first, self.last = first, last
         self.pair = ~first  # t and t-1 in the same run
         self.index_tf = tf.constant(self.index.astype(np.int32))
-        self.first_tf = tf.constant(first[:, None])
         self.pair_tf = tf.constant(self.pair[:, None].astype(np.float32))
         self.kept_tf = tf.constant((~np.asarray(censored, bool))[:, None].astype(np.float32))
 
@@ -98,26 +100,19 @@ class _Runs:
         rho = tf.math.divide_no_nan(numerator, denominator)
         return tf.clip_by_value(rho, -MAX_RHO, MAX_RHO)
 
-    def whiten(self, z, rho_t):
-        """Prais–Winsten whitening of (time × voxels) or (voxels × time × p) with per-volume coefficients."""
-        if len(z.shape) == 2:
-            previous = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
-            return tf.where(self.first_tf, tf.sqrt(1.0 - tf.square(rho_t)) * z, z - rho_t * previous)
-        rho_v = tf.transpose(rho_t)[:, :, None]  # (v, T, 1)
-        previous = tf.concat([tf.zeros_like(z[:, :1]), z[:, :-1]], axis=1)
-        first = self.first_tf[None]
-        return tf.where(first, tf.sqrt(1.0 - tf.square(rho_v)) * z, z - rho_v * previous)
-
     def moments(self, z):
-        """Per run, (S0, S1, L) of a shared (time × p) matrix: all, interior and lag-one cross-products."""
-        s0, s1, lag = [], [], []
-        for run in range(self.n_runs):
-            rows = z[self.index == run]
-            s0.append(rows.T @ rows)
-            s1.append(rows[1:-1].T @ rows[1:-1])
+        """Per run, (S0, S1, L) of a shared (time × p) matrix: all, interior and lag-one cross-products (summed over
+        the run's contiguous blocks of volumes, as the whitening treats each block's first volume as a start)."""
+        p = z.shape[1]
+        s0, s1, lag = (np.zeros((self.n_runs, p, p)) for _ in range(3))
+        starts = np.flatnonzero(self.first)
+        for a, b in zip(starts, np.r_[starts[1:], len(self.index)], strict=True):
+            rows, run = z[a:b], self.index[a]
+            s0[run] += rows.T @ rows
+            s1[run] += rows[1:-1].T @ rows[1:-1]
             cross = rows[1:].T @ rows[:-1]
-            lag.append(cross + cross.T)
-        return [tf.constant(np.stack(m)) for m in (s0, s1, lag)]
+            lag[run] += cross + cross.T
+        return [tf.constant(m) for m in (s0, s1, lag)]
 
 
 def _reduced_basis(design):
@@ -149,7 +144,22 @@ def _f_coordinates(weights, basis, norms, name):
         coordinates = _contrast_coordinates(row, basis, norms, f"{name} (row {i + 1})")
         if not np.isnan(coordinates).any():
             rows.append(coordinates[0])
-    return np.vstack(rows) if rows else np.full((1, basis.shape[1]), np.nan)
+    return independent_rows(np.vstack(rows), name) if rows else np.full((1, basis.shape[1]), np.nan)
+
+
+def independent_rows(rows, name):
+    """The rows of an F contrast if they are linearly independent, else (with a warning) an orthonormal basis of
+    their span: the F statistic depends on the span only, and its size, the rank, is the numerator's degrees of
+    freedom."""
+    _, s, vt = np.linalg.svd(rows, full_matrices=False)
+    rank = int((s > s[0] * max(rows.shape) * 1e-10).sum()) if s.size and s[0] > 0 else 0
+    if rank == 0:
+        return np.full((1, rows.shape[1]), np.nan)
+    if rank == rows.shape[0]:
+        return rows
+    logger.warning("F contrast %s: its %d rows span %d dimensions of the design; tested with %d numerator degrees "
+                   "of freedom", name, rows.shape[0], rank, rank)
+    return vt[:rank]
 
 
 def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_model="ar1", censored=None,
@@ -191,6 +201,10 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     structure = _Runs(runs, censored)
     if voxel_regressors is None:
         solver = _SharedDesign(design, structure, t_contrasts, f_contrasts)
+        if noise_model == "ar1" and structure.n_runs == 1:
+            from .one_run import _OneRunAR1
+
+            solver = _OneRunAR1(solver)
     else:
         from .voxel_designs import _VoxelDesigns
 
@@ -205,7 +219,7 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     rhos, sigma2s = [], []
     for start in range(0, n_voxels, chunk):
         stop = min(start + chunk, n_voxels)
-        y = tf.constant(data[:, start:stop])  # float32; the per-voxel systems are float64
+        y = _tensor(data[:, start:stop])  # float32; the per-voxel systems are float64
         effects, variances, fs, rho, sigma2 = solver.solve(y, noise_model, df, start, stop)
         for j, name in enumerate(t_contrasts):
             outputs[name]["effect"].append(effects[j])
@@ -216,21 +230,31 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
         sigma2s.append(sigma2)
     result = FirstLevelResult(df=df, sigma2=np.concatenate(sigma2s),
                               rho=None if noise_model == "ols" else np.concatenate(rhos, axis=1))
-    for name in t_contrasts:
-        effect = np.concatenate(outputs[name]["effect"])
-        variance = np.concatenate(outputs[name]["variance"])
+    if t_contrasts:  # (contrasts × voxels), converted to z and p at once
+        effect = np.vstack([np.concatenate(outputs[name]["effect"]) for name in t_contrasts])
+        variance = np.vstack([np.concatenate(outputs[name]["variance"]) for name in t_contrasts])
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
         z, p = t_to_z_p(t, df)
-        result.contrasts[name] = {"effect": effect, "variance": variance, "t": t, "z": z, "p": p}
+        for i, name in enumerate(t_contrasts):
+            result.contrasts[name] = {"effect": effect[i], "variance": variance[i], "t": t[i], "z": z[i], "p": p[i]}
     for name, rows in zip(f_contrasts, solver.f_coordinates, strict=True):
         f = np.concatenate(outputs[name]["F"])
+        f[~(result.sigma2 > 0)] = np.nan  # a voxel fitted exactly (constant data): no F, as no t
         z, p = f_to_z_p(f, rows.shape[0], df)
         result.contrasts[name] = {"F": f, "z": z, "p": p}
         result.f_rows[name] = 0 if np.isnan(rows).any() else rows.shape[0]
     logger.info("First level (%s): %d voxels, %d contrasts, %g degrees of freedom", noise_model, n_voxels,
                 len(result.contrasts), df)
     return result
+
+
+def _tensor(block):
+    """A (time × voxels) float32 block as a tensor; a column-major block (a pandas frame's values) is copied as its
+    contiguous transpose and transposed by TensorFlow, several times faster than numpy's strided copy."""
+    if block.flags.f_contiguous and not block.flags.c_contiguous:
+        return tf.transpose(tf.constant(block.T))
+    return tf.constant(block)
 
 
 def _centre(structure, design):
@@ -241,9 +265,17 @@ def _centre(structure, design):
 
 
 def _run_means(y, structure):
+    """Each run's mean (runs × voxels)."""
     sums = tf.math.unsorted_segment_sum(y, structure.index_tf, structure.n_runs)
     counts = np.bincount(structure.index, minlength=structure.n_runs)[:, None].astype(y.dtype.as_numpy_dtype)
-    return tf.gather(sums / counts, structure.index_tf)
+    return sums / counts
+
+
+def _mean_coordinates(z, structure):
+    """Coefficients of each run's indicator in the orthogonal basis Z (columns × runs): centring the data by its
+    run means removes ``coordinates @ means`` from the coefficients, exactly (OLS and GLS are linear, the indicators
+    lie in the design's span), and adding it back restores contrasts that weigh the intercepts."""
+    return (z.T @ structure.indicators()) / np.sum(z**2, axis=0)[:, None]
 
 
 class _SharedDesign:
@@ -259,14 +291,18 @@ class _SharedDesign:
         self.z_tf = tf.constant(self.z.astype(np.float32))
         self.gram_diag = np.sum(self.z**2, axis=0)  # Z'Z is diagonal (U S)
         self.moments = structure.moments(self.z)
+        self.run_moments = RunMoments(self.z, structure)
+        self.mean_coordinates = tf.constant(_mean_coordinates(self.z, structure))
 
     def bytes_per_voxel(self, n_time):
         return 8 * (8 * n_time + 4 * self.rank * self.rank + 2 * self.rank * (len(self.t_coordinates) + 4))
 
     def solve(self, y, noise_model, df, start, stop):
         structure = self.structure
+        means = None
         if self.centre:
-            y = y - _run_means(y, structure)
+            means = _run_means(y, structure)
+            y = y - tf.gather(means, structure.index_tf)
         z = self.z_tf
         gamma = tf.matmul(z, y, transpose_a=True) / self.gram_diag[:, None].astype(np.float32)  # OLS (Z'Z diagonal)
         residuals = y - tf.matmul(z, gamma)
@@ -274,6 +310,8 @@ class _SharedDesign:
         if noise_model == "ols":
             sigma2 = tf.cast(tf.reduce_sum(tf.square(residuals), axis=0), DTYPE) / df
             gamma = tf.cast(gamma, DTYPE)
+            if means is not None:
+                gamma += tf.matmul(self.mean_coordinates, tf.cast(means, DTYPE))
             inverse = 1.0 / self.gram_diag
             effects = tf.matmul(k_t, gamma, transpose_a=True)  # (n_t, v)
             unit = np.sum(self.t_coordinates**2 * inverse[None, :], axis=1)  # k' G⁻¹ k
@@ -287,52 +325,14 @@ class _SharedDesign:
                 middle = np.linalg.inv((k * inverse[None, :]) @ k.T)
                 fs.append(np.sum(estimate * (middle @ estimate), axis=0) / (k.shape[0] * sigma2.numpy()))
             return (effects.numpy(), variances.numpy(), fs, None, sigma2.numpy())
-        rho = structure.rho(residuals)  # (runs, v)
-        rho_t = tf.gather(rho, structure.index_tf)  # (T, v)
-        whitened = structure.whiten(y, rho_t)
-        scale = tf.where(structure.first_tf, tf.sqrt(1.0 - tf.square(rho_t)), tf.ones_like(rho_t))
-        previous_z = tf.concat([tf.zeros_like(z[:1]), z[:-1]], axis=0)
-        rhs = tf.cast(tf.matmul(z, whitened * scale, transpose_a=True)
-                      - tf.matmul(previous_z, rho_t * structure.pair_tf * whitened, transpose_a=True), DTYPE)  # (r, v)
-        rho64 = tf.cast(rho, DTYPE)
-        s0, s1, lag = self.moments
-        gram = (tf.reduce_sum(s0, axis=0)[None] + tf.einsum("Rv,Rpq->vpq", tf.square(rho64), s1)
-                - tf.einsum("Rv,Rpq->vpq", rho64, lag))
-        chol = tf.linalg.cholesky(gram)
-        gamma = tf.linalg.cholesky_solve(chol, tf.transpose(rhs)[:, :, None])[:, :, 0]  # (v, r)
-        residuals = y - tf.matmul(z, tf.cast(gamma, tf.float32), transpose_b=True)
-        sigma2 = tf.cast(tf.reduce_sum(tf.square(structure.whiten(residuals, rho_t)), axis=0), DTYPE) / df
-        return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho.numpy(), sigma2.numpy())
-
-
-def _contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates):
-    """Effects, variances (n_t × v) and F values (list of v) from per-voxel Cholesky factors and coefficients.
-
-    One triangular solve ``W = L⁻¹ K`` for all contrasts at once (``G = L L'``): ``k' G⁻¹ k = |L⁻¹ k|²`` and an F
-    contrast's ``K' G⁻¹ K = W' W``.
-    """
-    estimable = [k for k in f_coordinates if not np.isnan(k).any()]
-    blocks = ([t_coordinates] if len(t_coordinates) else []) + estimable
-    if not blocks:
-        return np.zeros((0,)), np.zeros((0,)), [np.full(gamma.shape[0], np.nan) for _ in f_coordinates]
-    columns = tf.constant(np.vstack(blocks).T)  # (r, n)
-    solved = tf.linalg.triangular_solve(chol, tf.broadcast_to(columns, [chol.shape[0], *columns.shape]),
-                                        lower=True)  # (v, r, n)
-    estimates = tf.matmul(gamma, columns)  # (v, n)
-    n_t = len(t_coordinates)
-    effects, variances = np.zeros((0,)), np.zeros((0,))
-    if n_t:
-        effects = estimates[:, :n_t].numpy().T
-        variances = (tf.reduce_sum(tf.square(solved[:, :, :n_t]), axis=1) * sigma2[:, None]).numpy().T
-    fs, start = [], n_t
-    for k in f_coordinates:
-        if np.isnan(k).any():  # not estimable
-            fs.append(np.full(gamma.shape[0], np.nan))
-            continue
-        w = solved[:, :, start:start + k.shape[0]]
-        middle = tf.matmul(w, w, transpose_a=True)  # (v, q, q)
-        estimate = estimates[:, start:start + k.shape[0], None]  # (v, q, 1)
-        quadratic = tf.reduce_sum(estimate * tf.linalg.solve(middle, estimate), axis=[1, 2])
-        fs.append((quadratic / (k.shape[0] * sigma2)).numpy())
-        start += k.shape[0]
-    return effects, variances, fs
+        rhs, eqe, rho = self.run_moments.rhs(residuals)  # Z'Qe (k × v), e'Qe, ρ (runs × v)
+        del residuals, y
+        gram_matrices = gram(self.moments, tf.cast(rho, DTYPE))
+        chol = tf.linalg.cholesky(gram_matrices)
+        delta = tf.linalg.cholesky_solve(chol, tf.transpose(rhs)[:, :, None])[:, :, 0]  # (v, k): GLS of e
+        sigma2 = tf.maximum(eqe - tf.reduce_sum(delta * tf.transpose(rhs), axis=1), 0.0) / df
+        gamma = tf.transpose(tf.cast(gamma, DTYPE)) + delta
+        if means is not None:
+            gamma += tf.transpose(tf.matmul(self.mean_coordinates, tf.cast(means, DTYPE)))
+        return contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates, gram_matrices) + (
+            rho.numpy(), sigma2.numpy())

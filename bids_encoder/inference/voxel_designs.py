@@ -53,7 +53,7 @@ class _VoxelDesigns:
     """Per-voxel regressors ``L_r k_v`` beside shared nuisance columns (see the module's description)."""
 
     def __init__(self, design, structure, t_contrasts, f_contrasts, regressors):
-        from .glm import _reduced_basis
+        from .glm import _reduced_basis, independent_rows
 
         self.structure = structure
         lagged = np.asarray(regressors.lagged, dtype=np.float64)  # (R, T, K)
@@ -76,8 +76,8 @@ class _VoxelDesigns:
         self.t_coordinates = (np.hstack([np.vstack([np.atleast_2d(w)[:, :self.n_reg] for w in t_contrasts.values()]),
                                          np.zeros((len(t_contrasts), rank))]) if t_contrasts else
                               np.zeros((0, self.rank)))
-        self.f_coordinates = [np.hstack([np.atleast_2d(w)[:, :self.n_reg], np.zeros((np.atleast_2d(w).shape[0], rank))])
-                              for w in f_contrasts.values()]
+        f_rows = [independent_rows(np.atleast_2d(w)[:, :self.n_reg], name) for name, w in f_contrasts.items()]
+        self.f_coordinates = [np.hstack([k, np.zeros((k.shape[0], rank))]) for k in f_rows]
         self.n_columns = len(self.t_coordinates) + sum(k.shape[0] for k in self.f_coordinates)
         n_reg, taps = self.n_reg, self.n_taps
         wide = lagged.transpose(1, 0, 2).reshape(n_time, n_reg * taps)  # (T, R·K), column r·K + k
@@ -109,7 +109,7 @@ class _VoxelDesigns:
         return series + systems + small
 
     def solve(self, y, noise_model, df, start, stop):
-        from .glm import _contrasts
+        from .gls import contrasts
 
         structure = self.structure
         y = tf.cast(y, DTYPE)  # (T, v)
@@ -127,17 +127,19 @@ class _VoxelDesigns:
         del y, moments
         if noise_model == "ols":
             sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
-            outputs = _contrasts(chol, beta, sigma2, self.t_coordinates[:, :n_reg],
-                                 [k[:, :n_reg] for k in self.f_coordinates])
+            outputs = contrasts(chol, beta, sigma2, self.t_coordinates[:, :n_reg],
+                                [k[:, :n_reg] for k in self.f_coordinates], gram)
             return outputs + (None, sigma2.numpy())
         rho = structure.rho(residuals)  # (runs, v)
         rhs, eqe = self._whitened_moments(residuals, rho, kernels)
         del residuals
-        chol = tf.linalg.cholesky(self._gls_gram(kernels, outer, rho))
+        gram = self._gls_gram(kernels, outer, rho)
+        chol = tf.linalg.cholesky(gram)
         delta = tf.linalg.cholesky_solve(chol, rhs[:, :, None])[:, :, 0]  # (v, R + k): the GLS fit of e
         sigma2 = tf.maximum(eqe - tf.reduce_sum(delta * rhs, axis=1), 0.0) / df
         gamma = tf.concat([beta + delta[:, :n_reg], delta[:, n_reg:]], axis=1)
-        return _contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates) + (rho.numpy(), sigma2.numpy())
+        return contrasts(chol, gamma, sigma2, self.t_coordinates, self.f_coordinates, gram) + (rho.numpy(),
+                                                                                              sigma2.numpy())
 
     def _whitened_moments(self, residuals, rho, kernels):
         """``X'Q e`` (v × (R + k)) with each voxel's kernel, and ``e'Q e`` (v,), from ``Q e`` (time × voxels)."""
