@@ -116,3 +116,25 @@ def test_device_gpu_end_to_end(tmp_path):
     assert code == 0
     sidecar = json.loads(next(out.glob("sub-01/func/*_stat-rsquared_statmap.json")).read_text())
     assert sidecar["Processing"]["Device"] == "GPU" or sidecar.get("Device") == "GPU"
+
+
+@pytest.mark.parametrize("n_runs", [1, 2])
+def test_first_level_inference_cpu_and_gpu_agree(n_runs):
+    """The first-level AR(1) inference (one run: the Woodbury solver; two runs: per-voxel Cholesky) gives the CPU's
+    effects, z and F on the GPU to float32 tolerance."""
+    from bids_encoder.inference import first_level
+
+    rng = np.random.default_rng(5)
+    n_time, n_voxels = 240, 3000
+    runs = np.repeat(np.arange(1, n_runs + 1), n_time // n_runs)
+    regressors = rng.normal(size=(n_time, 4))
+    design = np.column_stack([regressors] + [(runs == r).astype(float) for r in np.unique(runs)])
+    data = (regressors @ rng.normal(size=(4, n_voxels)) + 100 + rng.normal(size=(n_time, n_voxels))).astype(np.float32)
+    t = {"a": np.eye(design.shape[1])[0]}
+    f = {"all": np.eye(design.shape[1])[:4]}
+    cpu = _on("/CPU:0", lambda: first_level(data, design, runs, t, f))
+    gpu = _on(GPUS[0].name, lambda: first_level(data, design, runs, t, f))
+    for stat in ("effect", "variance", "z"):
+        np.testing.assert_allclose(gpu.contrasts["a"][stat], cpu.contrasts["a"][stat], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gpu.contrasts["all"]["F"], cpu.contrasts["all"]["F"], rtol=1e-4)
+    np.testing.assert_allclose(gpu.rho, cpu.rho, atol=1e-5)
