@@ -492,3 +492,21 @@ def test_constant_voxel_has_no_statistics():
         result = first_level(data, x, runs, {"x": np.eye(x.shape[1])[0]}, {"all": np.eye(x.shape[1])})
         assert np.isnan(result.contrasts["all"]["F"][1]) and np.isnan(result.contrasts["x"]["t"][1])
         assert np.isfinite(result.contrasts["all"]["F"][[0, 2]]).all()
+
+
+def test_statistics_without_tensorflow():
+    """The contrast parser and the z/p conversions import and run without loading TensorFlow (the command line uses
+    them before TensorFlow starts quietly): regression test, Hill's expansion had imported it; numpy's expansion
+    equals scipy's exact z."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from scipy import special, stats; "
+            "from bids_encoder.inference import check_syntax, t_to_z_p; "
+            "t = np.linspace(-8, 8, 2001); z, p = t_to_z_p(t, 300.0); "
+            "exact = np.where(t >= 0, -special.ndtri_exp(stats.t.logsf(t, 300.0)), "
+            "special.ndtri_exp(stats.t.logcdf(t, 300.0))); "
+            "print('tensorflow' in sys.modules, float(np.abs(z - exact).max()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    loaded, error = done.stdout.split()
+    assert loaded == "False" and float(error) < 1e-12

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import tensorflow as tf
 from scipy import special, stats
 
 __all__ = ["t_to_z_p", "f_to_z_p"]
@@ -64,15 +65,24 @@ def _t_log_tail(t, df):
 
 
 def _hill(t, df):
-    """z (and p = Φ(−z)) of Student's t by Hill's (1970) normalising expansion in ``y = (df − ½) log(1 + t²/df)``."""
-    t = tf.constant(t, dtype=tf.float64)
-    df = tf.constant(df, dtype=tf.float64)
+    """z (and p = Φ(−z)) of Student's t by Hill's (1970) normalising expansion; with TensorFlow (all cores) when it
+    is loaded already, else numpy (this module is imported before TensorFlow starts)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not hasattr(tf, "constant"):
+        z = _hill_z(np.asarray(t), df, np.log1p, np.sqrt, np.sign)
+        return z, special.ndtr(-z)
+    z = _hill_z(tf.constant(t, dtype=tf.float64), tf.constant(df, dtype=tf.float64), tf.math.log1p, tf.sqrt, tf.sign)
+    return z.numpy(), (0.5 * tf.math.erfc(z / np.sqrt(2.0))).numpy()
+
+
+def _hill_z(t, df, log1p, sqrt, sign):
+    """``y = (df − ½) log(1 + t²/df)``, ``z = sign(t) √y (1 + (y + 3 + P(y) / (0.8 y² + 100 + b)) / b)``,
+    ``b = 48 (df − ½)²``, ``P(y) = ((−0.4 y − 3.3) y − 24) y − 85.5``."""
     a = df - 0.5
     b = 48.0 * a * a
-    y = a * tf.math.log1p(t * t / df)
+    y = a * log1p(t * t / df)
     correction = ((((-0.4 * y - 3.3) * y - 24.0) * y - 85.5) / (0.8 * y * y + 100.0 + b) + y + 3.0) / b
-    z = tf.sign(t) * (1.0 + correction) * tf.sqrt(y)
-    return z.numpy(), (0.5 * tf.math.erfc(z / np.sqrt(2.0))).numpy()
+    return sign(t) * (1.0 + correction) * sqrt(y)
 
 
 def f_to_z_p(f, df_numerator, df_denominator):
