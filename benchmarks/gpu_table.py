@@ -69,30 +69,32 @@ def run_problem(problem):
             "median_r2": float(np.nanmedian(fit.r2))}
 
 
-def run_glm_problem(problem):
-    """First-level AR(1) inference (20 t contrasts and an F) of benchmarks/glm.py's problem, one run or the same
-    volumes as two runs; returns wall time and the z of one contrast on the first 2,000 voxels (CPU/GPU check)."""
+def run_glm_problems(size):
+    """First-level AR(1) inference (20 t contrasts and an F) of benchmarks/glm.py's problem as one run and as the
+    same volumes in two runs, in one process; returns a row each: wall time and the z of one contrast on the first
+    2,000 voxels (CPU/GPU check)."""
     import numpy as np
     import tensorflow as tf
     from glm import make_problem
 
     from bids_encoder.inference import first_level
 
-    n_voxels, n_volumes = (2_000, 200) if problem.endswith("smoke") else (50_000, 600)
+    n_voxels, n_volumes = (2_000, 200) if size == "smoke" else (50_000, 600)
     model, paradigm, data = make_problem(n_voxels, n_volumes, 20, 1.0)
-    design = model._design(tf.constant(paradigm.to_numpy()), None).numpy().astype(np.float64)
-    runs = np.ones(n_volumes) if "one-run" in problem else np.repeat([1.0, 2.0], n_volumes // 2)
-    design = np.hstack([design] + [(runs == r)[:, None] for r in np.unique(runs)])
-    t = {f"c{i:02d}": np.eye(design.shape[1])[i] for i in range(20)}
-    f = {"effectsOfInterest": np.eye(design.shape[1])[:20]}
+    convolved = model._design(tf.constant(paradigm.to_numpy()), None).numpy().astype(np.float64)
     y = np.ascontiguousarray(data.to_numpy(), dtype=np.float32)
-    first_level(y[:, :500], design, runs, t, f)  # start-up, not timed
-    start = time.perf_counter()
-    result = first_level(y, design, runs, t, f)
-    wall = time.perf_counter() - start
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-    return {"problem": problem, "device": device, "voxels": n_voxels, "volumes": n_volumes, "wall": wall,
-            "z": result.contrasts["c00"]["z"][:2000].tolist()}
+    rows = []
+    for name, runs in (("glm-one-run", np.ones(n_volumes)), ("glm-two-runs", np.repeat([1.0, 2.0], n_volumes // 2))):
+        design = np.hstack([convolved] + [(runs == r)[:, None] for r in np.unique(runs)])
+        t = {f"c{i:02d}": np.eye(design.shape[1])[i] for i in range(20)}
+        f = {"effectsOfInterest": np.eye(design.shape[1])[:20]}
+        first_level(y[:, :500], design, runs, t, f)  # start-up, not timed
+        start = time.perf_counter()
+        result = first_level(y, design, runs, t, f)
+        rows.append({"problem": name, "device": device, "voxels": n_voxels, "volumes": n_volumes,
+                     "wall": time.perf_counter() - start, "z": result.contrasts["c00"]["z"][:2000].tolist()})
+    return rows
 
 
 def _child(problem, device):
@@ -129,7 +131,8 @@ def check():
 @click.option("--run", "problem", hidden=True)
 def main(smoke, do_check, gpu, problem):
     if problem:
-        print(json.dumps(run_glm_problem(problem) if problem.startswith("glm") else run_problem(problem)))
+        print(json.dumps(run_glm_problems(problem.split("-")[1]) if problem.startswith("glm") else
+                         run_problem(problem)))
         return
     if do_check:
         check()
@@ -158,15 +161,17 @@ def main(smoke, do_check, gpu, problem):
     print("| first-level GLM, AR(1), 20 t + 1 F | voxels × volumes | CPU wall s | GPU wall s | CPU ÷ GPU |"
           " max abs z difference (2,000 voxels) |")
     print("|---|---|---|---|---|---|")
-    for name in (["glm-one-run-smoke", "glm-two-runs-smoke"] if smoke else ["glm-one-run", "glm-two-runs"]):
-        cpu = _child(name, "cpu")
-        if gpu:
-            on_gpu = _child(name, "gpu")
+    size = "smoke" if smoke else "full"
+    cpu_rows = _child(f"glm-{size}", "cpu")
+    gpu_rows = _child(f"glm-{size}", "gpu") if gpu else [None] * len(cpu_rows)
+    for cpu, on_gpu in zip(cpu_rows, gpu_rows, strict=True):
+        if on_gpu:
             difference = max(abs(a - b) for a, b in zip(cpu["z"], on_gpu["z"], strict=True))
             gpu_cells = f"{on_gpu['wall']:.2f} | {cpu['wall'] / on_gpu['wall']:.1f} | {difference:.1e}"
         else:
             gpu_cells = "skipped (no GPU) | – | –"
-        print(f"| {name} | {cpu['voxels']} × {cpu['volumes']} | {cpu['wall']:.2f} | {gpu_cells} |", flush=True)
+        print(f"| {cpu['problem']} | {cpu['voxels']} × {cpu['volumes']} | {cpu['wall']:.2f} | {gpu_cells} |",
+              flush=True)
 
 
 if __name__ == "__main__":

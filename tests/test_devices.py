@@ -89,7 +89,7 @@ def test_gpu_script_runs_here_with_the_gpu_columns_skipped():
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == "300" and float(cells[2]) > 0 and cells[5] == "skipped (no GPU)"
     assert 0.0 < float(cells[9].split("/")[0]) < 1.0  # the CPU fit's median R²
-    for name in ("glm-one-run-smoke", "glm-two-runs-smoke"):  # the first-level GLM table
+    for name in ("glm-one-run", "glm-two-runs"):  # the first-level GLM table
         cells = [cell.strip() for cell in next(line for line in lines if line.startswith(f"| {name} |")).strip(
             "|").split("|")]
         assert cells[1] == "2000 × 200" and float(cells[2]) > 0 and cells[3] == "skipped (no GPU)"
