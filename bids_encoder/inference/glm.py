@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from .gls import RunMoments, contrasts, gram
+from .gls import RunMoments, contrasts, gram, lag_one
 from .statistics import f_to_z_p, t_to_z_p
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["FirstLevelResult", "first_level", "percent_signal_change", "NOISE_MODELS"]
 
 NOISE_MODELS = ("ar1", "ols")
-MAX_RHO = 0.99
 DTYPE = tf.float64
 
 
@@ -85,29 +84,28 @@ class _Runs:
         self.pair = ~first  # t and t-1 in the same run
         self.index_tf = tf.constant(self.index.astype(np.int32))
         self.pair_tf = tf.constant(self.pair[:, None].astype(np.float32))
-        self.kept_tf = tf.constant((~np.asarray(censored, bool))[:, None].astype(np.float32))
+        censored = np.asarray(censored, bool)
+        self.kept_tf = tf.constant((~censored)[:, None].astype(np.float32)) if censored.any() else None
+        starts = np.flatnonzero(first)
+        #: contiguous blocks of volumes (start, stop, run index); the whitening restarts at each block
+        self.segments = [(int(a), int(b), int(self.index[a]))
+                         for a, b in zip(starts, np.r_[starts[1:], len(self.index)], strict=True)]
 
     def indicators(self):
         return (self.index[:, None] == np.arange(self.n_runs)[None, :]).astype(float)
 
     def rho(self, residuals):
-        """Lag-one autocorrelation of the residuals (time × voxels) per run: (runs × voxels), clipped."""
-        e = residuals * tf.cast(self.kept_tf, residuals.dtype)
-        previous = tf.concat([tf.zeros_like(e[:1]), e[:-1]], axis=0)
-        numerator = tf.math.unsorted_segment_sum(tf.cast(self.pair_tf, e.dtype) * e * previous, self.index_tf,
-                                                 self.n_runs)
-        denominator = tf.math.unsorted_segment_sum(e * e, self.index_tf, self.n_runs)
-        rho = tf.math.divide_no_nan(numerator, denominator)
-        return tf.clip_by_value(rho, -MAX_RHO, MAX_RHO)
+        """Lag-one autocorrelation of the residuals (time × voxels) per run, censored volumes left out:
+        (runs × voxels), clipped to ±0.99."""
+        return lag_one(residuals, self.segments, self.n_runs, self.kept_tf)
 
     def moments(self, z):
         """Per run, (S0, S1, L) of a shared (time × p) matrix: all, interior and lag-one cross-products (summed over
         the run's contiguous blocks of volumes, as the whitening treats each block's first volume as a start)."""
         p = z.shape[1]
         s0, s1, lag = (np.zeros((self.n_runs, p, p)) for _ in range(3))
-        starts = np.flatnonzero(self.first)
-        for a, b in zip(starts, np.r_[starts[1:], len(self.index)], strict=True):
-            rows, run = z[a:b], self.index[a]
+        for a, b, run in self.segments:
+            rows = z[a:b]
             s0[run] += rows.T @ rows
             s1[run] += rows[1:-1].T @ rows[1:-1]
             cross = rows[1:].T @ rows[:-1]

@@ -33,9 +33,12 @@ def block_moments(e, rho, shifted, first_row):
     return rhs, tf.cast(tf.reduce_sum(tf.square(w), axis=0), DTYPE) + tf.square(w0)
 
 
-def lag_one(e, segments, n_runs):
+def lag_one(e, segments, n_runs, kept=None):
     """The lag-one autocorrelation of residuals (time × v) within each run (runs × v), clipped to ±0.99, from the
-    run's contiguous blocks ``segments`` ((start, stop, run) each)."""
+    run's contiguous blocks ``segments`` ((start, stop, run) each); ``kept`` (time × 1, 0 at censored volumes)
+    leaves censored volumes out."""
+    if kept is not None:
+        e = e * tf.cast(kept, e.dtype)
     sl, ss = [0.0] * n_runs, [0.0] * n_runs
     for a, b, run in segments:
         block = e[a:b]
@@ -45,14 +48,17 @@ def lag_one(e, segments, n_runs):
     return tf.clip_by_value(tf.math.divide_no_nan(sl, ss), -MAX_RHO, MAX_RHO)
 
 
+def null_basis(rows):
+    """An orthonormal basis of the null space of a contrast's rows (k × m), m = k − rank."""
+    _, s, vt = np.linalg.svd(rows)
+    return vt[int((s > s[0] * 1e-10).sum()):].T
+
+
 class RunMoments:
     """The shifted design of each contiguous block of volumes of a run (segments), for :func:`block_moments`."""
 
     def __init__(self, z, structure):
-        index = structure.index
-        starts = np.flatnonzero(structure.first)
-        stops = np.r_[starts[1:], len(index)]
-        self.segments = [(int(a), int(b), int(index[a])) for a, b in zip(starts, stops, strict=True)]
+        self.segments = structure.segments
         self.shifted = [tf.constant(np.hstack([z[a + 1:b], z[a:b - 1]]).astype(np.float32))
                         for a, b, _ in self.segments]
         self.first_rows = [tf.constant(z[a]) for a, _, _ in self.segments]
@@ -60,7 +66,7 @@ class RunMoments:
 
     def rhs(self, e):
         """``Z'Qe`` (k × v), ``e'Qe`` (v,) and ρ (runs × v, the lag-one autocorrelation of e within each run)."""
-        rho = lag_one(e, self.segments, self.structure.n_runs)
+        rho = self.structure.rho(e)
         rhs = eqe = 0.0
         for (a, b, run), shifted, first_row in zip(self.segments, self.shifted, self.first_rows, strict=True):
             block_rhs, block_eqe = block_moments(e[a:b], rho[run], shifted, first_row)
@@ -93,8 +99,7 @@ def contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates, gram_matrices=N
     for k in f_coordinates:
         null = None
         if gram_matrices is not None and not np.isnan(k).any():
-            _, s, vt = np.linalg.svd(k)
-            candidate = vt[int((s > s[0] * 1e-10).sum()):].T
+            candidate = null_basis(k)
             if candidate.shape[1] < k.shape[0]:
                 null = candidate
         nulls.append(null)
@@ -126,20 +131,22 @@ def contrasts(chol, gamma, sigma2, t_coordinates, f_coordinates, gram_matrices=N
             w = tf.gather(solved, inverse[position:position + k.shape[0]], axis=2)
             position += k.shape[0]
             middle = tf.matmul(w, w, transpose_a=True)  # (v, q, q)
-            quadratic = _quadratic(middle, estimate)
+            quadratic = quadratic_form(middle, estimate)
         else:
             g_gamma = tf.linalg.matvec(gram_matrices, gamma)  # G b
             quadratic = tf.reduce_sum(gamma * g_gamma, axis=1)
             if null.shape[1]:
                 basis = tf.constant(null)
                 middle = tf.einsum("km,vkl,ln->vmn", basis, gram_matrices, basis)
-                quadratic -= _quadratic(middle, tf.matmul(g_gamma, basis))
+                quadratic -= quadratic_form(middle, tf.matmul(g_gamma, basis))
         fs.append((quadratic / (k.shape[0] * sigma2)).numpy())
     return effects, variances, fs
 
 
-def _quadratic(middle, h):
+def quadratic_form(middle, h):
     """``h' A⁻¹ h`` per voxel: A (v × n × n) symmetric positive definite, h (v × n)."""
+    if middle.shape[1] == 1:
+        return h[:, 0] ** 2 / middle[:, 0, 0]
     chol = tf.linalg.cholesky(middle)
     solved = tf.linalg.triangular_solve(chol, h[:, :, None], lower=True)
     return tf.reduce_sum(tf.square(solved[:, :, 0]), axis=1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .gls import block_moments, lag_one
+from .gls import block_moments, null_basis, quadratic_form
 
 DTYPE = tf.float64
 
@@ -79,7 +79,7 @@ class _OneRunAR1:
         g = tf.matmul(self.z_tf, y, transpose_a=True)  # OLS (Z'Z = I)
         e = y - tf.matmul(self.z_tf, g)
         del y
-        rho = lag_one(e, [(0, e.shape[0], 0)], 1)[0]
+        rho = self.shared.structure.rho(e)[0]
         rhs, eqe = block_moments(e, rho, self.shifted_tf, self.first_row)  # Z'Qe, e'Qe
         del e
         rho2 = tf.square(rho)
@@ -130,8 +130,7 @@ class _FContrast:
 
     def __init__(self, rows, ends):
         self.q, k = rows.shape
-        _, s, vt = np.linalg.svd(rows)
-        null = vt[int((s > s[0] * 1e-10).sum()):].T  # (k, m)
+        null = null_basis(rows)  # (k, m)
         self.use_null = null.shape[1] < self.q
         basis = null if self.use_null else rows.T  # (k, n)
         self.n = basis.shape[1]
@@ -165,10 +164,5 @@ class _FContrast:
 
 
 def _solve_quadratic(middle, h):
-    """``h' A⁻¹ h`` for every voxel: A (n × n × v) symmetric positive definite, h (n × v)."""
-    if middle.shape[0] == 1:
-        return h[0] ** 2 / middle[0, 0]
-    matrices = tf.transpose(middle, [2, 0, 1])
-    chol = tf.linalg.cholesky(matrices)
-    solved = tf.linalg.triangular_solve(chol, tf.transpose(h)[:, :, None], lower=True)
-    return tf.reduce_sum(tf.square(solved[:, :, 0]), axis=1)
+    """``h' A⁻¹ h`` for every voxel: A (n × n × v), h (n × v) (voxels last, as this module keeps them)."""
+    return quadratic_form(tf.transpose(middle, [2, 0, 1]), tf.transpose(h))

@@ -88,8 +88,9 @@ def _hill_z(t, df, log1p, sqrt, sign):
 def f_to_z_p(f, df_numerator, df_denominator):
     """Upper-tail p of Fisher's F and the z with the same upper-tail probability (negative when p > 0.5).
 
-    z is taken from the smaller tail (``fdtrc`` above the median, ``fdtr`` below it); a tail that underflows to 0
-    (F in the hundreds) is taken from ``logsf`` so that z stays finite.
+    z is taken from the smaller tail (``fdtrc`` above the median, ``fdtr`` below it); an upper tail below 1e-300
+    (F in the hundreds) is taken from the series of the incomplete beta function in log space, so that z stays
+    finite.
     """
     f = np.asarray(f, dtype=np.float64)
     z = np.full(f.shape, np.nan)
