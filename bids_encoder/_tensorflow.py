@@ -6,6 +6,11 @@ cuda_platform.cc] failed call to cuInit`` on every machine without a GPU), whate
 :func:`quiet_environment` sets the environment before TensorFlow loads; :func:`filtered_stderr` sends descriptor
 2 to a file while a block runs (the imports that load TensorFlow, :func:`start_tensorflow`'s device listing), then
 writes back every line that is not known start-up noise (and logs the noise at debug level).
+
+The library's modules import TensorFlow as ``from .._tensorflow import tf``: the first such import loads it, and
+lists its devices (where the missing GPU is reported), inside :func:`filtered_stderr`, so that a script or a
+notebook importing :mod:`bids_encoder` sees TensorFlow's real errors but not its start-up lines. The library
+never sets ``TF_CPP_MIN_LOG_LEVEL``; the command line sets it (to 2) only when the user has not.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import tempfile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NOISE", "filtered_stderr", "quiet_environment", "start_tensorflow", "is_noise"]
+__all__ = ["NOISE", "filtered_stderr", "load_tensorflow", "quiet_environment", "start_tensorflow", "is_noise"]
 
 #: start-up lines that say nothing about the run: configuration notices, and the missing GPU of a CPU machine
 NOISE = re.compile("|".join([
@@ -46,7 +51,11 @@ def quiet_environment():
 def filtered_stderr():
     """Send file descriptor 2 to a file for the block, then write back its lines that are not start-up noise."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a detached process): nothing to filter
+        yield
+        return
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
         try:
@@ -68,6 +77,28 @@ def filtered_stderr():
                 sys.stderr.flush()
 
 
+_LOADED = []  # the tensorflow module once it has been loaded (and its devices listed) quietly
+
+
+def load_tensorflow():
+    """The ``tensorflow`` module, imported (and its devices listed) with the start-up noise filtered out of
+    descriptor 2; later calls return it at once."""
+    if _LOADED:
+        return _LOADED[0]
+    with filtered_stderr():
+        import tensorflow
+
+        tensorflow.config.list_physical_devices("GPU")  # the platform reports a missing GPU (cuInit) here
+    _LOADED.append(tensorflow)
+    return tensorflow
+
+
+def __getattr__(name):
+    if name == "tf":  # ``from .._tensorflow import tf`` loads TensorFlow quietly on first use
+        return load_tensorflow()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def start_tensorflow(nthreads=None):
     """Import TensorFlow (with ``nthreads`` intra-op threads, before its runtime starts) and list its GPUs quietly;
     returns (the tensorflow module, the visible GPUs)."""
@@ -84,6 +115,8 @@ def start_tensorflow(nthreads=None):
                     logger.warning("--nthreads %d: TensorFlow already started in this process with %d threads; "
                                    "it keeps them", nthreads, tf.config.threading.get_intra_op_parallelism_threads())
         gpus = tf.config.list_physical_devices("GPU")
+    if not _LOADED:
+        _LOADED.append(tf)
     try:
         from absl import logging as absl_logging
 

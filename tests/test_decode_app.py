@@ -23,7 +23,7 @@ from bids_encoder.workflows.decode import (
     decoding_grid,
     single_trial_betas,
 )
-from bids_encoder.workflows.decode_metrics import accuracy, circular_correlation, circular_error
+from bids_encoder.decoding.metrics import accuracy, circular_correlation, circular_error
 
 N_RUNS, N_TRIALS, N_VOXELS = 2, 28, 12
 

@@ -210,7 +210,7 @@ def test_fast_jacobian_matches_forward_mode(rng):
     """The kernel-linear Jacobian used by Levenberg–Marquardt equals forward-mode differentiation of predict."""
     import tensorflow as tf
 
-    from bids_encoder.transforms import Bounded
+    from bids_encoder.models.transforms import Bounded
 
     paradigm = tf.constant(event_paradigm(rng, 80, 3).to_numpy())
     model = LinearModelWithBaselineHRF(hrf_model=SPMHRFModel(1.5, unique_hrfs=True))

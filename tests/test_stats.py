@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bids_encoder import stats
+from bids_encoder.inference import summaries as stats
 
 
 def test_one_sample_t_and_z_match_scipy_with_missing_values(rng):

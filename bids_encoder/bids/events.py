@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..hrf import spm_hrf
+from ..models.hrf import spm_hrf
 from .derivatives import bids_label
 from .layout import InputError
 

@@ -2,16 +2,12 @@
 
 The residual covariance across voxels (:class:`ResidualFitter`), the posterior of the stimulus on a grid
 (:func:`stimulus_pdf`, also ``model.get_stimulus_pdf``) and its summaries (:func:`posterior_summary`), the
-maximum-a-posteriori stimulus by gradient descent (:class:`StimulusFitter`), and single-trial betas by
-least-squares-separate (:func:`lss_betas`). Numeric core: TensorFlow, numpy, pandas and scipy only.
-"""
+maximum-a-posteriori stimulus by gradient descent (:class:`StimulusFitter`), single-trial betas by
+least-squares-separate (:func:`lss_betas`), and the accuracy of decoded values (:mod:`.metrics`, numpy only).
+Numeric core: TensorFlow, numpy, pandas and scipy only.
 
-from ._common import make_grid
-from .posterior import disc_apertures, stimulus_pdf
-from .residuals import ResidualFitter, tuning_matrix
-from .single_trial import lss_betas, trial_regressors
-from .stimulus_fitter import StimulusFitter, pixel_neighbours
-from .summary import interval_contains, posterior_summary
+The names load on first use, so that :mod:`.metrics` (read by the group level) imports without TensorFlow.
+"""
 
 __all__ = [
     "ResidualFitter",
@@ -26,3 +22,20 @@ __all__ = [
     "lss_betas",
     "trial_regressors",
 ]
+
+_LAZY = {"ResidualFitter": "residuals", "tuning_matrix": "residuals", "stimulus_pdf": "posterior",
+         "disc_apertures": "posterior", "make_grid": "posterior", "posterior_summary": "summary",
+         "interval_contains": "summary", "StimulusFitter": "stimulus_fitter", "pixel_neighbours": "stimulus_fitter",
+         "lss_betas": "single_trial", "trial_regressors": "single_trial"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pandas as pd
 import scipy.optimize
-import tensorflow as tf
 
-from ._common import ModelResponses, check_data, is_circular
+from .._tensorflow import tf
+from ..models.likelihood import ModelResponses, check_data, is_circular
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
-from ..hrf import spm_hrf
 from ..models.base import _as_frame, run_lengths
+from ..models.hrf import spm_hrf
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import logging
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from ..transforms import Bounded, Identity
-from ._common import ModelResponses, check_data, omega_cholesky
+from .._tensorflow import tf
+from ..models.likelihood import ModelResponses, check_data, omega_cholesky
+from ..models.transforms import Bounded, Identity
 from .posterior import stimulus_pdf
 
 logger = logging.getLogger(__name__)

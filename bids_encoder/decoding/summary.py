@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from ._common import cell_sizes
-from .posterior import _circular_flags, grid_log_weights
+from ..models.likelihood import _circular_flags, cell_sizes, grid_log_weights
 
 __all__ = ["posterior_summary", "interval_contains"]
 

@@ -12,7 +12,8 @@ rounded at its own scale) gives the right-hand side ``Z'W'We`` and ``e'Qe = |We|
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+
+from .._tensorflow import tf
 
 DTYPE = tf.float64
 MAX_RHO = 0.99

@@ -24,8 +24,8 @@ no eigenbasis: they use the per-voxel Cholesky factorisation of :mod:`.glm`.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
+from .._tensorflow import tf
 from .gls import block_moments, null_basis, quadratic_form
 
 DTYPE = tf.float64

@@ -20,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
+
+from .._tensorflow import tf
+from ._design import _reduced_basis, independent_rows
+from .gls import contrasts
 
 __all__ = ["LaggedRegressors"]
 
@@ -53,7 +56,6 @@ class _VoxelDesigns:
     """Per-voxel regressors ``L_r k_v`` beside shared nuisance columns (see the module's description)."""
 
     def __init__(self, design, structure, t_contrasts, f_contrasts, regressors):
-        from .glm import _reduced_basis, independent_rows
 
         self.structure = structure
         lagged = np.asarray(regressors.lagged, dtype=np.float64)  # (R, T, K)
@@ -109,8 +111,6 @@ class _VoxelDesigns:
         return series + systems + small
 
     def solve(self, y, noise_model, df, start, stop):
-        from .gls import contrasts
-
         structure = self.structure
         y = tf.cast(y, DTYPE)  # (T, v)
         kernels = tf.constant(self.kernels[start:stop])  # (v, K)

@@ -1,7 +1,7 @@
 """Encoding models: predict BOLD time series from a paradigm and per-voxel parameters."""
 
-from ..hrf import CustomHRFModel, HRFModel, SPMHRFModel
 from .base import EncodingModel, HRFEncodingModel
+from .hrf import CustomHRFModel, HRFModel, SPMHRFModel
 from .linear import LinearModelWithBaseline, LinearModelWithBaselineHRF
 from .prf import (
     CSSPRF2D,

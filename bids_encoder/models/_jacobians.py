@@ -14,13 +14,17 @@ registers its own.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from ..hrf import convolve
+from .._tensorflow import tf
+from .hrf import convolve
 
 #: ``_predict_neural`` function → function(model, paradigm, parameters) returning the neural response (time ×
 #: voxels) and its derivatives with respect to the natural parameters, a dict label → (time × voxels).
 NEURAL_JACOBIANS = {}
+
+
+#: CSS models floor the overlap here before the exponent (its slope is zero below it)
+CSS_FLOOR = 1e-8
 
 
 def register(predict_neural):
@@ -115,8 +119,6 @@ def gaussian2d_jacobian(model, paradigm, parameters):
 
 def css2d_jacobian(model, paradigm, parameters):
     """amplitude · max(overlap, floor)^n and its derivatives (the floor's region has zero slope)."""
-    from .prf import CSS_FLOOR
-
     x, y, sd, amplitude, n = model._columns(parameters, "x", "y", "sd", "amplitude", "n")
     response, d_x, d_y, d_sd = gaussian_field_products(model, paradigm, x, y, sd)
     floored = tf.maximum(response, CSS_FLOOR)

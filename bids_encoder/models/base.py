@@ -6,48 +6,16 @@ import logging
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from ..transforms import Identity
+from .._tensorflow import tf
+from ._frames import as_frame as _as_frame
+from ._frames import run_lengths
+from .likelihood import stimulus_pdf
+from .transforms import Identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EncodingModel", "HRFEncodingModel"]
-
-
-def _as_frame(values, name, columns=None):
-    """A float32 DataFrame from a DataFrame, Series or array (1-D arrays become one column)."""
-    if isinstance(values, pd.Series):
-        values = values.to_frame()
-    if isinstance(values, pd.DataFrame):
-        frame = values.astype(np.float32)
-    else:
-        array = np.asarray(values, dtype=np.float32)
-        if array.ndim == 1:
-            array = array[:, np.newaxis]
-        if array.ndim != 2:
-            raise ValueError(f"{name} must be 2-dimensional (got an array of shape {array.shape})")
-        frame = pd.DataFrame(array, columns=columns)
-    if not np.all(np.isfinite(frame.to_numpy())):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return frame
-
-
-def run_lengths(index):
-    """Lengths of the runs in a time index, or None for a single run.
-
-    A :class:`pandas.MultiIndex` identifies runs by all its levels but the last (for example (run, time) or
-    (repeat, time)); each run must be contiguous.
-    """
-    if not isinstance(index, pd.MultiIndex) or index.nlevels < 2:
-        return None
-    keys = index.droplevel(-1)
-    change = np.ones(len(keys), dtype=bool)
-    change[1:] = np.asarray(keys[1:] != keys[:-1])
-    starts = np.flatnonzero(change)
-    if len(set(keys[starts])) != len(starts):
-        raise ValueError("The runs of a (run, time) paradigm index must each be contiguous")
-    return tuple(int(n) for n in np.diff(np.append(starts, len(keys))))
+__all__ = ["EncodingModel", "HRFEncodingModel", "run_lengths"]
 
 
 class EncodingModel:
@@ -72,6 +40,8 @@ class EncodingModel:
 
     parameter_labels: list[str] = []
     uses_weights = False
+    #: the stimulus is an angle (its grid wraps when decoding): von Mises tuning
+    circular_stimulus = False
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, omega=None, verbosity=logging.INFO):
         self.verbosity = verbosity
@@ -176,6 +146,11 @@ class EncodingModel:
         """Prediction tensor (time × voxels) from tensors: paradigm (T, F), parameters (V, P), weights (F, V)."""
         return self._predict_neural(paradigm, parameters, weights) + self._baseline(parameters)
 
+    def _respond(self, paradigm, parameters, weights=None):
+        """The instantaneous response (stimuli × voxels) to each paradigm row, as decoders invert it: the
+        prediction of a single time point (models with an HRF: the neural response plus baseline, no HRF)."""
+        return self._predict(paradigm, parameters, weights, segments=None)
+
     def predict(self, paradigm=None, parameters=None, weights=None):
         """Predicted BOLD signal.
 
@@ -199,8 +174,6 @@ class EncodingModel:
         """Posterior density of the stimulus over a grid for every row of ``data`` (``omega`` defaults to
         ``self.omega``). See :func:`bids_encoder.decoding.stimulus_pdf` for the options (prior, 2-D grids,
         circular stimuli, log densities)."""
-        from ..decoding.posterior import stimulus_pdf
-
         return stimulus_pdf(self, data, stimulus_range, omega=omega, parameters=parameters, weights=weights,
                             dof=dof, **kwargs)
 
@@ -289,3 +262,6 @@ class HRFEncodingModel:
         neural = self._predict_neural(paradigm, parameters, weights)
         bold = self.hrf_model.convolve(neural, self._hrf_parameters(parameters), segments=segments)
         return bold + self._baseline(parameters)
+
+    def _respond(self, paradigm, parameters, weights=None):
+        return self._predict_neural(paradigm, parameters, weights) + self._baseline(parameters)

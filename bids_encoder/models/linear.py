@@ -6,10 +6,10 @@ import logging
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from ..hrf import lagged
+from .._tensorflow import tf
 from .base import EncodingModel, HRFEncodingModel
+from .hrf import lagged
 
 __all__ = ["LinearModelWithBaseline", "LinearModelWithBaselineHRF"]
 

@@ -16,11 +16,12 @@ import logging
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from ..transforms import Bounded, Identity, Positive
+from .._tensorflow import tf
 from . import _jacobians
+from ._jacobians import CSS_FLOOR
 from .base import EncodingModel, HRFEncodingModel
+from .transforms import Bounded, Identity, Positive
 
 __all__ = [
     "GaussianPRF",
@@ -204,6 +205,7 @@ class VonMisesPRF(_TuningModel):
 
     parameter_labels = ["mu", "kappa", "amplitude", "baseline"]
     positive_labels = {"kappa": 1e-3}
+    circular_stimulus = True
 
     def _shape(self, stimulus, parameters):
         mu, kappa = self._columns(parameters, "mu", "kappa")
@@ -290,8 +292,6 @@ class GaussianPRF2D(_PRFModel):
 
 #: Bounds of the CSS exponent
 CSS_EXPONENT_BOUNDS = (0.01, 2.0)
-#: Stimulus overlaps below this are raised to it before the CSS power (finite derivatives at zero overlap)
-CSS_FLOOR = 1e-8
 
 
 class CSSPRF2D(GaussianPRF2D):

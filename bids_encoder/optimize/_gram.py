@@ -17,10 +17,10 @@ however well the voxel is fitted.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from ..hrf import lagged
-from .levenberg_marquardt import StepKernel
+from .._tensorflow import tf
+from ..models.hrf import lagged
+from ._steps import StepKernel
 
 
 def gram_applicable(model, labels, free_labels, has_weights):

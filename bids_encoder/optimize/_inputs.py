@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
+from .._tensorflow import tf
 from ..models.base import _as_frame, run_lengths
 
 

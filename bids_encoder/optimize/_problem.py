@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
+from .._tensorflow import tf
 from ._inputs import projected_constant
 
 logger = logging.getLogger(__name__)

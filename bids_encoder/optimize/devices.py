@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-import tensorflow as tf
+from .._tensorflow import tf
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import weakref
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from tqdm.auto import tqdm
 
+from .._tensorflow import tf
 from ._inputs import projected_constant
 from .devices import run_chunks
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._gram import gram_applicable
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels

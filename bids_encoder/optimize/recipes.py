@@ -259,7 +259,7 @@ def gaussian_counterpart(model):
 
 def _unit_predictions(model, paradigm, parameters, segments, memory_limit):
     """model._predict in chunks of voxels (time × voxels, float64)."""
-    import tensorflow as tf
+    from .._tensorflow import tf
 
     n_time, n_features = paradigm.shape
     per_voxel = 4 * (model._floats_per_voxel(n_time, n_features) + 3 * n_time) + 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, signal
 
-from ..hrf import SPMHRFModel
+from ..models.hrf import SPMHRFModel
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._inputs import as_tensor, check_data_and_paradigm, confound_basis
 

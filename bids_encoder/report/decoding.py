@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workflows.decode_metrics import circular_error
+from ..decoding.metrics import circular_error
 from .figures import _save, plt
 
 __all__ = ["decoding_figures", "summary_text", "N_EXAMPLES"]

@@ -39,8 +39,8 @@ import scipy.linalg
 from ..bids.events import read_stimulus_events
 from ..bids.layout import InputError
 from ..decoding import ResidualFitter, lss_betas, posterior_summary, stimulus_pdf, trial_regressors
+from ..decoding.metrics import accuracy
 from ..optimize.recipes import default_tuning_grid, fit_tuning1d
-from .decode_metrics import accuracy
 from .fit import MODEL_KINDS, lm_settings
 from .fit_tuning import TUNING_MODELS, model_values
 

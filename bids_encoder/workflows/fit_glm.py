@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from .._tensorflow import tf
 from ..bids.events import OVERSAMPLING
-from ..hrf import SPMHRFModel
 from ..inference.voxel_designs import LaggedRegressors
 from ..models import LinearModelWithBaseline, LinearModelWithBaselineHRF
 from ..models.base import run_lengths
+from ..models.hrf import SPMHRFModel
 from ..optimize import ParameterFitter, WeightFitter
 from ..optimize._inputs import meaningful_voxels
 from ..optimize.shared_hrf import MIN_USABLE, canonical_shared_hrf, estimate_shared_hrf, select_best_voxels

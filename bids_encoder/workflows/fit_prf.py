@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..hrf import SPMHRFModel
 from ..models import (
     CSSPRF2DWithHRF,
     DifferenceOfGaussiansPRF2DWithHRF,
@@ -19,6 +18,7 @@ from ..models import (
     GaussianPRF2DWithHRF,
 )
 from ..models.base import run_lengths
+from ..models.hrf import SPMHRFModel
 from ..optimize import ParameterFitter
 from ..optimize._inputs import confound_basis
 from ..optimize.recipes import default_extra_grid, fit_prf2d, fit_prf2d_staged

@@ -19,7 +19,6 @@ import pandas as pd
 
 from ..bids.inputs import nuisance_regressors
 from ..bids.layout import InputError
-from ..hrf import SPMHRFModel
 from ..models import (
     GaussianPRF,
     GaussianPRFWithHRF,
@@ -29,6 +28,7 @@ from ..models import (
     VonMisesPRFWithHRF,
 )
 from ..models.base import run_lengths
+from ..models.hrf import SPMHRFModel
 from ..optimize._inputs import confound_basis
 from ..optimize.recipes import default_tuning_grid, fit_tuning1d
 from ..optimize.shared_hrf import MIN_USABLE, canonical_shared_hrf, estimate_shared_hrf, select_best_voxels

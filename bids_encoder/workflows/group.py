@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import stats
 from .._version import __version__
 from ..bids.atlas import Atlas, is_native
 from ..bids.derivatives import map_paths, sidecar_path, write_json
 from ..bids.layout import InputError, load_layout
 from ..bids.participant_maps import find_participant_fits, fit_name, read_map
+from ..inference import summaries as stats
 from ..report.group import write_group_report
 from .comparison import COMPARISON, group_comparison
 from .group_model import GroupDesign, read_covariates

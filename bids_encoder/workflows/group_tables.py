@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .. import stats
 from .._version import __version__
 from ..bids.derivatives import atomic_write, derivative_path, write_json
-from .decode_metrics import ACCURACY_COLUMNS, accuracy
+from ..decoding.metrics import ACCURACY_COLUMNS, accuracy
+from ..inference import summaries as stats
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Across-participant statistics on (participants × voxels) arrays; NaN marks a missing value.
 
-Pure numpy/scipy: the group level (:mod:`bids_encoder.workflows.group`) feeds it maps of any geometry.
+Pure numpy/scipy: the group level feeds it maps of any geometry.
 Linear parameters get mean, median, SD and a one-sample t-test; angles (degrees) get circular statistics.
 """
 

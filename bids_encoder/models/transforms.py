@@ -7,7 +7,8 @@ to unconstrained ones, clipping values on or beyond a bound just inside it.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
+
+from .._tensorflow import tf
 
 __all__ = ["Identity", "Positive", "Bounded"]
 

@@ -1,0 +1,43 @@
+"""Frames in and out of the models: float32 DataFrames from user inputs, and the runs of a time index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["as_frame", "run_lengths"]
+
+
+def as_frame(values, name, columns=None):
+    """A float32 DataFrame from a DataFrame, Series or array (1-D arrays become one column)."""
+    if isinstance(values, pd.Series):
+        values = values.to_frame()
+    if isinstance(values, pd.DataFrame):
+        frame = values.astype(np.float32)
+    else:
+        array = np.asarray(values, dtype=np.float32)
+        if array.ndim == 1:
+            array = array[:, np.newaxis]
+        if array.ndim != 2:
+            raise ValueError(f"{name} must be 2-dimensional (got an array of shape {array.shape})")
+        frame = pd.DataFrame(array, columns=columns)
+    if not np.all(np.isfinite(frame.to_numpy())):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return frame
+
+
+def run_lengths(index):
+    """Lengths of the runs in a time index, or None for a single run.
+
+    A :class:`pandas.MultiIndex` identifies runs by all its levels but the last (for example (run, time) or
+    (repeat, time)); each run must be contiguous.
+    """
+    if not isinstance(index, pd.MultiIndex) or index.nlevels < 2:
+        return None
+    keys = index.droplevel(-1)
+    change = np.ones(len(keys), dtype=bool)
+    change[1:] = np.asarray(keys[1:] != keys[:-1])
+    starts = np.flatnonzero(change)
+    if len(set(keys[starts])) != len(starts):
+        raise ValueError("The runs of a (run, time) paradigm index must each be contiguous")
+    return tuple(int(n) for n in np.diff(np.append(starts, len(keys))))
