@@ -10,7 +10,8 @@ import pytest
 import bids_encoder.optimize._gram as gram
 from bids_encoder.models import GaussianPRF2D, LinearModelWithBaselineHRF, SPMHRFModel
 from bids_encoder.optimize import ParameterFitter
-from bids_encoder.optimize.levenberg_marquardt import _KERNELS
+from bids_encoder.optimize._graphs import model_key
+from bids_encoder.optimize.levenberg_marquardt import kernels_of
 
 
 def _hrf_problem(rng, n_voxels=400, n_time=240):
@@ -37,7 +38,7 @@ def test_kernel_space_hrf_fit_equals_the_full_one(rng, monkeypatch):
     """Per-voxel HRFs with fixed weights: the taps² statistics give the fit of the full (time × voxels) solver."""
     model, paradigm, truth, data, confounds = _hrf_problem(rng)
     fast, fast_estimate = _fit_hrfs(model, data, paradigm, truth, confounds)
-    assert any(type(kernel).__name__ == "GramKernel" for kernel in _KERNELS[model].values())
+    assert any(type(kernel).__name__ == "GramKernel" for kernel in kernels_of(model).values())
     monkeypatch.setattr(gram, "gram_applicable", lambda *args: False)
     full, full_estimate = _fit_hrfs(model, data, paradigm, truth, confounds)
     difference = np.abs(fast_estimate["hrf_delay"] - full_estimate["hrf_delay"]).to_numpy()
@@ -47,13 +48,21 @@ def test_kernel_space_hrf_fit_equals_the_full_one(rng, monkeypatch):
 
 
 def test_compiled_once_across_chunks_and_fits(rng):
-    """Several chunks and a second fit (a warm start from the first) reuse one trace."""
+    """Several chunks, a second fit (a warm start from the first) and a new instance of an equal model (as a
+    cross-validation fold builds) reuse one trace; a model with other constants gets its own."""
     model, paradigm, truth, data, confounds = _hrf_problem(rng, n_voxels=300)
+    confounds = np.column_stack([confounds, np.arange(len(confounds)) % 7])  # a set-up no other test uses
     fitter, estimate = _fit_hrfs(model, data, paradigm, truth, confounds, memory_limit=2_500_000)
     assert len(fitter.history) >= 3  # several chunks
+    (kernel,) = [k for k in kernels_of(model).values()]
+    traces = kernel.n_traces
     fitter.fit(init_pars=estimate, optimizer="lm", fixed_pars=["baseline"], confounds=confounds, progressbar=False)
-    kernels = list(_KERNELS[model].values())
-    assert len(kernels) == 1 and kernels[0].n_traces == 1
+    twin = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(1.5, unique_hrfs=True), weights=model.weights)
+    _fit_hrfs(twin, data, paradigm, truth, confounds)
+    assert kernels_of(twin) is kernels_of(model) and kernel.n_traces == traces <= 1
+    other = LinearModelWithBaselineHRF(paradigm, hrf_model=SPMHRFModel(1.5, unique_hrfs=True, delay=5.5),
+                                       weights=model.weights)
+    assert model_key(other) != model_key(model) == model_key(twin)
 
 
 def _bars(n_side=12, n_time=96):

@@ -176,7 +176,7 @@ def test_lm_beats_adam_in_fewer_iterations_and_honours_fixed_pars(rng):
     data = model.simulate(parameters=truth, noise=0.05, random_state=3)
     fitter = ParameterFitter(model, data, paradigm)
     init = fitter.fit_grid(np.linspace(-5, 5, 6), np.linspace(-5, 5, 6), [1.0, 2.0], None, None, progressbar=False)
-    fitter.fit(init_pars=init, max_n_iterations=1000, learning_rate=0.01, progressbar=False)
+    fitter.fit(init_pars=init, optimizer="adam", max_n_iterations=1000, learning_rate=0.01, progressbar=False)
     adam_r2, adam_steps = fitter.r2.median(), fitter.n_iterations
     fixed_sd = init.assign(sd=1.3)
     estimate = fitter.fit(init_pars=fixed_sd, optimizer="lm", fixed_pars=["sd"], max_n_iterations=20,

@@ -42,6 +42,8 @@ class EncodingModel:
     uses_weights = False
     #: the stimulus is an angle (its grid wraps when decoding): von Mises tuning
     circular_stimulus = False
+    #: the parameters must satisfy :meth:`_feasible` beyond their bounds (2-D pRFs: the stimulus sees the field)
+    constrained = False
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, omega=None, verbosity=logging.INFO):
         self.verbosity = verbosity
@@ -63,6 +65,12 @@ class EncodingModel:
 
     def get_default_parameters(self, n_voxels, index=None):
         """Default parameters, when a model has natural ones (linear models); None otherwise."""
+        return None
+
+    def _feasible(self, paradigm, parameters, margin=1.0):
+        """(voxels,) bool tensor: which parameter rows (tensor, voxels × labels) the fitters may use, for models
+        with ``constrained = True`` (``margin`` > 1 asks for rows well inside the feasible set); None for the
+        others (every row is)."""
         return None
 
     # ------------------------------------------------------------------ memory plan

@@ -212,6 +212,11 @@ class VonMisesPRF(_TuningModel):
         return tf.exp(kappa * (tf.cos(stimulus - mu) - 1.0))
 
 
+#: Default smallest visibility of a 2-D field (see :class:`GaussianPRF2D`): at some time point the stimulus covers
+#: at least this share of the field.
+MIN_VISIBILITY = 0.02
+
+
 def _check_grid(grid_coordinates):
     if grid_coordinates is None:
         raise ValueError("2-D pRF models need grid_coordinates (pixels × 2: x and y in degrees)")
@@ -240,14 +245,29 @@ class GaussianPRF2D(_PRFModel):
     Notes
     -----
     Labels: x, y, sd, baseline, amplitude. Positions are kept within the stimulus extent widened by half its
-    size on each side, ``sd`` (degrees) between half a pixel (the finest size the stimulus resolves) and the stimulus extent: an iterative
-    fit cannot carry a noisy voxel to a huge, far-away field that acts as a linear gradient across the screen.
+    size on each side, ``sd`` (degrees) between half a pixel (the finest size the stimulus resolves) and the
+    stimulus extent: an iterative fit cannot carry a noisy voxel to a huge, far-away field that acts as a linear
+    gradient across the screen.
+
+    The stimulus must see the field: its *visibility*, the largest share of the (normalised) field that the
+    apertures cover at any one time, relative to the brightest aperture value, must be at least
+    ``min_visibility`` (:data:`MIN_VISIBILITY`). A field centred beyond the stimulated region is not identified —
+    moving it further out while raising the amplitude predicts nearly the same response, so an iterative fit
+    would slide it to the position bound with an amplitude no experiment measured (a full-field response of
+    10⁴ times the data's). The constraint is the same as an amplitude ceiling of ``1 / min_visibility`` times the
+    largest response the fit predicts. The grid search skips points below it and Levenberg–Marquardt never
+    accepts a step that leaves it (:meth:`_feasible`).
     """
 
     parameter_labels = ["x", "y", "sd", "baseline", "amplitude"]
+    constrained = True  # see _feasible
+    hrf_coupled_labels = ("sd",)  # trades off against per-voxel HRF dispersion (see optimize._uncertainty)
 
     def __init__(self, grid_coordinates=None, paradigm=None, data=None, parameters=None, weights=None,
-                 positive_amplitude=False, verbosity=logging.INFO, **kwargs):
+                 positive_amplitude=False, verbosity=logging.INFO, min_visibility=None, **kwargs):
+        self.min_visibility = MIN_VISIBILITY if min_visibility is None else float(min_visibility)
+        if not 0.0 <= self.min_visibility < 1.0:
+            raise ValueError(f"min_visibility must be in [0, 1), got {min_visibility}")
         grid, self.pixel_area = _check_grid(grid_coordinates)
         self.grid_coordinates = pd.DataFrame(grid, columns=["x", "y"])
         self._grid = tf.constant(grid, tf.float32)
@@ -288,6 +308,19 @@ class GaussianPRF2D(_PRFModel):
     def _predict_neural(self, paradigm, parameters, weights=None):
         x, y, sd, amplitude = self._columns(parameters, "x", "y", "sd", "amplitude")
         return amplitude * self._gaussian_response(paradigm, x, y, sd)
+
+    def _visibility(self, paradigm, parameters):
+        """Largest share of each voxel's (centre) field that the apertures cover at one time, relative to the
+        brightest aperture value: (voxels,) tensor, 1 for a small field under the brightest pixel."""
+        x, y, sd = self._columns(parameters, "x", "y", "sd")
+        paradigm = tf.cast(paradigm, tf.float32)
+        response = self._gaussian_response(paradigm, x, y, sd)
+        return tf.reduce_max(response, axis=0) / tf.maximum(tf.reduce_max(tf.abs(paradigm)), 1e-30)
+
+    def _feasible(self, paradigm, parameters, margin=1.0):
+        """Whether each voxel's field is seen by the stimulus (visibility ≥ ``margin · min_visibility``):
+        (voxels,) bool."""
+        return self._visibility(paradigm, parameters) >= margin * self.min_visibility
 
 
 #: Bounds of the CSS exponent

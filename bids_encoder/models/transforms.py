@@ -17,6 +17,7 @@ class Identity:
     """No constraint."""
 
     bounds = (-np.inf, np.inf)
+    max_slope = 1.0  # the largest derivative of forward (a slope far below it: the value sits at a bound)
 
     def forward(self, z):
         return z
@@ -34,6 +35,7 @@ class Positive:
     def __init__(self, lower=0.0):
         self.lower = float(lower)
         self.bounds = (self.lower, np.inf)
+        self.max_slope = 1.0
 
     def forward(self, z):
         return self.lower + tf.nn.softplus(z)
@@ -55,6 +57,7 @@ class Bounded:
             raise ValueError(f"Lower bound {low} must be below upper bound {high}")
         self.low, self.high = float(low), float(high)
         self.bounds = (self.low, self.high)
+        self.max_slope = (self.high - self.low) / 4.0
 
     def forward(self, z):
         return self.low + (self.high - self.low) * tf.sigmoid(z)

@@ -14,6 +14,9 @@ TINY = 1e-30  # a Jacobian column whose squared norm is below this counts as zer
 # near float32 rounding of the SSR: on the Szinte data 1,746 of 2,308 voxels converged in 50 steps; 1e-4: 2,294 in
 # 40, the same median R² to 1e-4 and agreement with the reference fits r(x) 0.897 → 0.898)
 RELATIVE_TOLERANCE = 1e-4
+#: standard errors are NaN for voxels closer than this factor to a model constraint (``EncodingModel._feasible``):
+#: there the optimum is the constraint's, not a stationary point of the least squares
+FEASIBLE_MARGIN = 1.25
 
 
 class StepKernel:
@@ -38,6 +41,7 @@ class StepKernel:
         self.n_voxel_inputs = len(voxel_specs)
         self.steps = tf.function(self._steps, input_signature=[*state, *voxel_specs, *shared_specs,
                                                                 spec([], tf.int32)])
+        self.curvature = tf.function(self._curvature, input_signature=[state[0], *voxel_specs, *shared_specs])
 
     def natural(self, free, fixed):
         n_voxels = tf.shape(free)[0]
@@ -56,8 +60,26 @@ class StepKernel:
     def candidate_ssr(self, candidate, free, ssr, state, inputs):
         raise NotImplementedError
 
+    def candidate_feasible(self, candidate, inputs, margin=1.0):
+        """(voxels,) bool: candidates inside the model's feasible set (``EncodingModel._feasible``); None when
+        the model has no constraint beyond its bounds."""
+        return None
+
     def fixed_of(self, inputs):
         raise NotImplementedError
+
+    def _curvature(self, free, *inputs):
+        """What the standard errors need at ``free``: SSR, the Gauss–Newton matrix J'J (confounds projected out)
+        with respect to the free values, the slopes of the transforms (voxels, free) and whether each voxel is
+        well inside the feasible set (:data:`FEASIBLE_MARGIN`)."""
+        ssr, normal, _, _ = self.linearise(free, inputs)
+        with tf.autodiff.ForwardAccumulator(free, tf.ones_like(free)) as accumulator:
+            natural = self.natural(free, self.fixed_of(inputs))
+        slopes = tf.gather(accumulator.jvp(natural, unconnected_gradients="zero"), self.free_idx, axis=1)
+        inside = self.candidate_feasible(free, inputs, margin=FEASIBLE_MARGIN)
+        if inside is None:
+            inside = tf.ones_like(ssr, tf.bool)
+        return ssr, normal, slopes, inside
 
     def _steps(self, free, damping, converged, stalled, *rest):
         self.n_traces += 1  # Python side effect: counts traces, not calls
@@ -93,6 +115,9 @@ class StepKernel:
             new_ssr = self.candidate_ssr(candidate, free, ssr, state, inputs)
             moving = ~(converged | stalled)
             accept = tf.math.is_finite(new_ssr) & (new_ssr < ssr) & moving
+            feasible = self.candidate_feasible(candidate, inputs)
+            if feasible is not None:  # a step out of the model's feasible set is rejected like one that fits worse
+                accept = accept & feasible
             free = tf.where(accept[:, tf.newaxis], candidate, free)
             ssr_now = tf.where(accept, new_ssr, ssr)
             small = (ssr - new_ssr) <= RELATIVE_TOLERANCE * ssr
@@ -182,3 +207,9 @@ class Kernel(StepKernel):
         y, _, fixed, weights, paradigm, basis = inputs
         residual = y - self.project(basis, self.predict(paradigm, self.natural(candidate, fixed), weights))
         return tf.reduce_sum(tf.square(residual), axis=0)
+
+    def candidate_feasible(self, candidate, inputs, margin=1.0):
+        if not getattr(self.model, "constrained", False):
+            return None
+        fixed, paradigm = inputs[2], inputs[4]
+        return self.model._feasible(paradigm, self.natural(candidate, fixed), margin=margin)

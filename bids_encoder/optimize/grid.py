@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import weakref
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .._tensorflow import tf
+from ._graphs import model_key
 from ._inputs import projected_constant
 from .devices import run_chunks
 
@@ -49,8 +49,9 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         Devices the chunks of grid points are split over (see :mod:`bids_encoder.optimize.devices`).
 
     Grid points whose peak response is below 1 % of the largest peak over the whole grid are skipped: a field
-    that barely sees the stimulus would otherwise fit noise through a scaled-up leak. The peaks are computed in a
-    first pass (predictions only, no data), so the result does not depend on ``memory_limit``.
+    that barely sees the stimulus would otherwise fit noise through a scaled-up leak. So are points outside the
+    model's feasible set (2-D pRFs: fields the stimulus does not see, ``GaussianPRF2D.min_visibility``). The peaks
+    are computed in a first pass (predictions only, no data), so the result does not depend on ``memory_limit``.
 
     Returns
     -------
@@ -124,14 +125,15 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     return parameters, np.where(np.isfinite(best_score), np.abs(best_score), np.nan)
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # model → {set-up: (peak_chunk, score_chunk)}
+_COMPILED = {}  # (model_key, set-up) → (peak_chunk, score_chunk)
 
 
 def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amplitude):
     """The grid's two compiled functions for ``model`` and a set-up, traced once whatever the numbers of points,
     voxels and confounds (so chunks, folds and repeated searches reuse them)."""
-    key = (tuple(labels), tuple(segments or ()), tuple(paradigm_shape), closed_form, positive_amplitude)
-    cache = _COMPILED.setdefault(model, {})
+    key = (model_key(model), tuple(labels), tuple(segments or ()), tuple(paradigm_shape), closed_form,
+           positive_amplitude)
+    cache = _COMPILED
     if key in cache:
         return cache[key]
     n_time, n_features = paradigm_shape
@@ -141,11 +143,14 @@ def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amp
 
     @tf.function(input_signature=[points_spec, paradigm_spec])
     def peak_chunk(points, paradigm):
-        """Largest absolute stimulus-driven response of each point (its baseline removed)."""
+        """Largest absolute stimulus-driven response of each point (its baseline removed); 0 for points outside
+        the model's feasible set (``EncodingModel._feasible``), which are then skipped."""
         raw = model._predict(paradigm, points, None, segments=segments)
         if "baseline" in labels:
             raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
-        return tf.reduce_max(tf.abs(raw), axis=0)
+        peaks = tf.reduce_max(tf.abs(raw), axis=0)
+        feasible = model._feasible(paradigm, points)
+        return peaks if feasible is None else tf.where(feasible, peaks, 0.0)
 
     @tf.function(input_signature=[points_spec, spec([None], tf.bool), paradigm_spec, spec([n_time, None], tf.float32),
                                   spec([n_time, None], tf.float32), spec([None], tf.float32)])

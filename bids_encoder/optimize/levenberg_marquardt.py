@@ -7,53 +7,63 @@ per-voxel (P × P) normal equations with Marquardt's diagonal damping, a batched
 acceptance: voxels whose residual sum of squares went down keep the step and lower their damping, the others
 reject it and raise theirs.
 
-Compiled once: the steps are one ``tf.function`` per model and set-up (labels, fixed parameters, runs, confounds
-present or not), whose signature leaves the number of voxels and volumes open. Every chunk of voxels, every
-stage that starts from another's solution (grid → LM → HRF), every cross-validation fold with the same runs
-reuses the same graph. Active set: between calls (:data:`STEPS_PER_CALL` steps each), voxels that have converged
+Compiled once: the steps are one ``tf.function`` per model family and set-up (the model's constants — its
+class, pixels, HRF, bounds — as digested by :func:`._graphs.model_key`; labels, fixed parameters, runs,
+confounds present or not), whose signature leaves the number of voxels open. Every chunk of voxels, every stage
+that starts from another's solution (grid → LM → HRF), every cross-validation fold with the same runs and every
+new instance of an equal model reuses the same graph. Active set: between calls (:data:`STEPS_PER_CALL` steps each), voxels that have converged
 or stalled leave the batch, so late iterations cost only what still moves.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .._tensorflow import tf
 from ._gram import GramKernel, gram_applicable
+from ._graphs import model_key
+from ._uncertainty import gauss_newton_errors
 from ._steps import LAMBDA_INIT, LAMBDA_MIN, RELATIVE_TOLERANCE, STEPS_PER_CALL, Kernel  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-_KERNELS = weakref.WeakKeyDictionary()  # model → {set-up: _Kernel}
+_KERNELS = {}  # model_key → {set-up: Kernel}
 
 
 def kernel_for(problem, store_intermediate):
-    """The compiled steps for ``problem``'s model and set-up, built on first use."""
+    """The compiled steps for ``problem``'s model family and set-up, built on first use."""
     gram = gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
                            problem.weights is not None)
     key = (gram, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
            tuple(problem.paradigm.shape), tuple(problem.segments or ()), problem.basis is not None,
            problem.weights is not None, bool(store_intermediate))
-    kernels = _KERNELS.setdefault(problem.model, {})
+    kernels = _KERNELS.setdefault(model_key(problem.model), {})
     if key not in kernels:
         kernels[key] = (GramKernel if gram else Kernel)(problem, store_intermediate)
     return kernels[key]
 
 
-def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate,
-                            progressbar, description="LM", on_steps=None):
-    """Fit ``problem`` (a FitProblem) in place; returns the same outcome dictionary as gradient descent, plus
-    ``voxel_converged`` (an accepted step lowered the SSR by less than :data:`RELATIVE_TOLERANCE`) and
-    ``voxel_stalled`` (the damping reached its maximum without an accepted step: the voxel stopped, but not at a
-    point LM could certify).
+def kernels_of(model):
+    """The compiled kernels of ``model``'s family ({set-up: kernel}); empty before its first fit."""
+    return _KERNELS.get(model_key(model), {})
 
-    Steps are accepted per voxel only when they lower its residual sum of squares, so every voxel ends at the
-    best parameters it has seen. ``on_steps(mean_r2, loss)`` gets the values of every batch of steps, the loss
-    being Σ SSR/SST (what LM minimises, whatever the noise model), both over all voxels of the chunk.
+
+def run_levenberg_marquardt(problem, max_n_iterations, store_intermediate, progressbar, description="LM",
+                            on_steps=None):
+    """Fit ``problem`` (a FitProblem) in place; returns the same outcome dictionary as gradient descent, plus
+    ``voxel_converged`` (an accepted step lowered the SSR by less than :data:`RELATIVE_TOLERANCE`),
+    ``voxel_stalled`` (the damping reached its maximum without an accepted step: the voxel stopped, but not at a
+    point LM could certify) and ``standard_errors`` (voxels × free parameters, natural units, see
+    :mod:`._uncertainty`).
+
+    Each voxel stops on its own rule (converged or stalled); ``max_n_iterations`` caps the steps of all. Steps
+    are accepted per voxel only when they lower its residual sum of squares and stay inside the model's
+    feasible set, so every voxel ends at the best feasible parameters it has seen. ``on_steps(mean_r2, loss)``
+    gets the values of every batch of steps, the loss being Σ SSR/SST (what LM minimises, whatever the noise
+    model), both over all voxels of the chunk.
     """
     if problem.shared_idx:
         raise ValueError("shared_pars couple voxels; fit them with the gradient-descent optimizer, not 'lm'")
@@ -63,6 +73,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
                                   True)
         outcome["voxel_converged"] = np.ones(n_voxels, bool)
         outcome["voxel_stalled"] = np.zeros(n_voxels, bool)
+        outcome["standard_errors"] = np.zeros((n_voxels, 0))
         return outcome
     kernel = kernel_for(problem, store_intermediate)
     free = problem.free.numpy()
@@ -108,7 +119,7 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
             done_at_stop = int(np.sum(converged | stalled))
             bar.update(n_steps)
             bar.set_postfix(mean_r2=f"{history[-1]:.4f}", converged=f"{int(converged.sum())}/{n_voxels}")
-            if problem._stalled(history, min_n_iterations, r2_atol, lag) or done_at_stop == n_voxels:
+            if done_at_stop == n_voxels:
                 stopped = True
                 break
     problem.free.assign(free)
@@ -118,9 +129,20 @@ def run_levenberg_marquardt(problem, max_n_iterations, min_n_iterations, r2_atol
     outcome["voxel_converged"] = converged
     outcome["voxel_stalled"] = stalled
     outcome["batch_sizes"] = batch_sizes  # voxels in the batch of every call (the active set)
+    outcome["standard_errors"] = gauss_newton_errors(problem, kernel, free, voxel_inputs, shared_inputs)
     if store_intermediate:
         outcome["intermediate"] = np.concatenate(snapshots, axis=0)
     return outcome
+
+
+def problem_standard_errors(problem):
+    """Gauss–Newton standard errors (voxels × free parameters) of ``problem`` at its current free values, for a
+    solution found by another solver (gradient descent)."""
+    if not problem.free_idx:
+        return np.zeros((problem.n_voxels, 0))
+    kernel = kernel_for(problem, False)
+    return gauss_newton_errors(problem, kernel, problem.free.numpy(), kernel.voxel_inputs(problem),
+                               kernel.shared_inputs(problem))
 
 
 def _subset(active, n_voxels):

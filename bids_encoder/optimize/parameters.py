@@ -12,10 +12,11 @@ from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._gram import gram_applicable
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
-from ._problem import SOLVER_DEFAULTS, FitProblem
+from ._problem import FitProblem
+from ._uncertainty import unreliable_labels
 from .devices import compute_devices, run_chunks
 from .grid import as_frame, grid_search, refine_baseline_and_amplitude
-from .levenberg_marquardt import run_levenberg_marquardt
+from .levenberg_marquardt import problem_standard_errors, run_levenberg_marquardt
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +160,8 @@ class ParameterFitter:
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        max_n_iterations=None,
-        min_n_iterations=None,
+        max_n_iterations=1000,
+        min_n_iterations=100,
         init_pars=None,
         confounds=None,
         optimizer=None,
@@ -168,20 +169,37 @@ class ParameterFitter:
         shared_pars=None,
         noise_model="ssq",
         store_intermediate_parameters=False,
-        r2_atol=None,
-        lag=None,
-        learning_rate=None,
+        r2_atol=1e-06,
+        lag=100,
+        learning_rate=0.01,
         progressbar=True,
         **kwargs,
     ):
         """Fit the parameters iteratively: Levenberg–Marquardt by default, or gradient descent.
 
+        The signature is braincoder's. Which solver reads which argument:
+
+        ============================  ======================  ==========================================
+        argument                      Levenberg–Marquardt     gradient descent (Adam, Keras optimizers)
+        ============================  ======================  ==========================================
+        ``max_n_iterations``          cap on the steps        cap on the steps
+        ``min_n_iterations``          —                       steps before the stopping rule applies
+        ``r2_atol``, ``lag``          —                       stop once mean R² gained < r2_atol in lag steps
+        ``learning_rate``             —                       step size of ``'adam'``
+        ``**kwargs``                  —                       arguments of ``Adam`` (``iterate`` excepted)
+        ============================  ======================  ==========================================
+
+        With LM each voxel stops on its own rule: it has converged once an accepted step lowers its residual sum
+        of squares by less than a relative 1e-4, or stalled once its damping reached its maximum without an
+        accepted step; the fit ends when every voxel has stopped, or at ``max_n_iterations`` (typically 10–50
+        steps: the cap of 1000 is rarely reached).
+
         Parameters
         ----------
-        max_n_iterations, min_n_iterations : int, optional
-            Bounds on the number of steps. None (the default, as for ``r2_atol`` and ``lag``): the chosen solver's
-            own settings, ``SOLVER_DEFAULTS`` in ``bids_encoder.optimize._problem`` (LM: at most 50 steps, at
-            least 5, lag 5, r2_atol 1e-5; Adam and other Keras optimizers: 1000, 100, 100, 1e-6).
+        max_n_iterations : int
+            The largest number of steps.
+        min_n_iterations : int
+            Gradient descent: steps before the early-stopping rule is checked.
         init_pars : DataFrame (voxels × parameters), optional
             Starting values (for example from ``fit_grid``); the stored parameters otherwise.
         confounds : array or DataFrame, shape (time, k), optional
@@ -190,11 +208,11 @@ class ParameterFitter:
             always join them: every run has its own mean, ``baseline`` is the first run's level, and R² is
             relative to the variance that the run means and confounds leave (as in ``WeightFitter``).
         optimizer : keras optimizer, 'lm', 'adam' or None
-            ``'lm'`` runs the batched Levenberg–Marquardt solver (second order, typically 10–50 iterations, compiled
-            once and shrinking to the voxels that still move; stops also once every voxel has converged or
-            stalled; no ``shared_pars``). ``'adam'`` is ``Adam(learning_rate, **kwargs)``; any Keras optimizer
-            instance is used as given. None (the default) picks the best that applies: LM, unless ``shared_pars``,
-            a ``learning_rate`` or optimizer arguments ask for gradient descent (Adam, as braincoder does).
+            ``'lm'`` runs the batched Levenberg–Marquardt solver (second order, compiled once per model family
+            and shrinking to the voxels that still move; no ``shared_pars``). ``'adam'`` is
+            ``Adam(learning_rate, **kwargs)``; any Keras optimizer instance is used as given. None (the default)
+            picks the best that applies: LM, unless ``shared_pars`` or Adam arguments in ``kwargs`` ask for
+            gradient descent (Adam, as braincoder does).
         fixed_pars : list of str
             Parameters kept exactly at their initial values.
         shared_pars : list of str
@@ -206,12 +224,18 @@ class ParameterFitter:
             included) − free parameters per voxel (fixed and shared ones not counted).
         store_intermediate_parameters : bool
             Keep the parameters of every step in ``self.intermediate_parameters`` (indexed by step).
-        r2_atol, lag : float, int, optional
-            After ``min_n_iterations``, stop once mean R² improved by less than ``r2_atol`` over ``lag`` steps.
-        learning_rate : float, optional
-            Step size of Adam (0.01 when Adam runs without one).
+        r2_atol : float
+            Gradient descent: the smallest gain in mean R² over ``lag`` steps that keeps the fit going.
+        lag : int
+            Gradient descent: the window of the stopping rule, in steps.
+        learning_rate : float
+            Step size of ``optimizer='adam'``.
         progressbar : bool
             Show step and mean R² with tqdm.
+        **kwargs
+            ``iterate``: boolean per voxel (array or Series on the data's columns), the voxels to fit; the others
+            keep ``init_pars`` (their R² is computed there, their standard errors are NaN) — the recipes' gate
+            on the grid R². Any other keyword goes to Adam.
 
         Returns
         -------
@@ -222,22 +246,25 @@ class ParameterFitter:
             whether the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
             ``self.voxel_stalled``: with ``'lm'``, voxels that stopped because their damping reached its maximum
             without an accepted step (not converged: no step LM tried lowered their SSR); False otherwise.
+            ``self.iterated``: the voxels fitted. ``self.standard_errors``: DataFrame (voxels × parameters) in
+            natural units from the Gauss–Newton matrix at the solution, σ² (JᵀJ)⁻¹ with σ² = SSR / dof (see
+            :mod:`bids_encoder.optimize._uncertainty`); NaN for fixed and shared parameters, voxels not
+            iterated, parameters at a bound, and voxels where the approximation fails (near-degenerate, at a
+            model constraint).
         """
+        iterate = kwargs.pop("iterate", None)
         if noise_model not in NOISE_MODELS:
             raise ValueError(f"Unknown noise_model {noise_model!r}; choose one of {list(NOISE_MODELS)}")
         if kwargs and not (optimizer is None or (isinstance(optimizer, str) and optimizer.lower() == "adam")):
             raise ValueError(f"Extra optimizer arguments {sorted(kwargs)} need optimizer=None or 'adam'")
         if optimizer is None:
-            optimizer = "adam" if (shared_pars or kwargs or learning_rate is not None) else "lm"
+            optimizer = "adam" if (shared_pars or kwargs) else "lm"
         if isinstance(optimizer, str) and optimizer.lower() == "adam":
-            optimizer = tf.keras.optimizers.Adam(0.01 if learning_rate is None else learning_rate, **kwargs)
+            optimizer = tf.keras.optimizers.Adam(float(learning_rate), **kwargs)
             kwargs = {}
         use_lm = isinstance(optimizer, str)
-        defaults = SOLVER_DEFAULTS["lm" if use_lm else "adam"]
-        max_n_iterations = defaults["max_n_iterations"] if max_n_iterations is None else int(max_n_iterations)
-        min_n_iterations = defaults["min_n_iterations"] if min_n_iterations is None else int(min_n_iterations)
-        lag = defaults["lag"] if lag is None else int(lag)
-        r2_atol = defaults["r2_atol"] if r2_atol is None else float(r2_atol)
+        max_n_iterations, min_n_iterations, lag = int(max_n_iterations), int(min_n_iterations), int(lag)
+        r2_atol = float(r2_atol)
         if min_n_iterations < 0 or max_n_iterations < 1 or lag < 1:
             raise ValueError("max_n_iterations and lag must be at least 1 and min_n_iterations non-negative")
         fixed = self._check_names(fixed_pars, "fixed_pars")
@@ -253,7 +280,8 @@ class ParameterFitter:
         weights = self._weights()
         mask = meaningful_voxels(self.data)
         self._check_finite_init(init, mask)
-        voxels = np.flatnonzero(mask)
+        iterated = mask & self._iterate_mask(iterate)
+        voxels = np.flatnonzero(iterated)
         n_free = len(init.columns) - len(fixed) - len(shared)
         free_labels = [label for label in init.columns if label not in fixed and label not in shared]
         gram = use_lm and gram_applicable(self.model, list(init.columns), free_labels, weights is not None)
@@ -263,9 +291,11 @@ class ParameterFitter:
             chunks = [voxels]
 
         labels = self.model.get_parameter_labels()
+        free_columns = [labels.index(label) for label in free_labels]
         result = pd.DataFrame(np.nan, index=self.data.columns, columns=labels, dtype=np.float32)
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         sigma2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
+        errors = np.full((self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
         voxel_converged = np.zeros(self.data.shape[1], dtype=bool)
         voxel_stalled = np.zeros(self.data.shape[1], dtype=bool)
         self.history = []
@@ -291,9 +321,8 @@ class ParameterFitter:
                 steps.append((mean_r2, loss))
 
             if use_lm:
-                outcome = run_levenberg_marquardt(
-                    problem, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
-                    progressbar, description=description, on_steps=record)
+                outcome = run_levenberg_marquardt(problem, max_n_iterations, store_intermediate_parameters,
+                                                  progressbar, description=description, on_steps=record)
             else:
                 opt = optimizer
                 if len(chunks) > 1:  # a fresh state per chunk
@@ -301,6 +330,8 @@ class ParameterFitter:
                 outcome = problem.run_gradient_descent(
                     opt, max_n_iterations, min_n_iterations, r2_atol, lag, store_intermediate_parameters,
                     progressbar, description=description, on_steps=record)
+                if not shared:  # the same Gauss–Newton standard errors at the solution gradient descent found
+                    outcome["standard_errors"] = problem_standard_errors(problem)
             outcome["steps"] = steps
             outcome["placed_on"] = problem.free.device  # where its variables (and so its steps) live
             return outcome
@@ -315,6 +346,8 @@ class ParameterFitter:
             r2[chunk] = outcome["r2"]
             voxel_converged[chunk] = outcome.get("voxel_converged", outcome["converged"])
             voxel_stalled[chunk] = outcome.get("voxel_stalled", False)
+            if outcome.get("standard_errors") is not None and free_columns:
+                errors[np.ix_(chunk, free_columns)] = outcome["standard_errors"]
             if outcome["sigma2"] is not None:
                 sigma2[chunk] = outcome["sigma2"]
             self.history.append(outcome["history"])
@@ -326,12 +359,20 @@ class ParameterFitter:
             if log is not None:
                 for mean_r2, loss in outcome["steps"]:
                     log(mean_r2, loss)
+        for name in unreliable_labels(self.model, free_labels):  # see optimize._uncertainty
+            errors[:, labels.index(name)] = np.nan
+        kept = np.flatnonzero(mask & ~iterated)  # not iterated: their starting values, R² there
+        if kept.size:
+            result.iloc[kept] = init.iloc[kept].to_numpy()
+            r2[kept] = self._r2_at(init.iloc[kept], kept, basis, weights)
 
         if writer is not None:
             writer.close()
         self.r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.voxel_converged = pd.Series(voxel_converged, index=self.data.columns, name="converged")
         self.voxel_stalled = pd.Series(voxel_stalled, index=self.data.columns, name="stalled")
+        self.iterated = pd.Series(iterated, index=self.data.columns, name="iterated")
+        self.standard_errors = as_frame(errors, labels, self.data.columns)
         self._predictions = None  # computed on first use (whole-brain predictions are large)
         self._predicted = (result, weights)
         self.estimated_sigma2 = (
@@ -341,6 +382,38 @@ class ParameterFitter:
             self.intermediate_parameters = self._stack_intermediate(intermediate, labels)
         self.parameters = result
         return result
+
+    def _iterate_mask(self, iterate):
+        """Boolean array over the data's voxels from ``fit``'s ``iterate`` (None: every voxel)."""
+        n_voxels = self.data.shape[1]
+        if iterate is None:
+            return np.ones(n_voxels, dtype=bool)
+        if isinstance(iterate, pd.Series):
+            if not iterate.index.equals(self.data.columns):
+                if set(iterate.index) != set(self.data.columns):
+                    raise ValueError("iterate's index does not match the data's voxels")
+                iterate = iterate.reindex(self.data.columns)
+            iterate = iterate.to_numpy()
+        values = np.asarray(iterate)
+        if values.shape != (n_voxels,) or values.dtype != bool:
+            raise ValueError(f"iterate must be a boolean array of {n_voxels} voxels, got {values.dtype} {values.shape}")
+        return values
+
+    def _r2_at(self, parameters, voxels, basis, weights):
+        """R² of ``parameters`` (DataFrame of the voxels ``voxels``), the confounds projected out, in chunks of
+        voxels under ``memory_limit``."""
+        n_time, n_features = self.paradigm.shape
+        per_voxel = 4 * (6 * n_time + self.model._floats_per_voxel(n_time, n_features))
+        size = int(max(1, self.memory_limit // per_voxel))
+        out = np.empty(len(voxels), dtype=np.float32)
+        for start in range(0, len(voxels), size):
+            part = slice(start, start + size)
+            chunk = voxels[part]
+            problem = FitProblem(self.model, self.paradigm, self.data.iloc[:, chunk], parameters.iloc[part],
+                                 self.segments, weights=None if weights is None else weights[:, chunk],
+                                 basis=basis, fixed=list(parameters.columns))
+            out[part] = problem.outcome([], True)["r2"]
+        return out
 
     @property
     def predictions(self):

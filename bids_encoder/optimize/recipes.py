@@ -26,15 +26,25 @@ from .parameters import ParameterFitter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRFFit", "SOLVER_DEFAULTS", "default_extra_grid", "default_hrf_grid", "default_prf_grid",
+__all__ = ["MIN_GRID_R2", "PRFFit", "SOLVER_DEFAULTS", "default_extra_grid", "default_hrf_grid", "default_prf_grid",
            "default_tuning_grid", "fit_prf2d", "fit_prf2d_staged", "fit_tuning1d"]
+
+
+#: Default of the recipes' ``min_grid_r2``: voxels whose grid-stage R² (closed-form baseline and amplitude) is
+#: below it keep their grid estimate and skip the iterative stage (prfpy's ``rsq_threshold``). Chosen by
+#: measurement (README, "pRF fitting"): the held-out R² of responsive voxels is unchanged at it.
+MIN_GRID_R2 = 0.05
 
 
 @dataclass
 class PRFFit:
     """Result of a recipe (:func:`fit_prf2d`, :func:`fit_prf2d_staged`, :func:`fit_tuning1d`).
 
-    ``stages`` holds the fits the result was seeded from (``{'gaussian': PRFFit}`` for a staged fit).
+    ``iterated`` (Series of bool) marks the voxels that entered the iterative stage (grid R² at least
+    ``min_grid_r2``); the others keep their grid estimate. ``standard_errors`` (DataFrame voxels × parameters,
+    natural units) are the Gauss–Newton standard errors of the iterated voxels (NaN where undefined, see
+    :meth:`ParameterFitter.fit`). ``stages`` holds the fits the result was seeded from (``{'gaussian': PRFFit}``
+    for a staged fit).
     """
 
     parameters: pd.DataFrame
@@ -46,6 +56,9 @@ class PRFFit:
     timings: dict = field(default_factory=dict)
     fitter: ParameterFitter | None = None
     stages: dict = field(default_factory=dict)
+    iterated: pd.Series | None = None
+    standard_errors: pd.DataFrame | None = None
+    min_grid_r2: float = 0.0
 
 
 def default_prf_grid(model, n_x=27, n_y=19, n_sd=10):
@@ -85,9 +98,19 @@ def _solver_settings(optimizer, fit_kwargs):
     return solver, settings
 
 
+def _gate(grid_r2, min_grid_r2):
+    """The voxels that enter the iterative stage: grid R² at least ``min_grid_r2`` (every fitted voxel at 0)."""
+    threshold = float(min_grid_r2)
+    if not np.isfinite(threshold):
+        raise ValueError(f"min_grid_r2 must be a finite number, got {min_grid_r2}")
+    values = np.asarray(grid_r2, dtype=np.float64)
+    return np.isfinite(values) & (values >= threshold) if threshold > 0 else np.isfinite(values)
+
+
 def _grid_refine_iterate(model, data, paradigm, values, what, optimizer, confounds, fixed_pars, memory_limit,
-                         progressbar, fit_kwargs):
-    """grid (correlation) → least-squares baseline and amplitude → iterative, for ``values`` (label → list)."""
+                         progressbar, fit_kwargs, min_grid_r2):
+    """grid (correlation) → least-squares baseline and amplitude → iterative (voxels with grid R² ≥
+    ``min_grid_r2``), for ``values`` (label → list)."""
     fitter = ParameterFitter(model, data, paradigm, memory_limit=memory_limit)
     labels = model.get_parameter_labels()
     missing = [label for label in labels if label not in values]
@@ -104,15 +127,18 @@ def _grid_refine_iterate(model, data, paradigm, values, what, optimizer, confoun
                                                 positive_amplitude=getattr(model, "positive_amplitude", False))
     timings["refine"] = time.perf_counter() - start
     solver, settings = _solver_settings(optimizer, fit_kwargs)
+    iterate = _gate(grid_r2, min_grid_r2)
     start = time.perf_counter()
-    parameters = fitter.fit(init_pars=init.fillna(0.0), optimizer=optimizer,
-                            confounds=confounds, fixed_pars=fixed_pars, progressbar=progressbar, **settings)
+    parameters = fitter.fit(init_pars=init.fillna(0.0), optimizer=optimizer, confounds=confounds,
+                            fixed_pars=fixed_pars, progressbar=progressbar, iterate=iterate, **settings)
     timings["iterative"] = time.perf_counter() - start
-    logger.info("%s: grid %.1f s, refine %.1f s, %s %.1f s (%d iterations), median R² %.3f", what,
-                timings["grid"], timings["refine"], solver, timings["iterative"], fitter.n_iterations,
+    logger.info("%s: grid %.1f s, refine %.1f s, %s %.1f s on %d of %d voxels (grid R² ≥ %g; %d iterations), "
+                "median R² %.3f", what, timings["grid"], timings["refine"], solver, timings["iterative"],
+                int(iterate.sum()), int(np.isfinite(grid_r2).sum()), min_grid_r2, fitter.n_iterations,
                 float(np.nanmedian(fitter.r2)))
     return PRFFit(parameters=parameters, r2=fitter.r2, grid_parameters=grid_parameters, grid_r2=grid_r2,
-                  n_iterations=fitter.n_iterations, converged=fitter.converged, timings=timings, fitter=fitter)
+                  n_iterations=fitter.n_iterations, converged=fitter.converged, timings=timings, fitter=fitter,
+                  iterated=fitter.iterated, standard_errors=fitter.standard_errors, min_grid_r2=float(min_grid_r2))
 
 
 def _hrf_values(model, hrf_grid):
@@ -122,7 +148,7 @@ def _hrf_values(model, hrf_grid):
 
 
 def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
-              memory_limit=666666666, progressbar=True, hrf_grid=None, **fit_kwargs):
+              memory_limit=666666666, progressbar=True, hrf_grid=None, min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Fit a 2-D Gaussian pRF model (with or without HRF): grid → refine baseline/amplitude → iterative.
 
     Parameters
@@ -134,11 +160,15 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
         Grid values of the per-voxel HRF parameters (``{'hrf_delay': [...], 'hrf_dispersion': [...]}``);
         :func:`default_hrf_grid` when None (3 × 3 values around the canonical HRF).
     optimizer : 'lm', 'adam' or a Keras optimizer
+    min_grid_r2 : float
+        Voxels whose grid R² (closed-form baseline and amplitude) is below it keep their grid estimate and skip
+        the iterative stage (:data:`MIN_GRID_R2` by default; 0 iterates every voxel).
     fit_kwargs : passed to :meth:`ParameterFitter.fit` (its stopping rule defaults to :data:`SOLVER_DEFAULTS`).
 
     Returns
     -------
-    PRFFit with parameters, R², the grid stage, iterations and the wall time of each stage.
+    PRFFit with parameters, R², the grid stage, which voxels were iterated, standard errors, iterations and the
+    wall time of each stage.
 
     Other 2-D models (CSS, DoG, DN): :func:`fit_prf2d_staged`.
     """
@@ -149,7 +179,7 @@ def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, 
         raise ValueError(f"fit_prf2d fits Gaussian 2-D pRFs; {type(model).__name__} also has "
                          f"{[label for label in labels if label not in values]} (use fit_prf2d_staged)")
     return _grid_refine_iterate(model, data, paradigm, values, "pRF fit", optimizer, confounds, fixed_pars,
-                                memory_limit, progressbar, fit_kwargs)
+                                memory_limit, progressbar, fit_kwargs, min_grid_r2)
 
 
 # ---------------------------------------------------------------------------------------------- 1-D tuning
@@ -196,7 +226,7 @@ def default_tuning_grid(model, paradigm=None, n_mu=25, n_width=10):
 
 
 def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
-                 memory_limit=666666666, progressbar=True, hrf_grid=None, **fit_kwargs):
+                 memory_limit=666666666, progressbar=True, hrf_grid=None, min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Fit a 1-D tuning model (``GaussianPRF``, ``LogGaussianPRF``, ``VonMisesPRF`` or their ``WithHRF``
     variants): grid over preferred value × width (ranked by positive correlation) → least-squares baseline and
     amplitude → Levenberg–Marquardt.
@@ -207,7 +237,7 @@ def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=Non
         ``{'mu': [...], 'sd': [...]}`` (``'kappa'`` for von Mises); :func:`default_tuning_grid` when None.
     hrf_grid : dict, optional
         Grid values of per-voxel HRF parameters; :func:`default_hrf_grid` when None.
-    Other parameters as :func:`fit_prf2d`.
+    Other parameters (``min_grid_r2`` included) as :func:`fit_prf2d`.
 
     Returns
     -------
@@ -216,7 +246,7 @@ def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=Non
     values = default_tuning_grid(model, paradigm) if grid is None else dict(grid)
     values.update({"baseline": None, "amplitude": None, **_hrf_values(model, hrf_grid)})
     return _grid_refine_iterate(model, data, paradigm, values, "tuning fit", optimizer, confounds, fixed_pars,
-                                memory_limit, progressbar, fit_kwargs)
+                                memory_limit, progressbar, fit_kwargs, min_grid_r2)
 
 
 # ---------------------------------------------------------------------------------------------- staged 2-D
@@ -320,9 +350,23 @@ def _seeded_grid(model, fitter, seed, extra, confounds, memory_limit):
     return pd.DataFrame(best, index=seed.index, columns=labels), pd.Series(r2.astype(np.float32), index=seed.index)
 
 
+def _staged_gate(gaussian_fit, voxels, min_grid_r2):
+    """The voxels a staged fit iterates: those its Gaussian stage iterated (its ``iterated``, or its grid R²
+    gated at ``min_grid_r2``; every voxel for a Gaussian fit that records neither)."""
+    iterated = getattr(gaussian_fit, "iterated", None)
+    if iterated is None and getattr(gaussian_fit, "fitter", None) is not None:
+        iterated = getattr(gaussian_fit.fitter, "iterated", None)
+    if iterated is not None:
+        return iterated.reindex(voxels).fillna(False).to_numpy(dtype=bool)
+    grid_r2 = getattr(gaussian_fit, "grid_r2", None)
+    if grid_r2 is not None:
+        return _gate(grid_r2.reindex(voxels), min_grid_r2)
+    return np.ones(len(voxels), dtype=bool)
+
+
 def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_grid=None, optimizer="lm",
                      confounds=None, fixed_pars=None, memory_limit=666666666, progressbar=True, hrf_grid=None,
-                     **fit_kwargs):
+                     min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Staged fit of any 2-D pRF model: Gaussian grid → Gaussian LM → the model seeded from it → LM.
 
     1. The Gaussian with the same pixels and HRF (:func:`gaussian_counterpart`) by :func:`fit_prf2d` (skipped
@@ -331,7 +375,8 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
        grid (:func:`default_extra_grid`, or ``extra_grid``: label → values), each combination's linear scale in
        closed form; the combination that explains most of the variance wins. CSS and DoG then get least-squares
        baseline and amplitude.
-    3. Levenberg–Marquardt (or ``optimizer``) over every parameter.
+    3. Levenberg–Marquardt (or ``optimizer``) over every parameter, for the voxels the Gaussian stage iterated
+       (its grid R² at least ``min_grid_r2``); the others keep the seeded grid's estimate.
 
     For a Gaussian model this is :func:`fit_prf2d`. For the divisive-normalisation model, whose unstimulated
     level is ``neural_baseline / surround_baseline``, a constant joins the confounds (the BOLD level is projected
@@ -348,11 +393,11 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
     if family == "GaussianPRF2D":
         return fit_prf2d(model, data, paradigm, grid=grid, optimizer=optimizer, confounds=confounds,
                          fixed_pars=fixed_pars, memory_limit=memory_limit, progressbar=progressbar,
-                         hrf_grid=hrf_grid, **fit_kwargs)
+                         hrf_grid=hrf_grid, min_grid_r2=min_grid_r2, **fit_kwargs)
     if gaussian_fit is None:
         gaussian_fit = fit_prf2d(gaussian_counterpart(model), data, paradigm, grid=grid, optimizer=optimizer,
                                  confounds=confounds, memory_limit=memory_limit, progressbar=progressbar,
-                                 hrf_grid=hrf_grid, **fit_kwargs)
+                                 hrf_grid=hrf_grid, min_grid_r2=min_grid_r2, **fit_kwargs)
     extra = default_extra_grid(model) if extra_grid is None else dict(extra_grid)
     labels = model.get_parameter_labels()
     fixed = list(fixed_pars or [])
@@ -384,9 +429,11 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
                                                     positive_amplitude=getattr(model, "positive_amplitude", False))
     timings["refine"] = time.perf_counter() - start
     solver, settings = _solver_settings(optimizer, fit_kwargs)
+    iterate = _staged_gate(gaussian_fit, fitter.data.columns, min_grid_r2) & np.isfinite(
+        grid_parameters.to_numpy()).all(axis=1)
     start = time.perf_counter()
     parameters = fitter.fit(init_pars=init.fillna(0.0), optimizer=optimizer, confounds=confounds,
-                            fixed_pars=fixed or None, progressbar=progressbar, **settings)
+                            fixed_pars=fixed or None, progressbar=progressbar, iterate=iterate, **settings)
     timings["iterative"] = time.perf_counter() - start
     logger.info("staged %s fit: Gaussian %.1f s, seeded grid %.1f s, %s %.1f s (%d iterations), median R² %.3f "
                 "(Gaussian %.3f)", family, sum(gaussian_fit.timings.values()), timings["seeded_grid"], solver,
@@ -394,5 +441,6 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
                 float(np.nanmedian(gaussian_fit.r2)))
     return PRFFit(parameters=parameters, r2=fitter.r2, grid_parameters=grid_parameters, grid_r2=grid_r2,
                   n_iterations=fitter.n_iterations, converged=fitter.converged, timings=timings, fitter=fitter,
-                  stages={"gaussian": gaussian_fit})
+                  stages={"gaussian": gaussian_fit}, iterated=fitter.iterated,
+                  standard_errors=fitter.standard_errors, min_grid_r2=float(min_grid_r2))
 
