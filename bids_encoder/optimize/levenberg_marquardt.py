@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from .._tensorflow import tf
 from ._gram import GramKernel, gram_applicable
 from ._graphs import model_key
-from ._uncertainty import gauss_newton_errors
 from ._steps import LAMBDA_INIT, LAMBDA_MIN, RELATIVE_TOLERANCE, STEPS_PER_CALL, Kernel  # noqa: F401 (re-exported)
+from ._uncertainty import gauss_newton_errors
 
 logger = logging.getLogger(__name__)
 

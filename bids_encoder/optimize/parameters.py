@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from ..models.base import run_lengths
 from ._gram import gram_applicable
 from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
 from ._problem import FitProblem
+from ._records import stack_intermediate, tensorboard_log
 from ._uncertainty import unreliable_labels
 from .devices import compute_devices, run_chunks
 from .grid import as_frame, grid_search, refine_baseline_and_amplitude
@@ -303,7 +303,7 @@ class ParameterFitter:
         intermediate = []
         self.n_iterations = 0
         self.converged = True
-        log, writer = self._tensorboard_log()
+        log, writer = tensorboard_log(self.log_dir)
         label = "LM" if use_lm else "Adam"
         chunks = [chunk for chunk in chunks if len(chunk)]
 
@@ -379,7 +379,7 @@ class ParameterFitter:
             pd.Series(sigma2, index=self.data.columns, name="sigma2") if noise_model == "gaussian" else None
         )
         if store_intermediate_parameters:
-            self.intermediate_parameters = self._stack_intermediate(intermediate, labels)
+            self.intermediate_parameters = stack_intermediate(intermediate, labels, self.data.columns)
         self.parameters = result
         return result
 
@@ -498,34 +498,3 @@ class ParameterFitter:
                 frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
                 positive_amplitude=positive_amplitude)
         return as_frame(result, labels, self.data.columns)
-
-    def _tensorboard_log(self):
-        """(callback, writer) writing loss and mean R² with steps continuous across chunks; (None, None)
-        without ``log_dir``."""
-        if self.log_dir is None or self.log_dir is False:
-            return None, None
-        root = Path(self.log_dir)
-        number = 1
-        while (root / f"fit-{number:03d}").exists():
-            number += 1
-        writer = tf.summary.create_file_writer(str(root / f"fit-{number:03d}"))
-        step = [0]
-
-        def log(mean_r2, loss):
-            with writer.as_default():
-                for r2_value, loss_value in zip(mean_r2, loss, strict=True):
-                    tf.summary.scalar("mean_r2", float(r2_value), step=step[0])
-                    tf.summary.scalar("loss", float(loss_value), step=step[0])
-                    step[0] += 1
-            writer.flush()
-
-        return log, writer
-
-    def _stack_intermediate(self, intermediate, labels):
-        n_steps = max((values.shape[0] for _, values in intermediate), default=0)
-        stacked = np.full((n_steps, self.data.shape[1], len(labels)), np.nan, dtype=np.float32)
-        for chunk, values in intermediate:
-            stacked[: values.shape[0], chunk] = values
-            stacked[values.shape[0] :, chunk] = values[-1]
-        index = pd.MultiIndex.from_product([range(n_steps), self.data.columns], names=["step", "voxel"])
-        return pd.DataFrame(stacked.reshape(-1, len(labels)), index=index, columns=labels)
