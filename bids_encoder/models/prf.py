@@ -214,7 +214,7 @@ class VonMisesPRF(_TuningModel):
 
 #: Default smallest visibility of a 2-D field (see :class:`GaussianPRF2D`): at some time point the stimulus covers
 #: at least this share of the field.
-MIN_VISIBILITY = 0.02
+MIN_VISIBILITY = 0.03
 
 
 def _check_grid(grid_coordinates):

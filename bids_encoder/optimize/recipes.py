@@ -33,7 +33,7 @@ __all__ = ["MIN_GRID_R2", "PRFFit", "SOLVER_DEFAULTS", "default_extra_grid", "de
 #: Default of the recipes' ``min_grid_r2``: voxels whose grid-stage R² (closed-form baseline and amplitude) is
 #: below it keep their grid estimate and skip the iterative stage (prfpy's ``rsq_threshold``). Chosen by
 #: measurement (README, "pRF fitting"): the held-out R² of responsive voxels is unchanged at it.
-MIN_GRID_R2 = 0.05
+MIN_GRID_R2 = 0.1
 
 
 @dataclass
