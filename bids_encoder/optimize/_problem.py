@@ -14,8 +14,10 @@ logger = logging.getLogger(__name__)
 
 STEPS_PER_CALL = 25  # compiled steps between two checks of the early-stopping rule
 
-#: Early-stopping settings that suit each solver (``ParameterFitter.fit``'s defaults): LM converges in tens of
-#: steps, Adam (and any Keras optimizer) in hundreds.
+#: Settings the recipes pass to each solver. Levenberg–Marquardt reads only ``max_n_iterations`` (each voxel stops
+#: on its own convergence rule; the other keys stay for the app's sidecars, which still quote them — to be
+#: replaced by the per-voxel rule when the workflows are edited); Adam (and any Keras optimizer) reads all four
+#: (they equal ``ParameterFitter.fit``'s defaults).
 SOLVER_DEFAULTS = {
     "lm": {"max_n_iterations": 50, "min_n_iterations": 5, "lag": 5, "r2_atol": 1e-5},
     "adam": {"max_n_iterations": 1000, "min_n_iterations": 100, "lag": 100, "r2_atol": 1e-6},

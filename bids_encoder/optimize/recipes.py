@@ -107,6 +107,22 @@ def _gate(grid_r2, min_grid_r2):
     return np.isfinite(values) & (values >= threshold) if threshold > 0 else np.isfinite(values)
 
 
+def _refine_where_needed(fitter, grid_parameters, confounds, positive_amplitude):
+    """Least-squares baseline and amplitude at the grid's points. The correlation grid already solved them in
+    closed form (the same regression on the same nuisance basis), with the amplitude clipped at 0 where the best
+    correlation is negative: only those voxels are refitted (a whole-brain refit held float64 copies of every
+    voxel's prediction, the largest allocation of a whole-brain fit)."""
+    amplitude = grid_parameters["amplitude"].to_numpy()
+    redo = np.flatnonzero(np.isfinite(amplitude) & (amplitude <= 0)) if not positive_amplitude else np.array([], int)
+    if not redo.size:
+        return grid_parameters
+    sub = ParameterFitter(fitter.model, fitter.data.iloc[:, redo], fitter.paradigm, memory_limit=fitter.memory_limit)
+    init = grid_parameters.copy()
+    init.iloc[redo] = sub.refine_baseline_and_amplitude(grid_parameters.iloc[redo], confounds=confounds,
+                                                        positive_amplitude=False).to_numpy()
+    return init
+
+
 def _grid_refine_iterate(model, data, paradigm, values, what, optimizer, confounds, fixed_pars, memory_limit,
                          progressbar, fit_kwargs, min_grid_r2):
     """grid (correlation) → least-squares baseline and amplitude → iterative (voxels with grid R² ≥
@@ -123,8 +139,7 @@ def _grid_refine_iterate(model, data, paradigm, values, what, optimizer, confoun
     grid_r2 = fitter.grid_r2
     timings["grid"] = time.perf_counter() - start
     start = time.perf_counter()
-    init = fitter.refine_baseline_and_amplitude(grid_parameters, confounds=confounds,
-                                                positive_amplitude=getattr(model, "positive_amplitude", False))
+    init = _refine_where_needed(fitter, grid_parameters, confounds, getattr(model, "positive_amplitude", False))
     timings["refine"] = time.perf_counter() - start
     solver, settings = _solver_settings(optimizer, fit_kwargs)
     iterate = _gate(grid_r2, min_grid_r2)
