@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._gram import gram_applicable
@@ -35,8 +36,9 @@ class ParameterFitter:
         Linear models use their stored ``weights`` (fixed while the parameters are fitted).
     data : DataFrame, shape (time, voxels)
     paradigm : DataFrame, shape (time, features)
-    memory_limit : int
-        Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
+    memory_limit : int, optional
+        Bytes of working memory beyond the data (every stage tiles its voxels within it); default: a quarter of
+        the memory this process can get, at most 2 GB (:func:`bids_encoder._memory.default_memory_limit`).
     log_dir : str, path, None or False
         Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
         ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
@@ -47,12 +49,12 @@ class ParameterFitter:
         each chunk ran.
     """
 
-    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False, devices=None):
+    def __init__(self, model, data, paradigm, memory_limit=None, log_dir=False, devices=None):
         self.model = model
         self.devices = devices
         self._predictions, self._predicted = None, None
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
-        self.memory_limit = int(memory_limit)
+        self.memory_limit = resolve_memory_limit(memory_limit)
         self.log_dir = log_dir
         self.segments = run_lengths(self.paradigm.index)
 
@@ -400,9 +402,10 @@ class ParameterFitter:
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         if mask.any():
             best, score = grid_search(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, mask], self.segments, list(args),
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments, list(args),
                 basis=basis, use_correlation_cost=use_correlation_cost, positive_amplitude=positive_amplitude,
-                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices)
+                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices,
+                voxels=np.flatnonzero(mask))
             result[mask], r2[mask] = best, score
         self.grid_r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.grid_parameters = as_frame(result, labels, self.data.columns)
@@ -421,9 +424,9 @@ class ParameterFitter:
         result = np.full(frame.shape, np.nan, dtype=np.float32)
         if valid.any():
             result[valid] = refine_baseline_and_amplitude(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments,
                 frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
-                positive_amplitude=positive_amplitude)
+                positive_amplitude=positive_amplitude, voxels=np.flatnonzero(valid), memory_limit=self.memory_limit)
         return as_frame(result, labels, self.data.columns)
 
     def _tensorboard_log(self):
