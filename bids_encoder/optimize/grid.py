@@ -138,6 +138,7 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     n_time, n_voxels = data.shape[0], len(voxels)
     centred = _with_constant(basis, n_time)  # correlations: centred, confound-free
     basis_tf = tf.constant(centred, tf.float32)
+    # each device holds one chunk at a time within the budget (a GPU's own memory)
     chunk, tile = grid_plan(model, n_time, paradigm.shape[1], len(grid), n_voxels, memory_limit, centred.shape[1])
     paradigm_tf = tf.constant(paradigm, tf.float32)
     peak_chunk, prepare_chunk, score_tile = _compiled(model, labels, segments, paradigm.shape, closed_form,

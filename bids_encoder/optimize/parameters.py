@@ -151,10 +151,13 @@ class ParameterFitter:
         if use_lm and not gram:
             per_voxel += 4 * (2 * n_time * (n_free + 2) + 4 * n_free * n_free)
         fixed = 4 * self.model._fixed_floats(n_time, n_features) + (0 if basis is None else 12 * basis.size)
+        # each device holds one chunk at a time, within the budget (a GPU's own memory): the chunks, and so the
+        # results, do not depend on the number of devices
         budget = self.memory_limit - fixed
         if budget < per_voxel:
             logger.warning("memory_limit (%d bytes) is below what one voxel needs (%d fixed + %d per voxel): "
-                           "fitting one voxel at a time", self.memory_limit, fixed, per_voxel)
+                           "fitting one voxel at a time; a memory_limit of %d bytes would fit 256 at once",
+                           self.memory_limit, fixed, per_voxel, fixed + 256 * per_voxel)
         size = int(max(1, budget // per_voxel))
         return [voxel_indices[i : i + size] for i in range(0, len(voxel_indices), size)] or [voxel_indices]
 
@@ -349,23 +352,31 @@ class ParameterFitter:
         """Predictions (time × voxels DataFrame) of the last ``fit``'s parameters, before the confound projection;
         NaN for voxels not fitted. Computed on first access, in chunks of voxels under ``memory_limit``."""
         if self._predictions is None:
-            if self._predicted is None:
-                raise AttributeError("predictions exist after fit()")
-            parameters, weights = self._predicted
-            values = np.full(self.data.shape, np.nan, dtype=np.float32)
-            fitted = np.flatnonzero(np.all(np.isfinite(parameters.to_numpy()), axis=1))
-            n_time, n_features = self.paradigm.shape
-            per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
-            size = int(max(1, self.memory_limit // per_voxel))
-            paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
-            for start in range(0, len(fitted), size):
-                chunk = fitted[start : start + size]
-                values[:, chunk] = self.model._predict(
-                    paradigm, tf.constant(parameters.to_numpy()[chunk], tf.float32),
-                    None if weights is None else tf.constant(weights[:, chunk], tf.float32),
-                    segments=self.segments).numpy()
-            self._predictions = pd.DataFrame(values, index=self.data.index, columns=self.data.columns)
+            self._predictions = self.predict_voxels(np.arange(self.data.shape[1]))
         return self._predictions
+
+    def predict_voxels(self, voxels):
+        """Predictions of the last ``fit``'s parameters for the voxels (column positions) ``voxels`` only, as
+        :attr:`predictions` holds them for all (time × len(voxels) DataFrame; NaN for voxels not fitted), in tiles
+        under ``memory_limit``: a report's few voxels need not cost a whole-brain prediction."""
+        if self._predicted is None:
+            raise AttributeError("predictions exist after fit()")
+        voxels = np.asarray(voxels, dtype=np.int64)
+        parameters, weights = self._predicted
+        values = np.full((self.data.shape[0], len(voxels)), np.nan, dtype=np.float32)
+        chosen = parameters.to_numpy()[voxels]
+        fitted = np.flatnonzero(np.all(np.isfinite(chosen), axis=1))
+        n_time, n_features = self.paradigm.shape
+        per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
+        size = int(max(1, self.memory_limit // per_voxel))
+        paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
+        for start in range(0, len(fitted), size):
+            chunk = fitted[start : start + size]
+            values[:, chunk] = self.model._predict(
+                paradigm, tf.constant(chosen[chunk], tf.float32),
+                None if weights is None else tf.constant(weights[:, voxels[chunk]], tf.float32),
+                segments=self.segments).numpy()
+        return pd.DataFrame(values, index=self.data.index, columns=self.data.columns[voxels])
 
     @predictions.setter
     def predictions(self, value):
