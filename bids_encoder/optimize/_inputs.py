@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .._tensorflow import tf
 from ..models.base import _as_frame, run_lengths
@@ -107,3 +108,21 @@ def as_tensor(array):
         except Exception:  # unaligned or unsupported buffer: fall back to a copy
             pass
     return tf.constant(array, dtype=tf.float32)
+
+
+def iterate_mask(iterate, voxels):
+    """Boolean array over ``voxels`` (the data's columns) from ``ParameterFitter.fit``'s ``iterate`` (None: every
+    voxel; a Series is aligned on its index)."""
+    n_voxels = len(voxels)
+    if iterate is None:
+        return np.ones(n_voxels, dtype=bool)
+    if isinstance(iterate, pd.Series):
+        if not iterate.index.equals(voxels):
+            if set(iterate.index) != set(voxels):
+                raise ValueError("iterate's index does not match the data's voxels")
+            iterate = iterate.reindex(voxels)
+        iterate = iterate.to_numpy()
+    values = np.asarray(iterate)
+    if values.shape != (n_voxels,) or values.dtype != bool:
+        raise ValueError(f"iterate must be a boolean array of {n_voxels} voxels, got {values.dtype} {values.shape}")
+    return values

@@ -7,10 +7,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._gram import gram_applicable
-from ._inputs import check_data_and_paradigm, confound_basis, meaningful_voxels
+from ._inputs import check_data_and_paradigm, confound_basis, iterate_mask, meaningful_voxels
 from ._problem import FitProblem
 from ._records import stack_intermediate, tensorboard_log
 from ._uncertainty import unreliable_labels
@@ -36,8 +37,9 @@ class ParameterFitter:
         Linear models use their stored ``weights`` (fixed while the parameters are fitted).
     data : DataFrame, shape (time, voxels)
     paradigm : DataFrame, shape (time, features)
-    memory_limit : int
-        Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
+    memory_limit : int, optional
+        Bytes of working memory beyond the data (every stage tiles its voxels within it); default: a quarter of
+        the memory this process can get, at most 2 GB (:func:`bids_encoder._memory.default_memory_limit`).
     log_dir : str, path, None or False
         Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
         ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
@@ -48,12 +50,12 @@ class ParameterFitter:
         each chunk ran.
     """
 
-    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False, devices=None):
+    def __init__(self, model, data, paradigm, memory_limit=None, log_dir=False, devices=None):
         self.model = model
         self.devices = devices
         self._predictions, self._predicted = None, None
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
-        self.memory_limit = int(memory_limit)
+        self.memory_limit = resolve_memory_limit(memory_limit)
         self.log_dir = log_dir
         self.segments = run_lengths(self.paradigm.index)
 
@@ -150,10 +152,13 @@ class ParameterFitter:
         if use_lm and not gram:
             per_voxel += 4 * (2 * n_time * (n_free + 2) + 4 * n_free * n_free)
         fixed = 4 * self.model._fixed_floats(n_time, n_features) + (0 if basis is None else 12 * basis.size)
+        # each device holds one chunk at a time, within the budget (a GPU's own memory): the chunks, and so the
+        # results, do not depend on the number of devices
         budget = self.memory_limit - fixed
         if budget < per_voxel:
             logger.warning("memory_limit (%d bytes) is below what one voxel needs (%d fixed + %d per voxel): "
-                           "fitting one voxel at a time", self.memory_limit, fixed, per_voxel)
+                           "fitting one voxel at a time; a memory_limit of %d bytes would fit 256 at once",
+                           self.memory_limit, fixed, per_voxel, fixed + 256 * per_voxel)
         size = int(max(1, budget // per_voxel))
         return [voxel_indices[i : i + size] for i in range(0, len(voxel_indices), size)] or [voxel_indices]
 
@@ -280,7 +285,7 @@ class ParameterFitter:
         weights = self._weights()
         mask = meaningful_voxels(self.data)
         self._check_finite_init(init, mask)
-        iterated = mask & self._iterate_mask(iterate)
+        iterated = mask & iterate_mask(iterate, self.data.columns)
         voxels = np.flatnonzero(iterated)
         n_free = len(init.columns) - len(fixed) - len(shared)
         free_labels = [label for label in init.columns if label not in fixed and label not in shared]
@@ -383,22 +388,6 @@ class ParameterFitter:
         self.parameters = result
         return result
 
-    def _iterate_mask(self, iterate):
-        """Boolean array over the data's voxels from ``fit``'s ``iterate`` (None: every voxel)."""
-        n_voxels = self.data.shape[1]
-        if iterate is None:
-            return np.ones(n_voxels, dtype=bool)
-        if isinstance(iterate, pd.Series):
-            if not iterate.index.equals(self.data.columns):
-                if set(iterate.index) != set(self.data.columns):
-                    raise ValueError("iterate's index does not match the data's voxels")
-                iterate = iterate.reindex(self.data.columns)
-            iterate = iterate.to_numpy()
-        values = np.asarray(iterate)
-        if values.shape != (n_voxels,) or values.dtype != bool:
-            raise ValueError(f"iterate must be a boolean array of {n_voxels} voxels, got {values.dtype} {values.shape}")
-        return values
-
     def _r2_at(self, parameters, voxels, basis, weights):
         """R² of ``parameters`` (DataFrame of the voxels ``voxels``), the confounds projected out, in chunks of
         voxels under ``memory_limit``."""
@@ -420,23 +409,31 @@ class ParameterFitter:
         """Predictions (time × voxels DataFrame) of the last ``fit``'s parameters, before the confound projection;
         NaN for voxels not fitted. Computed on first access, in chunks of voxels under ``memory_limit``."""
         if self._predictions is None:
-            if self._predicted is None:
-                raise AttributeError("predictions exist after fit()")
-            parameters, weights = self._predicted
-            values = np.full(self.data.shape, np.nan, dtype=np.float32)
-            fitted = np.flatnonzero(np.all(np.isfinite(parameters.to_numpy()), axis=1))
-            n_time, n_features = self.paradigm.shape
-            per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
-            size = int(max(1, self.memory_limit // per_voxel))
-            paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
-            for start in range(0, len(fitted), size):
-                chunk = fitted[start : start + size]
-                values[:, chunk] = self.model._predict(
-                    paradigm, tf.constant(parameters.to_numpy()[chunk], tf.float32),
-                    None if weights is None else tf.constant(weights[:, chunk], tf.float32),
-                    segments=self.segments).numpy()
-            self._predictions = pd.DataFrame(values, index=self.data.index, columns=self.data.columns)
+            self._predictions = self.predict_voxels(np.arange(self.data.shape[1]))
         return self._predictions
+
+    def predict_voxels(self, voxels):
+        """Predictions of the last ``fit``'s parameters for the voxels (column positions) ``voxels`` only, as
+        :attr:`predictions` holds them for all (time × len(voxels) DataFrame; NaN for voxels not fitted), in tiles
+        under ``memory_limit``: a report's few voxels need not cost a whole-brain prediction."""
+        if self._predicted is None:
+            raise AttributeError("predictions exist after fit()")
+        voxels = np.asarray(voxels, dtype=np.int64)
+        parameters, weights = self._predicted
+        values = np.full((self.data.shape[0], len(voxels)), np.nan, dtype=np.float32)
+        chosen = parameters.to_numpy()[voxels]
+        fitted = np.flatnonzero(np.all(np.isfinite(chosen), axis=1))
+        n_time, n_features = self.paradigm.shape
+        per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
+        size = int(max(1, self.memory_limit // per_voxel))
+        paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
+        for start in range(0, len(fitted), size):
+            chunk = fitted[start : start + size]
+            values[:, chunk] = self.model._predict(
+                paradigm, tf.constant(chosen[chunk], tf.float32),
+                None if weights is None else tf.constant(weights[:, voxels[chunk]], tf.float32),
+                segments=self.segments).numpy()
+        return pd.DataFrame(values, index=self.data.index, columns=self.data.columns[voxels])
 
     @predictions.setter
     def predictions(self, value):
@@ -473,9 +470,10 @@ class ParameterFitter:
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         if mask.any():
             best, score = grid_search(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, mask], self.segments, list(args),
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments, list(args),
                 basis=basis, use_correlation_cost=use_correlation_cost, positive_amplitude=positive_amplitude,
-                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices)
+                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices,
+                voxels=np.flatnonzero(mask))
             result[mask], r2[mask] = best, score
         self.grid_r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.grid_parameters = as_frame(result, labels, self.data.columns)
@@ -494,7 +492,7 @@ class ParameterFitter:
         result = np.full(frame.shape, np.nan, dtype=np.float32)
         if valid.any():
             result[valid] = refine_baseline_and_amplitude(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments,
                 frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
-                positive_amplitude=positive_amplitude)
+                positive_amplitude=positive_amplitude, voxels=np.flatnonzero(valid), memory_limit=self.memory_limit)
         return as_frame(result, labels, self.data.columns)
