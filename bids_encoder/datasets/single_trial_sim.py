@@ -101,8 +101,6 @@ def simulate_single_trials(n_voxels=1000, n_runs=4, n_volumes=200, tr=1.5, n_con
     codes = trials["condition"].str[1:].astype(int).to_numpy()
     responsive = rng.random(n_voxels) < responsive_fraction
     amplitude = np.where(responsive, rng.uniform(*amplitude_range, n_voxels), 0.0)
-    patterns = amplitude * rng.normal(1.0, condition_sd, (n_conditions, n_voxels))
-    betas = patterns[codes] + amplitude * trial_sd * rng.normal(size=(n_trials, n_voxels))
     if hrf_shapes is None:
         shape_peak = np.clip(5.0 + hrf_peak_sd * rng.standard_normal(n_hrf_shapes), 3.0, 8.0)
         shape_dispersion = rng.uniform(*hrf_dispersion_range, n_hrf_shapes)
@@ -128,13 +126,20 @@ def simulate_single_trials(n_voxels=1000, n_runs=4, n_volumes=200, tr=1.5, n_con
             parts.append(x)
         regressors.append(np.vstack(parts).astype(np.float32))
     data = np.empty((n_time, n_voxels), np.float32)
+    patterns = np.empty((n_conditions, n_voxels), np.float32)
+    betas = np.empty((n_trials, n_voxels), np.float32)
     ramp = np.linspace(-1.0, 1.0, n_volumes)
     for a in range(0, n_voxels, chunk):
         cols = np.arange(a, min(a + chunk, n_voxels))
+        scale = amplitude[cols].astype(np.float32)
+        patterns[:, cols] = scale * (1.0 + condition_sd * rng.standard_normal((n_conditions, cols.size),
+                                                                             dtype=np.float32))
+        betas[:, cols] = patterns[:, cols][codes] + scale * np.float32(trial_sd) * rng.standard_normal(
+            (n_trials, cols.size), dtype=np.float32)
         y = np.zeros((n_time, cols.size), np.float32)
         for s in np.unique(shape_of_voxel[cols]):
             members = np.flatnonzero(shape_of_voxel[cols] == s)
-            y[:, members] = regressors[s] @ betas[:, cols[members]].astype(np.float32)
+            y[:, members] = regressors[s] @ betas[:, cols[members]]
         if n_noise_components and structured_sd:
             weights = structured_sd * loading[cols] * rng.normal(size=(n_noise_components, cols.size))
             y += (components @ weights).astype(np.float32)
@@ -146,7 +151,7 @@ def simulate_single_trials(n_voxels=1000, n_runs=4, n_volumes=200, tr=1.5, n_con
             y[rows] += noise + ramp[:, None].astype(np.float32) * drift
         baseline = rng.uniform(500.0, 1500.0, cols.size).astype(np.float32)
         data[:, cols] = baseline * (1.0 + y / 100.0)
-    return SingleTrialSimulation(data=data, frame_times=frame_times, trials=trials, betas=betas.astype(np.float32),
-                                 patterns=patterns.astype(np.float32), amplitude=amplitude,
+    return SingleTrialSimulation(data=data, frame_times=frame_times, trials=trials, betas=betas,
+                                 patterns=patterns, amplitude=amplitude,
                                  hrf_peak=shape_peak[shape_of_voxel], hrf_dispersion=shape_dispersion[shape_of_voxel],
                                  noise_loading=loading, tr=float(tr))

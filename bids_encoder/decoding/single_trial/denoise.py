@@ -3,9 +3,10 @@
 - **Noise pool**: voxels whose on/off model (all trials one condition, the voxel's HRF) has a cross-validated R²
   ≤ 0 (leave one run out; the two halves of a single run) — for every HRF of the library when HRFs are chosen per
   voxel: no shape of the library predicts held-out data.
-- **Components**: for every run, the principal components (time courses) of the pool's residuals after the
-  nuisance basis and the on/off model, each voxel's residual scaled to unit length first (so that a few noisy
-  voxels do not set them): the leading eigenvectors of Σ_v r̂_v r̂_vᵀ, accumulated over chunks of voxels. Each
+- **Components**: for every run, the principal components (time courses) of the pool's data after the nuisance
+  basis, each voxel's series scaled to unit length first (so that a few noisy voxels do not set them). The on/off
+  fit is not removed from them: the pool has no response to remove, and removing it would deplete the components
+  in the direction of the task, biasing every voxel's cross-validated R² upwards once they are projected out: the leading eigenvectors of Σ_v r̂_v r̂_vᵀ, accumulated over chunks of voxels. Each
   run's first K components are nuisance regressors of that run (orthogonal to its nuisance basis by construction).
 - **Their number** K (one for all voxels, 0 … ``max_components``): see :func:`choose_components`.
 """

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunDesign", "Block", "TrialSystem", "orthonormal_basis", "legendre_drifts", "auto_poly_degree",
-           "build_runs", "build_blocks", "one_blas_thread", "stacked_systems"]
+           "build_runs", "build_blocks", "one_blas_thread", "StackedSystems", "trial_system"]
 
 _CONTROLLER = []
 
@@ -177,34 +177,38 @@ def block_components(block, run):
     return out
 
 
-@dataclass
 class TrialSystem:
-    """The trial GLM of one run with one HRF (and K noise components): ``design_t`` = X̃ᵀ (trials × time, float32)
-    for the products with the data, and the eigen-decomposition of G = X̃ᵀX̃ (float64): eigenvalues (descending
-    order not assumed), eigenvectors (trials × trials), ``keep`` the directions above the cut-off."""
+    """The trial GLM of one run with one HRF (and K noise components): X̃ᵀ (trials × time) for the products with
+    the data, and the eigen-decomposition of G = X̃ᵀX̃ (float64): eigenvalues (0 on the directions below the
+    cut-off), eigenvectors (trials × trials), and the inverse eigenvalues (0 there too: minimum-norm least
+    squares). Tensors are made once, on first use."""
 
-    design_t: np.ndarray
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    keep: np.ndarray
-    design_t_tf: object = field(default=None, repr=False)
-
-    @classmethod
-    def from_design(cls, design):
+    def __init__(self, design):
         gram = design.T @ design
         values, vectors = np.linalg.eigh(gram)
         keep = values > RCOND * max(float(values.max(initial=0.0)), 1e-300)
-        values = np.where(keep, values, 0.0)
-        return cls(np.ascontiguousarray(design.T, dtype=np.float32), values, vectors, keep)
+        self.eigenvalues = np.where(keep, values, 0.0)
+        self.eigenvectors = vectors
+        self.keep = keep
+        self.inverse = np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+        self.design_t = np.ascontiguousarray(design.T, dtype=np.float32)
+        self._tensors = {}
 
-    def rotate(self, rhs):
-        """Coordinates of X̃ᵀy in the eigenbasis (float64): Vᵀ rhs."""
-        return self.eigenvectors.T @ rhs
+    def design_tensor(self):
+        if "design" not in self._tensors:
+            from ..._tensorflow import tf
 
-    def ols(self, rotated):
-        """Least-squares betas (trials × voxels) from rotated X̃ᵀy (minimum-norm on dropped directions)."""
-        inverse = np.where(self.keep, 1.0 / np.where(self.keep, self.eigenvalues, 1.0), 0.0)
-        return self.eigenvectors @ (inverse[:, None] * rotated)
+            self._tensors["design"] = tf.constant(self.design_t)
+        return self._tensors["design"]
+
+    def eigenvectors_tensor(self, dtype=None):
+        from ..._tensorflow import tf
+
+        dtype = dtype or tf.float64
+        key = ("vectors", dtype.name)
+        if key not in self._tensors:
+            self._tensors[key] = tf.constant(self.eigenvectors.astype(dtype.as_numpy_dtype))
+        return self._tensors[key]
 
 
 def trial_system(run, hrf, n_components=0):
@@ -214,12 +218,19 @@ def trial_system(run, hrf, n_components=0):
     if n_components and run.components is not None:
         p = run.components[:, :n_components]
         design = design - p @ (p.T @ design)
-    return TrialSystem.from_design(design)
+    return TrialSystem(design)
 
 
-def stacked_systems(run, hrf, counts):
-    """The TrialSystems of ``run`` with HRF ``hrf`` and each number of components in ``counts``, stacked:
-    (design_t (B · trials × time) float32, eigenvalues (B × trials), eigenvectors (B × trials × trials), keep)."""
-    systems = [trial_system(run, hrf, k) for k in counts]
-    return (np.vstack([s.design_t for s in systems]), np.stack([s.eigenvalues for s in systems]),
-            np.stack([s.eigenvectors for s in systems]), np.stack([s.keep for s in systems]))
+class StackedSystems:
+    """The TrialSystems of a run with one HRF and each number of components in ``counts``, stacked for batched
+    products: ``design`` (B · trials × time) float32, ``vectors`` (B × trials × trials) and ``inverse`` (B × trials)
+    float64, ``eigenvalues`` (B × trials)."""
+
+    def __init__(self, run, hrf, counts):
+        from ..._tensorflow import tf
+
+        systems = [trial_system(run, hrf, k) for k in counts]
+        self.eigenvalues = np.stack([s.eigenvalues for s in systems])
+        self.inverse = np.stack([s.inverse for s in systems])
+        self.design = tf.constant(np.vstack([s.design_t for s in systems]))
+        self.vectors = tf.constant(np.stack([s.eigenvectors for s in systems]))

@@ -25,7 +25,8 @@ to a trial (:class:`~.hrf_library.HRFLibrary` scales the regressors).
 Two passes over the data: the first fits the on/off models (HRF choice, cvR², the noise pool's residual
 covariance per run), the second the single-trial models of every stage, voxels sorted by HRF so that a chunk
 shares few designs. Memory: the data stay where they are (float32 chunks are copied), the outputs are
-(trials × voxels) float32, and every chunk's working set is kept under ``memory_limit`` bytes.
+(trials × voxels) float32. ``memory_limit`` is the budget of the whole fit: the data it is given (when they are in
+memory), its outputs and the working sets of its chunks, which get what is left (at least a tenth of it).
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..._tensorflow import tf
-from . import _kernels as kernels
-from .denoise import MAX_COMPONENTS, MIN_POOL, NoiseGram, choose_components
-from .design import block_components, build_blocks, build_runs, one_blas_thread, stacked_systems, trial_system
-from .hrf_library import HRFLibrary, choose_hrf
+from ._passes import Passes
+from .denoise import MAX_COMPONENTS
+from .design import build_blocks, build_runs, one_blas_thread
+from .hrf_library import HRFLibrary
 from .repeats import MIN_SEPARATION, Repeats
 from .ridge import DEFAULT_FRACTIONS
 
@@ -51,7 +51,6 @@ __all__ = ["fit_single_trials", "SingleTrialResult", "STAGES", "MAX_SELECTION_VO
 
 STAGES = ("canonical", "hrf", "denoise", "ridge")
 MAX_SELECTION_VOXELS = 10_000
-MIN_SELECTION_VOXELS = 10
 
 
 @dataclass
@@ -79,13 +78,26 @@ class SingleTrialResult:
     stages: list
     stage_reliability: dict = field(default_factory=dict)
     stage_betas: dict = field(default_factory=dict)
+    ridge_lambda: np.ndarray | None = None
     choices: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
+    @property
+    def responding(self):
+        """Voxels whose on/off model predicts held-out data beyond chance: cvR² above the 95th percentile of
+        |cvR²| among the voxels with a negative one (chance fluctuations mirrored: the null voxels' cvR² scatter
+        about zero, and almost all negative values are theirs)."""
+        return self.fitted & (self.cvr2 > self.responding_threshold)
+
+    @property
+    def responding_threshold(self):
+        negative = self.cvr2[self.fitted & (self.cvr2 < 0)]
+        return float(np.quantile(-negative, 0.95)) if negative.size >= 20 else 0.0
+
     def stage_table(self, voxels=None):
-        """Median split-half reliability after every stage (rows), over ``voxels`` (mask; default: the voxels
-        whose on/off model predicts held-out data, cvR² > 0)."""
-        voxels = (self.fitted & (self.cvr2 > 0)) if voxels is None else np.asarray(voxels, bool)
+        """Median split-half reliability after every stage (rows), over ``voxels`` (mask; default:
+        :attr:`responding`)."""
+        voxels = self.responding if voxels is None else np.asarray(voxels, bool)
         rows = [{"stage": name, "median_reliability": float(np.nanmedian(values[voxels])) if voxels.any()
                  else float("nan"), "voxels": int(voxels.sum())}
                 for name, values in self.stage_reliability.items()]
@@ -136,11 +148,14 @@ def fit_single_trials(data, frame_times, trials, confounds=None, *, hrf="library
         Fine steps per volume for the regressors; the trial duration (s) whose response peaks at 1 (default: the
         median duration).
     memory_limit : int
-        Bytes of working memory per chunk of voxels.
+        Bytes the fit may hold: the data (when in memory, not a memory map), the outputs, and the chunks of voxels
+        in the passes, which get what is left (at least a tenth of the limit; a warning says when the data and
+        outputs alone leave less).
     max_selection_voxels : int
         Most voxels used to choose the number of noise components.
-    return_stages : bool
-        Keep the betas of every stage (``stage_betas``; trials × voxels each).
+    return_stages : bool or array of int
+        Keep the betas of every stage (``stage_betas``: trials × voxels each), for every voxel (True) or for the
+        voxels of an index array (trials × those voxels, in that order).
 
     Returns
     -------
@@ -174,7 +189,16 @@ def _fit_single_trials(data, frame_times, trials, confounds, hrf, library, denoi
     conditions = trials[condition_column].to_numpy() if condition_column in trials.columns else None
     repeats = Repeats(conditions, trials["run"].to_numpy(), trials["onset"].to_numpy(), positions,
                       min_separation)
-    fit = _Fit(data, runs, blocks, library, repeats, hrf, scaling, memory_limit)
+    kept = _kept(return_stages, data.shape[1])
+    outputs = 4 * data.shape[1] * (len(trials) + 24 + len(frame_times)) + 4 * len(trials) * kept.size * len(STAGES)
+    held = 0 if isinstance(data, np.memmap) else data.nbytes
+    working = int(memory_limit) - held - outputs
+    if working < 0.1 * memory_limit:
+        logger.warning("memory limit %.2f GB: the data (%.2f GB) and the outputs (%.2f GB) leave less than a tenth of "
+                       "it for the chunks; they get a tenth (%.2f GB)", memory_limit / 1e9, held / 1e9,
+                       outputs / 1e9, 0.1 * memory_limit / 1e9)
+        working = int(0.1 * memory_limit)
+    fit = Passes(data, runs, blocks, library, repeats, hrf, scaling, working)
     timings = {}
     fit.screen(denoise)
     timings["screen"] = time.perf_counter() - start_time
@@ -191,7 +215,8 @@ def _fit_single_trials(data, frame_times, trials, confounds, hrf, library, denoi
                                        "correlation of repeated trials' least-squares betas with their partners' mean ridge betas"
                                        if repeats.usable else "generalised cross-validation of the time series")}
                         if ridge else None)
-    result = fit.estimate(stages, n_k, fractions if ridge else None, rescale, return_stages, len(trials))
+    result = fit.estimate(stages, n_k, list(fractions) if ridge else None, rescale, kept, len(trials),
+                          SingleTrialResult)
     timings["estimate"] = time.perf_counter() - start_time - timings["screen"] - timings["components"]
     result.trials = trials.assign(estimated=estimable)
     result.choices = {**choices, "Stages": stages}
@@ -200,6 +225,14 @@ def _fit_single_trials(data, frame_times, trials, confounds, hrf, library, denoi
                 len(trials), data.shape[1], int(result.fitted.sum()), "+".join(stages), n_k,
                 ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return result
+
+
+def _kept(return_stages, n_voxels):
+    if return_stages is True:
+        return np.arange(n_voxels)
+    if return_stages is False or return_stages is None:
+        return np.zeros(0, np.int64)
+    return np.asarray(return_stages, dtype=np.int64).ravel()
 
 
 def _check(data, frame_times, trials, confounds, hrf, scaling, fractions, n_components, condition_column):
@@ -214,8 +247,6 @@ def _check(data, frame_times, trials, confounds, hrf, scaling, fractions, n_comp
                          f"have {data.shape[0]}")
     if any(len(t) < 2 or np.any(np.diff(t) <= 0) for t in frame_times):
         raise ValueError("every run's frame times must be at least two increasing times")
-    if not np.all(np.isfinite(data)):
-        raise ValueError("data contain NaN or infinite values")
     missing = [c for c in ("run", "onset", "duration") if c not in trials.columns]
     if missing:
         raise ValueError(f"trials lack the column(s) {missing}")
@@ -246,256 +277,3 @@ def _hrf_choice(hrf, library):
                                         "the canonical HRF by BIC (2 shape parameters); chosen again with the "
                                         "noise components when denoising",
             "Library": library.describe()}
-
-
-class _Fit:
-    """The state shared by the passes: designs, per-voxel screening results, chunk sizes."""
-
-    def __init__(self, data, runs, blocks, library, repeats, hrf, scaling, memory_limit):
-        self.data, self.runs, self.blocks, self.library = data, runs, blocks, library
-        self.repeats, self.hrf, self.scaling = repeats, hrf, scaling
-        self.memory_limit = int(memory_limit)
-        self.n_voxels = data.shape[1]
-        self.canonical = library.canonical_index
-        self.systems = {}
-        self.n_free = float(sum(r.n_time - r.basis.shape[1] for r in runs))  # volumes left by the nuisance
-
-    def _chunks(self, per_voxel, voxels=None):
-        voxels = np.arange(self.n_voxels) if voxels is None else voxels
-        size = max(1, int(self.memory_limit // max(per_voxel, 1)))
-        return [voxels[a:a + size] for a in range(0, len(voxels), size)]
-
-    def _load(self, voxels):
-        """Scaled data of some voxels (time × v tensor); contiguous ranges are sliced, others gathered."""
-        if voxels.size and np.all(np.diff(voxels) == 1):
-            block = self.data[:, voxels[0]:voxels[-1] + 1]
-        else:
-            block = self.data[:, voxels]
-        y = kernels.as_tensor(block)
-        if self.scaling == "psc":
-            y = kernels.scale(y, self.runs, tf.constant(self.means[:, voxels]), self.scaling)
-        return y
-
-    # ----------------------------------------------------------------------------------------- pass 1: on/off
-    def screen(self, denoise):
-        n_time, n_hrf = self.data.shape[0], len(self.library)
-        self.means = np.zeros((len(self.runs), self.n_voxels), np.float32)
-        self.fitted = np.zeros(self.n_voxels, bool)
-        self.hrf_index = np.full(self.n_voxels, -1, np.int64)
-        self.on_off_r2 = np.full(self.n_voxels, np.nan, np.float32)
-        self.cvr2_k0 = np.full(self.n_voxels, np.nan, np.float32)
-        self.pool = np.zeros(self.n_voxels, bool)
-        self.gram = NoiseGram(self.runs) if denoise else None
-        for voxels in self._chunks(4 * n_time * 6 + 8 * n_hrf * (4 * len(self.blocks) + 8)):
-            raw = kernels.as_tensor(self.data[:, voxels[0]:voxels[-1] + 1])
-            means, varies = kernels.run_means(raw, self.runs)
-            valid = varies.numpy() & (np.all(means.numpy() > 0, axis=0) if self.scaling == "psc" else True)
-            self.means[:, voxels] = means.numpy()
-            y = kernels.scale(raw, self.runs, means, self.scaling)
-            del raw
-            run_stats = [kernels.on_off_stats(y[r.start:r.stop], r.basis, r.on_off) for r in self.runs]
-            r2, beta = kernels.on_off_fit([s[0] for s in run_stats], [s[1] for s in run_stats],
-                                          [s[2] for s in run_stats])
-            if self.blocks[0].start == self.runs[0].start and len(self.blocks) == len(self.runs):
-                block_stats = run_stats
-            else:
-                block_stats = [kernels.on_off_stats(y[b.start:b.stop], b.basis, b.on_off) for b in self.blocks]
-            cvr2 = kernels.on_off_cv([s[0] for s in block_stats], [s[1] for s in block_stats],
-                                     [s[2] for s in block_stats]).numpy()
-            r2 = r2.numpy()
-            chosen = (choose_hrf(r2, self.canonical, self.n_free) if self.hrf == "library"
-                      else np.full(len(voxels), self.canonical))
-            columns = np.arange(len(voxels))
-            self.fitted[voxels] = valid
-            self.hrf_index[voxels] = np.where(valid, chosen, -1)
-            self.on_off_r2[voxels] = np.where(valid, r2[chosen, columns], np.nan)
-            self.cvr2_k0[voxels] = np.where(valid, cvr2[chosen, columns], np.nan)
-            best_cv = np.nanmax(cvr2, axis=0) if self.hrf == "library" else cvr2[self.canonical]
-            pool = valid & (best_cv <= 0)
-            self.pool[voxels] = pool
-            if self.gram is not None and pool.any():
-                index = np.flatnonzero(pool)
-                beta_np = beta.numpy()[chosen[index], index].astype(np.float32)
-                residuals = []
-                for run, (_, _, _, residual) in zip(self.runs, run_stats, strict=True):
-                    o = tf.constant(run.on_off[:, chosen[index]].astype(np.float32))
-                    residuals.append(tf.gather(residual, index, axis=1) - o * beta_np[None, :])
-                self.gram.add(residuals)
-        logger.info("On/off screening: %d voxels fitted, %d in the noise pool (cvR² ≤ 0), median on/off cvR² %.3f",
-                    int(self.fitted.sum()), int(self.pool.sum()), float(np.nanmedian(self.cvr2_k0)))
-
-    # ------------------------------------------------------------------------------- stage 2: how many components
-    def _system(self, run, hrf, n_components):
-        key = (run.number, int(hrf), int(n_components))
-        if key not in self.systems:
-            self.systems[key] = trial_system(run, int(hrf), n_components)
-        return self.systems[key]
-
-    def choose_components(self, denoise, n_components, max_components, max_selection_voxels):
-        if not denoise:
-            return 0, None
-        limit = min([max_components] + [r.n_time - r.basis.shape[1] - r.trials.size - 1 for r in self.runs])
-        if self.pool.sum() < max(MIN_POOL, limit):
-            logger.warning("Denoising: %d voxel(s) in the noise pool (cvR² ≤ 0), fewer than %d; no noise components",
-                           int(self.pool.sum()), max(MIN_POOL, limit))
-            return 0, {"Components": 0, "Reason": f"noise pool of {int(self.pool.sum())} voxels"}
-        if limit < 1:
-            return 0, {"Components": 0, "Reason": "no degrees of freedom left for noise components"}
-        components, explained = self.gram.components(self.runs, limit)
-        for run, p in zip(self.runs, components, strict=True):
-            run.components = p
-        for block in self.blocks:
-            block.components = block_components(block, self.runs[block.run])
-        choice = {"NoisePool": "voxels whose on/off model has a cross-validated R² <= 0 (every HRF of the library)",
-                  "NoisePoolVoxels": int(self.pool.sum()), "MaxComponents": int(limit),
-                  "ExplainedVariance": [[round(float(v), 5) for v in row] for row in explained]}
-        if n_components != "auto":
-            chosen = min(int(n_components), limit)
-            return chosen, {**choice, "Components": chosen, "Selection": "fixed"}
-        candidates = np.flatnonzero(self.fitted)
-        if candidates.size > max_selection_voxels:  # an even sample of the brain, the same on every run
-            candidates = np.sort(np.random.default_rng(0).choice(candidates, max_selection_voxels, replace=False))
-        by_reliability = self.repeats.usable
-        metric = np.concatenate([self._component_metric(chunk, limit, by_reliability)
-                                 for chunk in self._chunks(4 * self.data.shape[0] * 6 * (limit + 1), candidates)],
-                                axis=1)
-        responding = np.nanmax(metric, axis=0) > 0  # the data of some number of components predict held-out data
-        if responding.sum() < MIN_SELECTION_VOXELS:
-            logger.warning("Denoising: %d voxel(s) predict held-out data with any number of components; too few to "
-                           "choose it (none used)", int(responding.sum()))
-            return 0, {**choice, "Components": 0, "Reason": f"{int(responding.sum())} voxels predict held-out data"}
-        chosen, curve = choose_components(metric[:, responding], limit)
-        return chosen, {**choice, "Components": int(chosen), "SelectionVoxels": int(responding.sum()),
-                        "CandidateVoxels": int(candidates.size),
-                        "Selection": ("cross-validated R² of repeated trials' betas predicted by their partners"
-                                      if by_reliability else
-                                      "leave-one-run-out cvR² of the on/off model's time series"
-                                      if len(self.runs) > 1 else "cvR² of the on/off model between the run's halves"),
-                        "MedianMetricPerComponents": [round(v, 5) for v in curve]}
-
-    def _component_metric(self, voxels, limit, by_reliability):
-        """(limit + 1) × voxels of the metric that chooses K."""
-        y = self._load(voxels)
-        hrfs = self.hrf_index[voxels]
-        if not by_reliability:
-            stats = []
-            for block in self.blocks:
-                c, e, n, residual = kernels.on_off_stats(y[block.start:block.stop], block.basis, block.on_off)
-                stats.append((c, e, n, residual, block.on_off))
-            return kernels.component_curve(stats, [b.components for b in self.blocks], hrfs, limit).numpy()
-        residuals = [kernels.residualise(y[r.start:r.stop], r.basis) for r in self.runs]
-        metric = np.zeros((limit + 1, len(voxels)))
-        counts = list(range(limit + 1))
-        for h in np.unique(hrfs):
-            cols = np.flatnonzero(hrfs == h)
-            group = [tf.gather(res, cols, axis=1) for res in residuals]
-            betas = kernels.stacked_ols([stacked_systems(r, h, counts) for r in self.runs], group)  # (K, M, Vg)
-            repeated = tf.gather(tf.transpose(betas, [1, 0, 2]), self.repeats.rows)
-            metric[:, cols] = self.repeats.cv_r2(repeated).numpy()
-        return metric
-
-    # ------------------------------------------------------------------------------------ pass 2: the stages
-    def estimate(self, stages, n_components, fractions, rescale, return_stages, n_trials):
-        hmode = "voxel" if "hrf" in stages else "canonical"
-        configs = {"canonical": ("canonical", 0), "hrf": ("voxel", 0), "denoise": (hmode, n_components),
-                   "ridge": (hmode, n_components if "denoise" in stages else 0)}
-        ladder = self.repeats.reliability_defined or return_stages
-        computed = list(stages) if ladder else [stages[-1]]
-        needed = list(dict.fromkeys(configs[s] for s in computed))
-        order = np.concatenate([run.trials for run in self.runs])
-        n_est, n_time = order.size, self.data.shape[0]
-        betas = np.full((n_trials, self.n_voxels), np.nan, np.float32)
-        stage_betas = {s: np.full((n_trials, self.n_voxels), np.nan, np.float32) for s in computed} \
-            if return_stages else {}
-        maps = {name: np.full(self.n_voxels, np.nan, np.float32) for name in ("r2", "cvr2", "fraction", "scale",
-                                                                              "offset", "reliability")}
-        stage_reliability = {s: np.full(self.n_voxels, np.nan, np.float32) for s in computed} if ladder else {}
-        voxels = np.flatnonzero(self.fitted)
-        voxels = voxels[np.argsort(self.hrf_index[voxels], kind="stable")]
-        n_fractions = 0 if fractions is None else len(fractions)
-        per_voxel = 4 * n_time * 5 + 8 * n_est * (len(needed) + 3) + 4 * n_est * n_fractions * 12
-        dof = float(sum(r.n_time - r.basis.shape[1] - n_components for r in self.runs))
-        self.final_hrf = np.full(self.n_voxels, -1, np.int64)
-        for chunk in self._chunks(per_voxel, voxels):
-            y = self._load(chunk)
-            hrfs = self.hrf_index[chunk]
-            base = [kernels.residualise(y[r.start:r.stop], r.basis) for r in self.runs]
-            del y
-            residuals = {0: base}
-            for k in {k for _, k in needed if k}:
-                residuals[k] = [kernels.residualise(b, r.components[:, :k]) for b, r in zip(base, self.runs,
-                                                                                        strict=True)]
-            stage_values, final_r2 = {}, np.full(len(chunk), np.nan, np.float32)
-            rechosen = {k: self._rechoose(residuals[k], k) for _, k in needed if k and hmode == "voxel"}
-            for config in needed:
-                mode, k = config
-                voxel_hrfs = rechosen.get(k, hrfs)
-                groups = ([(np.arange(len(chunk)), self.canonical)] if mode == "canonical" else
-                          [(np.flatnonzero(voxel_hrfs == h), h) for h in np.unique(voxel_hrfs)])
-                ols = np.zeros((n_est, len(chunk)), np.float32)
-                ridged = np.zeros((n_est, len(chunk)), np.float32) if ("ridge" in computed and
-                                                                        config == configs["ridge"]) else None
-                for cols, h in groups:
-                    group = [tf.gather(res, cols, axis=1) for res in residuals[k]]
-                    solve = kernels.GroupSolve([self._system(r, h, k) for r in self.runs], group)
-                    ols[:, cols] = solve.ols.numpy()
-                    final = solve.ols
-                    if ridged is not None:
-                        final, chosen, a, c = kernels.ridge_group(solve, fractions, self.repeats, rescale, dof)
-                        ridged[:, cols] = final.numpy()
-                        maps["fraction"][chunk[cols]] = np.asarray(fractions)[chosen]
-                        maps["scale"][chunk[cols]], maps["offset"][chunk[cols]] = a, c
-                    if config == configs[stages[-1]]:
-                        final_r2[cols] = solve.r2(final).numpy()
-                for s in computed:
-                    if configs[s] == config:
-                        stage_values[s] = ridged if s == "ridge" else ols
-            final = stage_values[stages[-1]]
-            maps["r2"][chunk] = final_r2
-            betas[order[:, None], chunk[None, :]] = final
-            for s in computed:
-                if return_stages:
-                    stage_betas[s][order[:, None], chunk[None, :]] = stage_values[s]
-                if ladder and self.repeats.reliability_defined:
-                    stage_reliability[s][chunk] = self.repeats.split_half(self.repeats.take(stage_values[s])).numpy()
-            final_k = configs[stages[-1]][1]
-            final_hrfs = rechosen.get(final_k, hrfs) if configs[stages[-1]][0] == "voxel" else \
-                np.full(len(chunk), self.canonical)
-            self.final_hrf[chunk] = final_hrfs
-            maps["cvr2"][chunk] = self._final_cvr2(chunk, final_hrfs, final_k)
-        if self.repeats.reliability_defined:
-            maps["reliability"] = stage_reliability[stages[-1]]
-        if fractions is None:
-            maps["scale"][:], maps["offset"][:] = np.nan, np.nan
-        return SingleTrialResult(
-            betas=betas, trials=None, library=self.library, hrf_index=self.final_hrf, n_components=n_components,
-            fraction=maps["fraction"], scale=maps["scale"], offset=maps["offset"], r2=maps["r2"],
-            cvr2=maps["cvr2"], on_off_r2=self.on_off_r2, reliability=maps["reliability"], noise_pool=self.pool,
-            fitted=self.fitted, stages=list(stages),
-            stage_reliability={s: v for s, v in stage_reliability.items()} if self.repeats.reliability_defined
-            else {}, stage_betas=stage_betas)
-
-    def _rechoose(self, residuals, n_components):
-        """Each voxel's HRF chosen again by the on/off model with the noise components among the nuisance."""
-        cross, energy, norms = [], [], []
-        for run, residual in zip(self.runs, residuals, strict=True):
-            p = run.components[:, :n_components]
-            on_off = run.on_off - p @ (p.T @ run.on_off)
-            c, e, n, _ = kernels.on_off_stats(residual, None, on_off)
-            cross.append(c)
-            energy.append(e)
-            norms.append(n)
-        r2, _ = kernels.on_off_fit(cross, energy, norms)
-        return choose_hrf(r2.numpy(), self.canonical, self.n_free - n_components * len(self.runs))
-
-    def _final_cvr2(self, chunk, hrfs, n_components):
-        """Leave-one-block-out cvR² of the on/off model with each voxel's HRF and the chosen noise components."""
-        if n_components == 0:
-            return self.cvr2_k0[chunk]
-        y = self._load(chunk)
-        stats = []
-        for block in self.blocks:
-            c, e, n, residual = kernels.on_off_stats(y[block.start:block.stop], block.basis, block.on_off)
-            stats.append((c, e, n, residual, block.on_off))
-        curve = kernels.component_curve(stats, [b.components for b in self.blocks], hrfs, n_components)
-        return curve[n_components].numpy()
