@@ -32,15 +32,16 @@ MIN_SELECTION_VOXELS = 10
 class Passes:
     """The state shared by the passes: designs, per-voxel screening results, chunk sizes."""
 
-    def __init__(self, data, runs, blocks, library, repeats, hrf, scaling, memory_limit):
+    def __init__(self, data, runs, blocks, selection, library, repeats, hrf, scaling, memory_limit):
         self.data, self.runs, self.blocks, self.library = data, runs, blocks, library
+        self.selection = selection  # the blocks whose cvR² chooses each run's noise pool
         self.repeats, self.hrf, self.scaling = repeats, hrf, scaling
         self.memory_limit = int(memory_limit)
         self.n_voxels = data.shape[1]
         self.canonical = library.canonical_index
         self.systems, self.stacks = {}, {}
         self.n_free = float(sum(r.n_time - r.basis.shape[1] for r in runs))  # volumes left by the nuisance
-        self.blocks_are_runs = len(blocks) == len(runs)
+
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _windows(self, per_voxel, share=0.5):
@@ -56,11 +57,12 @@ class Passes:
         return kernels.scaled_runs(kernels.as_tensor(block), self.runs, tf.constant(self.means[:, voxels]),
                                    self.scaling)
 
-    def _block_data(self, ys):
-        """Each block's data from the runs' (the runs themselves, or the halves of the only run)."""
-        if self.blocks_are_runs:
+    def _block_data(self, ys, blocks=None):
+        """Each block's data from the runs' (the runs themselves, or halves of runs)."""
+        blocks = self.blocks if blocks is None else blocks
+        if len(blocks) == len(self.runs):
             return ys
-        return [ys[b.run][b.start - self.runs[b.run].start:b.stop - self.runs[b.run].start] for b in self.blocks]
+        return [ys[b.run][b.start - self.runs[b.run].start:b.stop - self.runs[b.run].start] for b in blocks]
 
     def _system(self, run, hrf, n_components):
         key = (run.number, int(hrf), int(n_components))
@@ -96,7 +98,7 @@ class Passes:
             del raw
             stats = [kernels.segment_stats(y, r.basis, r.on_off) for y, r in zip(ys, self.runs, strict=True)]
             r2 = kernels.on_off_fit(*zip(*stats, strict=True)).numpy()
-            block_stats = stats if self.blocks_are_runs else [
+            block_stats = stats if len(self.blocks) == len(self.runs) else [
                 kernels.segment_stats(y, b.basis, b.on_off) for y, b in zip(self._block_data(ys), self.blocks,
                                                                              strict=True)]
             cvr2 = kernels.on_off_cv(*zip(*block_stats, strict=True)).numpy()
@@ -107,13 +109,35 @@ class Passes:
             self.hrf_index[voxels] = np.where(valid, chosen, -1)
             self.on_off_r2[voxels] = np.where(valid, r2[chosen, columns], np.nan)
             self.cvr2_k0[voxels] = np.where(valid, cvr2[chosen, columns], np.nan)
-            best_cv = np.nanmax(cvr2, axis=0) if self.hrf == "library" else cvr2[self.canonical]
-            pool = valid & (best_cv <= 0)
-            self.pool[voxels] = pool
-            if self.gram is not None and pool.any():  # their data after the nuisance (no response to remove)
-                index = tf.constant(np.flatnonzero(pool).astype(np.int32))
-                self.gram.add([kernels.residual(tf.gather(y, index, axis=1), r.basis)
-                               for y, r in zip(ys, self.runs, strict=True)])
+            self.pool[voxels] = valid & (self._best(cvr2) <= 0)
+            if self.gram is not None:
+                self._add_pools(ys, valid, block_stats)
+        logger.info("On/off screening: %d voxels fitted, %d in the noise pool (cvR² ≤ 0), median on/off cvR² %.3f",
+                    int(self.fitted.sum()), int(self.pool.sum()), float(np.nanmedian(self.cvr2_k0)))
+
+    def _best(self, cvr2):
+        return np.nanmax(cvr2, axis=0) if self.hrf == "library" else cvr2[self.canonical]
+
+    def _add_pools(self, ys, valid, block_stats):
+        """Each run's noise pool, chosen by the on/off cvR² of the *other* runs' blocks (cross-fitting), so that
+        the choice does not depend on that run's noise; their data after the run's nuisance go into its
+        covariance. (A pool chosen on all runs keeps the voxels whose noise happens to anti-correlate with the
+        design across runs: the components then miss shared noise along the design, and every voxel's cvR² is
+        biased upwards once they are removed. With one run the halves of that run choose.)"""
+        if len(self.selection) == len(self.blocks) and len(self.runs) >= 3:
+            selection_stats = block_stats
+        else:
+            selection_stats = [kernels.segment_stats(y, b.basis, b.on_off)
+                               for y, b in zip(self._block_data(ys, self.selection), self.selection, strict=True)]
+        members = []
+        for run in self.runs:
+            others = [s for s, b in zip(selection_stats, self.selection, strict=True) if b.run != run.number] \
+                if len(self.runs) > 1 else selection_stats
+            cvr2 = kernels.on_off_cv(*zip(*others, strict=True)).numpy()
+            members.append(np.flatnonzero(valid & (self._best(cvr2) <= 0)))
+        self.gram.add([kernels.residual(tf.gather(y, tf.constant(index.astype(np.int32)), axis=1), run.basis)
+                       for y, run, index in zip(ys, self.runs, members, strict=True)])
+
         logger.info("On/off screening: %d voxels fitted, %d in the noise pool (cvR² ≤ 0), median on/off cvR² %.3f",
                     int(self.fitted.sum()), int(self.pool.sum()), float(np.nanmedian(self.cvr2_k0)))
 
@@ -122,10 +146,11 @@ class Passes:
         if not denoise:
             return 0, None
         limit = min([max_components] + [r.n_time - r.basis.shape[1] - r.trials.size - 1 for r in self.runs])
-        if self.pool.sum() < max(MIN_POOL, limit):
-            logger.warning("Denoising: %d voxel(s) in the noise pool (cvR² ≤ 0), fewer than %d; no noise components",
-                           int(self.pool.sum()), max(MIN_POOL, limit))
-            return 0, {"Components": 0, "Reason": f"noise pool of {int(self.pool.sum())} voxels"}
+        smallest = min(self.gram.counts)
+        if smallest < max(MIN_POOL, limit):
+            logger.warning("Denoising: a run's noise pool holds %d voxel(s) (cvR² ≤ 0), fewer than %d; no noise "
+                           "components", smallest, max(MIN_POOL, limit))
+            return 0, {"Components": 0, "Reason": f"a run's noise pool of {smallest} voxels"}
         if limit < 1:
             return 0, {"Components": 0, "Reason": "no degrees of freedom left for noise components"}
         components, explained = self.gram.components(self.runs, limit)
@@ -133,8 +158,11 @@ class Passes:
             run.components = p
         for block in self.blocks:
             block.components = block_components(block, self.runs[block.run])
-        choice = {"NoisePool": "voxels whose on/off model has a cross-validated R² <= 0 (every HRF of the library)",
-                  "NoisePoolVoxels": int(self.pool.sum()), "MaxComponents": int(limit),
+        choice = {"NoisePool": "per run, voxels whose on/off model has a cross-validated R² <= 0 (every HRF of the "
+                               "library) over the other runs" + (" (halves of runs)" if len(self.runs) < 3 else "")
+                               if len(self.runs) > 1 else "voxels whose on/off model has a cvR² <= 0 between the "
+                                                           "run's halves",
+                  "NoisePoolVoxels": [int(c) for c in self.gram.counts], "MaxComponents": int(limit),
                   "ExplainedVariance": [[round(float(v), 5) for v in row] for row in explained]}
         if n_components != "auto":
             chosen = min(int(n_components), limit)

@@ -34,17 +34,15 @@ class NoiseGram:
 
     def __init__(self, runs):
         self.grams = [np.zeros((run.n_time, run.n_time)) for run in runs]
-        self.n_voxels = 0
+        self.counts = [0] * len(runs)
 
     def add(self, residuals_per_run):
-        """``residuals_per_run``: one (time × pool voxels) float32 tensor per run (residuals of the same voxels)."""
-        count = None
-        for gram, residual in zip(self.grams, residuals_per_run, strict=True):
+        """``residuals_per_run``: one (time × pool voxels of that run) float32 tensor per run."""
+        for number, (gram, residual) in enumerate(zip(self.grams, residuals_per_run, strict=True)):
             norms = tf.sqrt(tf.reduce_sum(tf.square(residual), axis=0, keepdims=True))
             unit = residual / tf.maximum(norms, 1e-12)
             gram += tf.matmul(unit, unit, transpose_b=True).numpy().astype(np.float64)
-            count = residual.shape[1]
-        self.n_voxels += int(count or 0)
+            self.counts[number] += int(residual.shape[1])
 
     def components(self, runs, max_components):
         """Each run's leading ``max_components`` eigenvectors (time × K), made orthonormal and orthogonal to the

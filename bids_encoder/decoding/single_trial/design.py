@@ -144,24 +144,24 @@ def build_runs(frame_times, trials, confounds, library, poly_degree="auto", over
 
 
 def build_blocks(runs, frame_times, trials, confounds, library, poly_degree="auto", oversampling=16,
-                 reference_duration=None):
-    """Blocks of the on/off cross-validation: the runs themselves when there are two or more; otherwise the two
-    halves of the only run, each with its own nuisance (its polynomials, the confounds' rows)."""
-    if len(runs) >= 2:
+                 reference_duration=None, halves=False):
+    """Blocks of an on/off cross-validation: the runs themselves, or (``halves``) the two halves of every run, each
+    with its own nuisance (its polynomials, the confounds' rows)."""
+    if not halves:
         return [Block(r.number, r.start, r.stop, r.basis, r.on_off) for r in runs]
-    run = runs[0]
-    times = np.asarray(frame_times[0], dtype=np.float64)
-    half = run.n_time // 2
     blocks = []
-    rows = run.trials
-    raw = library.regressors(trials["onset"].to_numpy()[rows], trials["duration"].to_numpy()[rows], times,
-                             oversampling=oversampling, reference_duration=reference_duration).sum(axis=2).T
-    tr = float(np.median(np.diff(times)))
-    for a, b in ((0, half), (half, run.n_time)):
-        local = None if confounds is None else confounds[a:b]
-        basis, _ = _nuisance(b - a, (b - a) * tr, local, poly_degree)
-        on_off = raw[a:b] - basis @ (basis.T @ raw[a:b])
-        blocks.append(Block(0, a, b, basis, on_off))
+    for run in runs:
+        times = np.asarray(frame_times[run.number], dtype=np.float64)
+        half = run.n_time // 2
+        rows = run.trials
+        raw = library.regressors(trials["onset"].to_numpy()[rows], trials["duration"].to_numpy()[rows], times,
+                                 oversampling=oversampling, reference_duration=reference_duration).sum(axis=2).T
+        tr = float(np.median(np.diff(times)))
+        for a, b in ((0, half), (half, run.n_time)):
+            local = None if confounds is None else confounds[run.start + a:run.start + b]
+            basis, _ = _nuisance(b - a, (b - a) * tr, local, poly_degree)
+            on_off = raw[a:b] - basis @ (basis.T @ raw[a:b])
+            blocks.append(Block(run.number, run.start + a, run.start + b, basis, on_off))
     return blocks
 
 

@@ -25,8 +25,8 @@ to a trial (:class:`~.hrf_library.HRFLibrary` scales the regressors).
 Two passes over the data: the first fits the on/off models (HRF choice, cvR², the noise pool's residual
 covariance per run), the second the single-trial models of every stage, voxels sorted by HRF so that a chunk
 shares few designs. Memory: the data stay where they are (float32 chunks are copied), the outputs are
-(trials × voxels) float32. ``memory_limit`` is the budget of the whole fit: the data it is given (when they are in
-memory), its outputs and the working sets of its chunks, which get what is left (at least a tenth of it).
+(trials × voxels) float32. ``memory_limit`` is the fit's budget beyond its input data (the project's convention,
+:mod:`bids_encoder._memory`): its outputs and the working sets of its chunks, which get what is left.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..._memory import resolve_memory_limit
 from ._passes import Passes
 from .denoise import MAX_COMPONENTS
 from .design import build_blocks, build_runs, one_blas_thread
@@ -47,10 +48,12 @@ from .ridge import DEFAULT_FRACTIONS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit_single_trials", "SingleTrialResult", "STAGES", "MAX_SELECTION_VOXELS"]
+__all__ = ["fit_single_trials", "SingleTrialResult", "STAGES", "MAX_SELECTION_VOXELS", "WORKING_CAP"]
 
 STAGES = ("canonical", "hrf", "denoise", "ridge")
 MAX_SELECTION_VOXELS = 10_000
+WORKING_CAP = 2_000_000_000  # chunks' working set: larger ones barely speed up (60k voxels × 3,000 volumes × 500
+# trials on 2 cores: 39.5 s at 0.5 GB, 29.2 s at 1 GB, 26.2 s at 2 GB, 24.5 s at 4 GB)
 
 
 @dataclass
@@ -108,7 +111,7 @@ def fit_single_trials(data, frame_times, trials, confounds=None, *, hrf="library
                       n_components="auto", max_components=MAX_COMPONENTS, ridge=True, fractions=DEFAULT_FRACTIONS,
                       rescale=True, scaling="psc", poly_degree="auto", condition_column="condition",
                       min_separation=MIN_SEPARATION, oversampling=16, reference_duration=None,
-                      memory_limit=2_000_000_000, max_selection_voxels=MAX_SELECTION_VOXELS,
+                      memory_limit=None, max_selection_voxels=MAX_SELECTION_VOXELS,
                       return_stages=False):
     """Single-trial response amplitudes of every voxel, by GLMsingle's three stages (see the module docstring).
 
@@ -147,10 +150,10 @@ def fit_single_trials(data, frame_times, trials, confounds=None, *, hrf="library
     oversampling, reference_duration
         Fine steps per volume for the regressors; the trial duration (s) whose response peaks at 1 (default: the
         median duration).
-    memory_limit : int
-        Bytes the fit may hold: the data (when in memory, not a memory map), the outputs, and the chunks of voxels
-        in the passes, which get what is left (at least a tenth of the limit; a warning says when the data and
-        outputs alone leave less).
+    memory_limit : int, optional
+        Default: the machine's (:func:`bids_encoder._memory.default_memory_limit`). Bytes the fit may hold beyond
+        its input data: the outputs, and the chunks of voxels in the passes, which get what is left (at least a
+        tenth of the limit, at most :data:`WORKING_CAP`; a warning says when the outputs alone leave less).
     max_selection_voxels : int
         Most voxels used to choose the number of noise components.
     return_stages : bool or array of int
@@ -181,24 +184,25 @@ def _fit_single_trials(data, frame_times, trials, confounds, hrf, library, denoi
         reference_duration = float(np.median(trials["duration"].to_numpy(float)))
     runs, estimable = build_runs(frame_times, trials, confounds, library, poly_degree, oversampling,
                                  reference_duration)
-    blocks = build_blocks(runs, frame_times, trials, confounds, library, poly_degree, oversampling,
-                          reference_duration)
+    design = (frame_times, trials, confounds, library, poly_degree, oversampling, reference_duration)
+    blocks = build_blocks(runs, *design, halves=len(runs) == 1)  # the cvR² of the on/off model
+    selection = blocks if len(runs) >= 3 else build_blocks(runs, *design, halves=True)  # each run's noise pool
     order = np.concatenate([run.trials for run in runs])  # estimated trials, run by run
     positions = np.full(len(trials), -1)
     positions[order] = np.arange(order.size)
     conditions = trials[condition_column].to_numpy() if condition_column in trials.columns else None
     repeats = Repeats(conditions, trials["run"].to_numpy(), trials["onset"].to_numpy(), positions,
                       min_separation)
+    memory_limit = resolve_memory_limit(memory_limit)
     kept = _kept(return_stages, data.shape[1])
     outputs = 4 * data.shape[1] * (len(trials) + 24 + len(frame_times)) + 4 * len(trials) * kept.size * len(STAGES)
-    held = 0 if isinstance(data, np.memmap) else data.nbytes
-    working = int(memory_limit) - held - outputs
+    working = int(memory_limit) - outputs
     if working < 0.1 * memory_limit:
-        logger.warning("memory limit %.2f GB: the data (%.2f GB) and the outputs (%.2f GB) leave less than a tenth of "
-                       "it for the chunks; they get a tenth (%.2f GB)", memory_limit / 1e9, held / 1e9,
-                       outputs / 1e9, 0.1 * memory_limit / 1e9)
+        logger.warning("memory limit %.2f GB: the outputs (%.2f GB) leave less than a tenth of it for the chunks; "
+                       "they get a tenth (%.2f GB)", memory_limit / 1e9, outputs / 1e9, 0.1 * memory_limit / 1e9)
         working = int(0.1 * memory_limit)
-    fit = Passes(data, runs, blocks, library, repeats, hrf, scaling, working)
+    working = min(working, WORKING_CAP)
+    fit = Passes(data, runs, blocks, selection, library, repeats, hrf, scaling, working)
     timings = {}
     fit.screen(denoise)
     timings["screen"] = time.perf_counter() - start_time
