@@ -175,7 +175,9 @@ class Passes:
         size = max(1, int(0.5 * self.memory_limit // per_voxel))
         metric = np.concatenate([self._component_metric(candidates[a:a + size], limit, by_reliability)
                                  for a in range(0, candidates.size, size)], axis=1)
-        responding = np.nanmax(metric, axis=0) > 0  # the data of some number of components predict held-out data
+        # voxels whose data predict held-out data on average over the numbers of components (not at the best
+        # one: choosing voxels by their best K would favour, among noise voxels, whichever K they peaked at)
+        responding = np.nanmean(metric, axis=0) > 0
         if responding.sum() < MIN_SELECTION_VOXELS:
             logger.warning("Denoising: %d voxel(s) predict held-out data with any number of components; too few to "
                            "choose it (none used)", int(responding.sum()))

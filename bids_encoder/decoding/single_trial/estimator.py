@@ -9,8 +9,8 @@ to a trial (:class:`~.hrf_library.HRFLibrary` scales the regressors).
 1. ``hrf``: each voxel's HRF is the library entry whose on/off model (all trials one regressor) fits it best.
 2. ``denoise``: GLMdenoise's noise components (:mod:`.denoise`) of a pool of voxels without a response; their
    number K (the same in every run and voxel) maximises a cross-validated metric over the voxels that respond
-   (whose metric is positive with some K; among up to ``max_selection_voxels`` voxels drawn evenly from all,
-   GLMdenoise's choice: a voxel buried in shared noise may predict held-out data only once it is removed): the
+   (whose metric is positive on average over K — a voxel buried in shared noise may predict held-out data only
+   once it is removed; among up to ``max_selection_voxels`` voxels drawn evenly from all): the
    prediction of repeated trials by their partners
    (:class:`~.repeats.Repeats`), or — without repeated conditions — the leave-one-run-out cvR² of the on/off
    model's time series (GLMdenoise's own criterion).
