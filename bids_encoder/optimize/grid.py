@@ -11,6 +11,8 @@ from tqdm.auto import tqdm
 
 from .._memory import resolve_memory_limit
 from .._tensorflow import tf
+from ..models._frames import distinct_rows
+from ..models.hrf import convolve
 from ._graphs import model_key
 from ._inputs import projected_constant
 from .devices import run_chunks
@@ -53,17 +55,23 @@ MAX_VOXEL_TILE = 16384
 _SCORE_ARRAYS = 6
 
 
-def grid_plan(model, n_time, n_features, n_points, n_voxels, memory_limit, n_basis=1):
+def grid_plan(model, n_time, n_features, n_points, n_voxels, memory_limit, n_basis=1, n_rows=None, n_groups=1):
     """(points per chunk, voxels per tile) whose working set stays within ``memory_limit`` bytes, beyond the data.
 
     A chunk of points holds its predictions and their projection (and the model's intermediates: a 2-D pRF's
     fields over all pixels); a tile of voxels its data and their projection; the pair, a few (points × voxels)
     score arrays. When even one point and one voxel do not fit, the smallest plan is returned with a warning that
-    names the budget that would hold it.
+    names the budget that would hold it. With ``n_rows`` (the search on the distinct frames, ``n_groups`` HRFs):
+    the points hold their neural responses on the frames, the tiles the data's products with the frames.
     """
     fixed = 4 * (model._fixed_floats(n_time, n_features) + 2 * n_time * n_basis)
     per_point = 4 * (3 * n_time + model._floats_per_voxel(n_time, n_features))
     per_voxel = 4 * (3 * n_time + 8)
+    if n_rows is not None:
+        fixed = 4 * (model._fixed_floats(n_rows, n_features) + 2 * n_time * n_basis
+                     + n_groups * (2 * n_time * n_rows + n_rows * n_rows))
+        per_point = 4 * (3 * n_rows + model._floats_per_voxel(n_rows, n_features))
+        per_voxel = 4 * (2 * n_time + n_rows + 8)
     per_pair = 4 * _SCORE_ARRAYS
     budget = memory_limit - fixed
     smallest = per_point + per_voxel + per_pair
@@ -139,6 +147,14 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     n_time, n_voxels = data.shape[0], len(voxels)
     centred = _with_constant(basis, n_time)  # correlations: centred, confound-free
     basis_tf = tf.constant(centred, tf.float32)
+    if getattr(model, "supports_frames", False):
+        rows, frames = distinct_rows(paradigm)
+        if len(rows) < n_time:  # a stimulus that repeats: score on its distinct frames (exact)
+            best_score, best_index, best_cross, best_norm2 = _factorised_search(
+                model, labels, grid, rows, frames, segments, data, voxels, centred, closed_form, positive_amplitude,
+                memory_limit, progressbar, devices)
+            return _finish(model, labels, grid, paradigm, data, segments, basis, voxels, memory_limit, closed_form,
+                           positive_amplitude, best_score, best_index, best_cross, best_norm2)
     # each device holds one chunk at a time within the budget (a GPU's own memory)
     chunk, tile = grid_plan(model, n_time, paradigm.shape[1], len(grid), n_voxels, memory_limit, centred.shape[1])
     paradigm_tf = tf.constant(paradigm, tf.float32)
@@ -181,6 +197,13 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
                 best_norm2[part] = np.where(better, norm2, best_norm2[part])
 
         run_chunks(score, starts, devices, reduce=keep_best)
+    return _finish(model, labels, grid, paradigm, data, segments, basis, voxels, memory_limit, closed_form,
+                   positive_amplitude, best_score, best_index, best_cross, best_norm2)
+
+
+def _finish(model, labels, grid, paradigm, data, segments, basis, voxels, memory_limit, closed_form,
+            positive_amplitude, best_score, best_index, best_cross, best_norm2):
+    """The best points' parameters (closed-form amplitude and baseline) and their R²."""
     parameters = grid[best_index].copy()
     if closed_form:
         amplitude = best_cross / np.maximum(best_norm2, 1e-30)
@@ -190,6 +213,138 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
         parameters = refine_baseline(model, paradigm, data, segments, parameters, basis, voxels=voxels,
                                      memory_limit=memory_limit)
     return parameters, np.where(np.isfinite(best_score), np.abs(best_score), np.nan)
+
+
+def _group_kernels(model, labels, grid):
+    """Groups of grid points that share an HRF: (group of every point, HRF kernel of each group or None)."""
+    hrf_model = getattr(model, "hrf_model", None)
+    if hrf_model is None:
+        return np.zeros(len(grid), dtype=np.int64), [None]
+    if not hrf_model.unique_hrfs:
+        return np.zeros(len(grid), dtype=np.int64), [hrf_model.get_kernel()]
+    columns = [labels.index(label) for label in hrf_model.get_parameter_labels()]
+    keys, group = np.unique(grid[:, columns], axis=0, return_inverse=True)
+    return group.ravel(), [hrf_model.get_kernel(tf.constant(key[np.newaxis, :], tf.float32))[:, 0] for key in keys]
+
+
+def _factorised_search(model, labels, grid, rows, frames, segments, data, voxels, centred, closed_form,
+                       positive_amplitude, memory_limit, progressbar, devices):
+    """The grid search on the distinct frames of the paradigm.
+
+    With ``E`` (time × distinct frames) the frame each time point shows, ``C`` the HRF's convolution (per run),
+    ``Q`` the projection off the confounds and the constant, and ``N`` (frames × points) the neural responses, the
+    projected predictions are ``P = M N`` with ``M = Q C E`` (time × frames), so every voxel's cross-products
+    with them are ``Pᵀy = Nᵀ (Mᵀy)`` and their norms ``diag(Nᵀ MᵀM N)``: per tile of voxels one (frames × time)
+    product of the data instead of a (points × time) one. The same scores as the direct search, in the order of
+    the grid's points (ties go to the earlier point).
+    """
+    n_time, n_rows = len(frames), len(rows)
+    n_voxels = len(voxels)
+    group_of, kernels = _group_kernels(model, labels, grid)
+    selection = tf.one_hot(frames, n_rows, dtype=tf.float32)  # E: (time, frames)
+    mixing, grams, convolved = [], [], []
+    for kernel in kernels:
+        ce = selection if kernel is None else convolve(selection, kernel, segments=segments)
+        ce = ce.numpy().astype(np.float64)
+        m = ce - centred @ (centred.T @ ce)
+        convolved.append(tf.constant(ce, tf.float32))
+        mixing.append(tf.constant(m, tf.float32))
+        grams.append(tf.constant(m.T @ m, tf.float32))
+    chunk, tile = grid_plan(model, n_time, rows.shape[1], len(grid), n_voxels, memory_limit, centred.shape[1],
+                            n_rows=n_rows, n_groups=len(kernels))
+    items = [(g, members[start:start + chunk]) for g in range(len(kernels))
+             for members in [np.flatnonzero(group_of == g)] for start in range(0, len(members), chunk)]
+    rows_tf, basis_tf = tf.constant(rows, tf.float32), tf.constant(centred, tf.float32)
+    neural_of, peak_of, score_tile = _compiled_factorised(model, labels, rows.shape, n_time, closed_form,
+                                                          positive_amplitude)
+    peaks = np.zeros(len(grid), dtype=np.float32)
+
+    def keep_peaks(i, result):
+        peaks[items[i][1]] = result
+
+    run_chunks(lambda item: peak_of(tf.constant(grid[item[1]]), rows_tf, convolved[item[0]]).numpy(), items,
+               devices, reduce=keep_peaks)
+    visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
+    best_score = np.full(n_voxels, -np.inf, dtype=np.float32)
+    best_index = np.zeros(n_voxels, dtype=np.int64)
+    best_cross = np.zeros(n_voxels, dtype=np.float32)
+    best_norm2 = np.ones(n_voxels, dtype=np.float32)
+    tiles = _tiles(n_voxels, tile)
+    with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
+
+        def score(item):
+            g, members = item
+            neural, p_norm2 = neural_of(tf.constant(grid[members]), rows_tf, grams[g])
+            visible = tf.constant(visible_points[members])
+            result = [tuple(t.numpy() for t in score_tile(neural, p_norm2, visible, mixing[g], basis_tf,
+                                                          tf.constant(_columns(data, voxels, part))))
+                      for part in tiles]
+            bar.update(len(members))
+            return result
+
+        def keep_best(i, result):  # ties go to the earlier point of the grid, whatever the groups and tiles
+            members = items[i][1]
+            for part, (value, index, cross, norm2) in zip(tiles, result, strict=True):
+                point = members[index]
+                better = (value > best_score[part]) | ((value == best_score[part]) & (point < best_index[part]))
+                best_score[part] = np.where(better, value, best_score[part])
+                best_index[part] = np.where(better, point, best_index[part])
+                best_cross[part] = np.where(better, cross, best_cross[part])
+                best_norm2[part] = np.where(better, norm2, best_norm2[part])
+
+        run_chunks(score, items, devices, reduce=keep_best)
+    return best_score, best_index, best_cross, best_norm2
+
+
+def _compiled_factorised(model, labels, rows_shape, n_time, closed_form, positive_amplitude):
+    """The factorised search's compiled functions for ``model``'s family and a set-up (see ``_compiled``)."""
+    key = ("factorised", model_key(model), tuple(labels), tuple(rows_shape), n_time, closed_form, positive_amplitude)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    n_rows, n_features = rows_shape
+    spec = tf.TensorSpec
+    points_spec = spec([None, len(labels)], tf.float32)
+    rows_spec = spec([n_rows, n_features], tf.float32)
+
+    @tf.function(input_signature=[points_spec, rows_spec, spec([n_time, n_rows], tf.float32)])
+    def peak_of(points, rows, convolved):
+        """Largest absolute stimulus-driven response of each point; 0 outside the model's feasible set."""
+        peaks = tf.reduce_max(tf.abs(tf.matmul(convolved, model._predict_neural(rows, points, None))), axis=0)
+        feasible = model._feasible(rows, points)
+        return peaks if feasible is None else tf.where(feasible, peaks, 0.0)
+
+    @tf.function(input_signature=[points_spec, rows_spec, spec([n_rows, n_rows], tf.float32)])
+    def neural_of(points, rows, gram):
+        """The points' neural responses on the distinct frames, and the squared norms of their projections."""
+        neural = model._predict_neural(rows, points, None)
+        return neural, tf.reduce_sum(neural * tf.matmul(gram, neural), axis=0)
+
+    @tf.function(input_signature=[spec([n_rows, None], tf.float32), spec([None], tf.float32), spec([None], tf.bool),
+                                  spec([n_time, n_rows], tf.float32), spec([n_time, None], tf.float32),
+                                  spec([n_time, None], tf.float32)])
+    def score_tile(neural, p_norm2, visible, mixing, basis, data):
+        y = _project(basis, data)
+        y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
+        cross = tf.matmul(neural, tf.matmul(mixing, data, transpose_a=True), transpose_a=True)  # Nᵀ (Mᵀ y)
+        return _best(cross, p_norm2[:, tf.newaxis], y_norm2, visible, closed_form, positive_amplitude)
+
+    _COMPILED[key] = neural_of, peak_of, score_tile
+    return _COMPILED[key]
+
+
+def _best(cross, p_norm2, y_norm2, visible, closed_form, positive_amplitude):
+    """Every voxel's best point: (score, its index, cross-product, norm²) from (points × voxels) cross-products."""
+    if closed_form:  # R² of the best (positive) amplitude: corr² · sign
+        r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
+        score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
+        score = tf.where(p_norm2 > 0, score, -np.inf)
+    else:  # R² with the grid's own baseline and amplitude
+        score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
+    score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
+    best = tf.argmax(score, axis=0, output_type=tf.int32)
+    voxel = tf.range(tf.shape(best)[0])
+    index = tf.stack([best, voxel], axis=1)
+    return tf.gather_nd(score, index), best, tf.gather_nd(cross, index), tf.gather(p_norm2[:, 0], best)
 
 
 _COMPILED = {}  # (model_key, set-up) → (peak_chunk, prepare_chunk, score_tile)
@@ -233,22 +388,20 @@ def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amp
         y = _project(basis, data)
         y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
         cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
-        p_norm2 = p_norm2[:, tf.newaxis]
-        if closed_form:  # R² of the best (positive) amplitude: corr² · sign
-            r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
-            score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
-            score = tf.where(p_norm2 > 0, score, -np.inf)
-        else:  # R² with the grid's own baseline and amplitude
-            score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
-        score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
-        best = tf.argmax(score, axis=0, output_type=tf.int32)
-        voxel = tf.range(tf.shape(best)[0])
-        index = tf.stack([best, voxel], axis=1)
-        return (tf.gather_nd(score, index), best, tf.gather_nd(cross, index),
-                tf.gather(p_norm2[:, 0], best))
+        return _best(cross, p_norm2[:, tf.newaxis], y_norm2, visible, closed_form, positive_amplitude)
 
     cache[key] = peak_chunk, prepare_chunk, score_tile
     return cache[key]
+
+
+def _prediction_inputs(model, paradigm):
+    """(paradigm tensor, keyword arguments of ``model._predict``): the distinct frames and the frame of every time
+    point for models that support them (the same predictions, computed once per frame), else the paradigm."""
+    if getattr(model, "supports_frames", False):
+        rows, frames = distinct_rows(paradigm)
+        if len(rows) < len(frames):
+            return tf.constant(rows), {"frames": tf.constant(frames)}
+    return tf.constant(paradigm, tf.float32), {}
 
 
 def _refine_plan(model, n_time, n_features, n_voxels, memory_limit):
@@ -277,10 +430,10 @@ def refine_baseline(model, paradigm, data, segments, parameters, basis=None, vox
     voxels = np.arange(data.shape[1]) if voxels is None else np.asarray(voxels)
     constant = projected_constant(basis, data.shape[0])
     norm = float(constant @ constant)
-    paradigm_tf = tf.constant(paradigm, tf.float32)
+    paradigm_tf, frames = _prediction_inputs(model, paradigm)
     size = _refine_plan(model, data.shape[0], paradigm.shape[1], len(voxels), memory_limit)
     for part in _tiles(len(voxels), size):
-        prediction = model._predict(paradigm_tf, tf.constant(parameters[part]), None, segments=segments)
+        prediction = model._predict(paradigm_tf, tf.constant(parameters[part]), None, segments=segments, **frames)
         residual = _columns(data, voxels, part).astype(np.float64) - prediction.numpy()
         if basis is not None and basis.shape[1]:
             residual -= basis @ (basis.T @ residual)
@@ -307,10 +460,11 @@ def refine_baseline_and_amplitude(model, paradigm, data, segments, parameters, b
     memory_limit = resolve_memory_limit(memory_limit)
     voxels = np.arange(data.shape[1]) if voxels is None else np.asarray(voxels)
     nuisance = _with_constant(basis, data.shape[0])  # the baseline is fitted with the confounds
-    paradigm_tf = tf.constant(paradigm, tf.float32)
+    paradigm_tf, frames = _prediction_inputs(model, paradigm)
     size = _refine_plan(model, data.shape[0], paradigm.shape[1], len(voxels), memory_limit)
     for part in _tiles(len(voxels), size):
-        p = model._predict(paradigm_tf, tf.constant(unit[part]), None, segments=segments).numpy().astype(np.float64)
+        p = model._predict(paradigm_tf, tf.constant(unit[part]), None, segments=segments,
+                           **frames).numpy().astype(np.float64)
         p -= nuisance @ (nuisance.T @ p)
         y = _columns(data, voxels, part).astype(np.float64)
         y -= nuisance @ (nuisance.T @ y)
