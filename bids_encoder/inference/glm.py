@@ -32,6 +32,7 @@ from .._tensorflow import tf
 from ._design import _contrast_coordinates, _f_coordinates, _reduced_basis
 from .gls import RunMoments, contrasts, gram, lag_one
 from .one_run import _OneRunAR1
+from .run_blocks import _RunBlocks
 from .statistics import f_to_z_p, t_to_z_p
 from .voxel_designs import _VoxelDesigns
 
@@ -157,8 +158,10 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
         solver = _SharedDesign(design, structure, t_contrasts, f_contrasts)
         if noise_model == "ar1" and structure.n_runs == 1:
             solver = _OneRunAR1(solver)
+        elif noise_model == "ar1":
+            solver = _RunBlocks.make(solver, design, _weighed_columns(design.shape[1], t_contrasts,
+                                                                      f_contrasts)) or solver
     else:
-
         solver = _VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors)
     df = float(n_time - solver.rank)
     if df < 1:
@@ -198,6 +201,14 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     logger.info("First level (%s): %d voxels, %d contrasts, %g degrees of freedom", noise_model, n_voxels,
                 len(result.contrasts), df)
     return result
+
+
+def _weighed_columns(n_columns, t_contrasts, f_contrasts):
+    """The design columns some t or F contrast weighs."""
+    weighed = np.zeros(n_columns, bool)
+    for weights in [*t_contrasts.values(), *f_contrasts.values()]:
+        weighed |= np.any(np.atleast_2d(np.asarray(weights, float)) != 0, axis=0)
+    return weighed
 
 
 def _tensor(block):
