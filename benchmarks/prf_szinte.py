@@ -56,8 +56,8 @@ def main(data_dir, hrfs, solvers, models, voxels):
 
     from bids_encoder.models import GaussianPRF2DWithHRF, SPMHRFModel
     from bids_encoder.optimize.recipes import fit_prf2d
-    from bids_encoder.workflows.crossval import cross_validate
-    from bids_encoder.workflows.fit import fit_model
+    from bids_encoder.workflows.fits.crossval import cross_validate
+    from bids_encoder.workflows.fits.dispatch import fit_model
 
     szinte = load_szinte2024(data_dir)
     if voxels:

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from bids_encoder._tensorflow import filtered_stderr, is_noise
-from bids_encoder.cli import KEEP_LOGS, _prune_logs, main
+from bids_encoder.cli import main
+from bids_encoder.cli.support import KEEP_LOGS, _prune_logs
 from bids_encoder.datasets.example_dataset import make_example_dataset
-from bids_encoder.workflows.summary import FitRecord, summary_table
+from bids_encoder.workflows.common.records import FitRecord, summary_table
 
 pytestmark = pytest.mark.xdist_group(name="console")
 

@@ -6,8 +6,8 @@ import pytest
 
 from bids_encoder.bids.events import convolved_design, occupancy_paradigm
 from bids_encoder.bids.inputs import FitInputs
-from bids_encoder.workflows.crossval import fit_with_cv, make_folds, training_inputs
-from bids_encoder.workflows.fit import fit_model
+from bids_encoder.workflows.fits.crossval import fit_with_cv, make_folds, training_inputs
+from bids_encoder.workflows.fits.dispatch import fit_model
 
 TR = 2.0
 

@@ -13,7 +13,8 @@ from bids_encoder import __version__
 from bids_encoder.cli import main
 from bids_encoder.datasets.tuning_example import make_tuning_dataset
 from bids_encoder.decoding import lss_betas, trial_regressors
-from bids_encoder.workflows.decode import (
+from bids_encoder.decoding.metrics import accuracy, circular_correlation, circular_error
+from bids_encoder.workflows.decoding.decode import (
     Trials,
     _Fitter,
     _inner_cvr2,
@@ -23,7 +24,6 @@ from bids_encoder.workflows.decode import (
     decoding_grid,
     single_trial_betas,
 )
-from bids_encoder.decoding.metrics import accuracy, circular_correlation, circular_error
 
 N_RUNS, N_TRIALS, N_VOXELS = 2, 28, 12
 
@@ -208,7 +208,7 @@ def test_decode_usage_and_data_errors(decoded, capsys):
 def test_group_decoding_accuracy_table(tmp_path):
     """Two participants' decoding tables → one row each (accuracy recomputed from the trials) and a group row,
     the mean over participants; circular error for a circular grid."""
-    from bids_encoder.workflows.group_tables import write_decoding_accuracy
+    from bids_encoder.workflows.group.tables import write_decoding_accuracy
 
     output_dir, staging = tmp_path / "out", tmp_path / "staging"
     key = (("task", "orientation"), ("space", "MNI"), ("model", "vonmises1d"))
@@ -270,8 +270,8 @@ def test_report_figures_of_a_decoding(tmp_path, rng):
 def test_failed_decoding_write_leaves_nothing(decoded, monkeypatch, capsys):
     """A failure after the decoding table is written (here: right after write_decoding) removes the fit's maps,
     decoding files and temporaries, and writes no R² sidecar (exit 1)."""
-    import bids_encoder.workflows.participant as participant
-    from bids_encoder.workflows.decode import DecodingResult
+    import bids_encoder.workflows.participant.run as participant
+    from bids_encoder.workflows.decoding.decode import DecodingResult
 
     root, out, _ = decoded
     func = out / "sub-01" / "func"

@@ -49,8 +49,8 @@ def test_split_fit_recovers_positions(two_devices):
 def test_memory_limit_is_capped_by_the_gpus_free_memory(tmp_path, monkeypatch):
     """A fake nvidia-smi with two GPUs (8000 and 3000 MiB free): a 4 GB budget becomes 80 % of the least free one
     on a GPU, and stays as given on the CPU; with CUDA_VISIBLE_DEVICES=0 only the first GPU counts."""
-    from bids_encoder import _cli_support
     from bids_encoder._tensorflow import gpu_free_memory
+    from bids_encoder.cli import support as _cli_support
 
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\nprintf '0, 8000\\n1, 3000\\n'\n")

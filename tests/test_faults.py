@@ -134,8 +134,8 @@ class _SignalsItselfWhenCollected:
 def test_a_signal_lost_in_a_finaliser_still_stops_the_run(dataset, tmp_path, monkeypatch):
     """The swallowed SIGTERM comes while sub-02 is fitted: sub-02 must not be written, the exit code is 143."""
     from bids_encoder.cli import main
-    from bids_encoder.workflows import participant
-    from bids_encoder.workflows.interrupts import Terminated
+    from bids_encoder.workflows.common.interrupts import Terminated
+    from bids_encoder.workflows.participant import run as participant
 
     root, reference = dataset
     swallowed, fits = [], []

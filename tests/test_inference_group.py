@@ -102,7 +102,7 @@ def test_ols_equals_numpy_closed_form_with_missing_values():
 
 def test_sessions_combine_effects_as_a_mean_and_variances_as_its_variance():
     """A participant's sessions: effects averaged, sampling variances combined as the variance of that mean."""
-    from bids_encoder.workflows.group import _combine
+    from bids_encoder.workflows.group.maps import _combine
 
     effects = [np.array([1.0, 2.0, np.nan]), np.array([3.0, np.nan, np.nan])]
     variances = [np.array([0.5, 0.2, np.nan]), np.array([1.5, np.nan, np.nan])]

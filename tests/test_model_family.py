@@ -151,8 +151,8 @@ def test_staged_fit_recovers_the_extended_models(rng, name, model_class, extra, 
 def test_derived_maps_in_natural_units_and_best_model():
     """preferred and FWHM against closed forms (Gaussian 2.3548 sd; von Mises 2 arccos(1 - ln 2 / kappa) on the
     stimulus period, NaN when the curve never halves); best model by cvR², NaN where no model has one."""
-    from bids_encoder.workflows.comparison import best_model
-    from bids_encoder.workflows.fit_tuning import model_values, natural_maps
+    from bids_encoder.workflows.comparison.maps import best_model
+    from bids_encoder.workflows.fits.tuning import model_values, natural_maps
 
     gauss = natural_maps("gauss1d", pd.DataFrame({"mu": [3.0], "sd": [0.5]}), "numerosity", None)
     assert gauss[0].values[0] == pytest.approx(3.0)
@@ -172,7 +172,7 @@ def test_log_gaussian_refuses_non_positive_values():
     from types import SimpleNamespace
 
     from bids_encoder.bids.layout import InputError
-    from bids_encoder.workflows.fit_tuning import fit_tuning_inputs
+    from bids_encoder.workflows.fits.tuning import fit_tuning_inputs
 
     inputs = SimpleNamespace(stimulus_values=np.array([0.0, 1.0, 2.0]), stimulus_column="contrast", tr=1.0)
     with pytest.raises(InputError, match="must be positive") as raised:

@@ -13,7 +13,7 @@ import pytest
 from bids_encoder.cli import main
 from bids_encoder.datasets.example_dataset import make_example_dataset
 from bids_encoder.datasets.tuning_example import make_tuning_dataset
-from bids_encoder.workflows.comparison import best_model
+from bids_encoder.workflows.comparison.maps import best_model
 
 FAST = ["--confounds", "motion", "--confounds-param", "motion=basic", "--nthreads", "1"]
 SPACE = "space-MNI152NLin2009cAsym_res-2"
@@ -512,7 +512,7 @@ def test_nuisance_regressors_take_the_shared_hrf(tmp_path, monkeypatch):
     """Responses planted with a 4.5 s HRF delay, a large nuisance response: with --hrf shared, the nuisance
     regressor of the design is the response events convolved with the shared HRF (closed form, numpy), and the
     fit predicts held-out runs better than the same fit with canonical nuisance regressors."""
-    from bids_encoder.workflows import fit_tuning
+    from bids_encoder.workflows.fits import tuning as fit_tuning
 
     truth = make_tuning_dataset(tmp_path / "bids", "numerosity", n_subjects=1, shape=(6, 6, 4), hrf_delay=4.5,
                                 nuisance_effect=(20.0, 30.0), amplitude=1.5, seed=7)

@@ -14,8 +14,8 @@ from bids_encoder.bids.images import MapWriter
 from bids_encoder.cli import main
 from bids_encoder.datasets.example_dataset import make_example_dataset
 from bids_encoder.inference import fixed_effects, group_glm
-from bids_encoder.workflows import subject_fixed_effects
-from bids_encoder.workflows.subject_fixed_effects import write_subject_fixed_effects
+from bids_encoder.workflows.sessions import fixed_effects as subject_fixed_effects
+from bids_encoder.workflows.sessions.fixed_effects import write_subject_fixed_effects
 
 pytestmark = pytest.mark.xdist_group(name="sessions_e2e")
 

@@ -327,7 +327,7 @@ def test_readme_documents_every_option_and_the_container_runs():
 
 
 def test_nthreads_limits_the_blas_pools():
-    code = ("from threadpoolctl import threadpool_info; from bids_encoder.cli import _limit_threads; "
+    code = ("from threadpoolctl import threadpool_info; from bids_encoder.cli.support import _limit_threads; "
             "import numpy, scipy.linalg; _limit_threads(1); print([p['num_threads'] for p in threadpool_info()])")
     done = _run(sys.executable, "-c", code, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr

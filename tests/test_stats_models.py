@@ -395,7 +395,7 @@ def test_a_missing_covariate_stops_the_dataset_node_instead_of_becoming_zero(tes
 
 
 def test_a_combination_over_tasks_is_named_by_none_of_them():
-    from bids_encoder.workflows.stats_models import common_entities
+    from bids_encoder.workflows.stats_models.participant_nodes import common_entities
 
     entities = [{"subject": "01", "task": "a", "space": "S", "run": 1}, {"subject": "01", "task": "b", "space": "S"}]
     assert common_entities(entities, drop=("run",)) == {"subject": "01", "space": "S"}

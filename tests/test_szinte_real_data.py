@@ -69,8 +69,8 @@ def test_held_out_r2_of_the_hrf_choices():
     0.09, 0.10, 0.21). The halves sweep the bars in opposite directions, so a wrong HRF delay shifts the fitted
     position one way in the training half and mistimes the held-out half: per-voxel HRFs win out of sample here."""
     from bids_encoder.datasets.szinte import SzinteData, szinte_fit_inputs
-    from bids_encoder.workflows.crossval import cross_validate
-    from bids_encoder.workflows.fit import fit_model
+    from bids_encoder.workflows.fits.crossval import cross_validate
+    from bids_encoder.workflows.fits.dispatch import fit_model
 
     szinte_data = load_szinte2024(Path(FOLDER))
     paradigm, grid = _binned(szinte_data)

@@ -40,7 +40,7 @@ def load_szinte2024(folder):
 
 def szinte_fit_inputs(szinte):
     """The Szinte data as the inputs of one participant-level pRF fit (one run, no confounds), so that the app's
-    fits and cross-validation (:mod:`bids_encoder.workflows.crossval`) run on them directly."""
+    fits and cross-validation (:mod:`bids_encoder.workflows.fits.crossval`) run on them directly."""
     from ..bids.inputs import FitInputs
 
     index = pd.MultiIndex.from_arrays([np.ones(len(szinte.data), int), np.arange(len(szinte.data))],

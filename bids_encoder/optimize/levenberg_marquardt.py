@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._tensorflow import tf
-from ._gram import GramKernel, gram_applicable
+from . import _gram
 from ._steps import LAMBDA_INIT, LAMBDA_MIN, RELATIVE_TOLERANCE, STEPS_PER_CALL, Kernel  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -33,14 +33,14 @@ _KERNELS = weakref.WeakKeyDictionary()  # model → {set-up: _Kernel}
 
 def kernel_for(problem, store_intermediate):
     """The compiled steps for ``problem``'s model and set-up, built on first use."""
-    gram = gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
-                           problem.weights is not None)
+    gram = _gram.gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
+                                 problem.weights is not None)
     key = (gram, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
            tuple(problem.paradigm.shape), tuple(problem.segments or ()), problem.basis is not None,
            problem.weights is not None, bool(store_intermediate))
     kernels = _KERNELS.setdefault(problem.model, {})
     if key not in kernels:
-        kernels[key] = (GramKernel if gram else Kernel)(problem, store_intermediate)
+        kernels[key] = (_gram.GramKernel if gram else Kernel)(problem, store_intermediate)
     return kernels[key]
 
 

@@ -1,0 +1,239 @@
+"""Helpers of the command line: option parsing, --config, thread limits, logging and log files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from .._tensorflow import gpu_free_memory, start_tensorflow
+
+LEVELS = ("participant", "group")
+LIST_OPTIONS = ("--participant-label", "--participant_label", "--session-label", "--session_label", "--run")
+LABEL = re.compile(r"^[A-Za-z0-9]+$")
+PROGRESS_LOGGER = "bids_encoder.progress"  # bids_encoder.workflows.common.records.PROGRESS
+KEEP_LOGS = 10  # OUTPUT_DIR/logs keeps the newest logs of each level
+
+
+class AppError(Exception):
+    """An error reported on one line with an exit code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _expand_lists(argv):
+    """BIDS-Apps write ``--participant-label 01 02``; click wants one value per flag: repeat the flag."""
+    expanded, current = [], None
+    for token in argv:
+        if token in LIST_OPTIONS:
+            current = token
+            expanded.append(token)
+            continue
+        if current and not token.startswith("-") and expanded[-1] != current:
+            expanded.append(current)
+        elif token.startswith("-"):
+            current = None
+        expanded.append(token)
+    return expanded
+
+
+def _labels(values, what, prefix=""):
+    labels = []
+    for value in values:
+        for part in str(value).replace(",", " ").split():
+            label = part[len(prefix):] if prefix and part.startswith(prefix) else part
+            if not LABEL.match(label):
+                raise AppError(f"Invalid {what} {part!r}: labels are alphanumeric (no '/', '..', '_' or '-')", 64)
+            labels.append(label)
+    return tuple(labels)
+
+
+def _memory(text):
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(text))
+    if not match:
+        raise AppError(f"Invalid --memory-limit {text!r}: use for example 4GB, 500MB or a number of bytes", 64)
+    factor = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[match.group(2).lower()]
+    value = int(float(match.group(1)) * factor)
+    if value < 10_000_000:
+        raise AppError(f"--memory-limit {text} is too small (at least 10MB)", 64)
+    return value
+
+
+def _parameter_value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _confound_parameters(values):
+    parameters = {}
+    for item in values:
+        if "=" not in item:
+            raise AppError(f"Invalid --confounds-param {item!r}: use NAME=VALUE, e.g. fd_threshold=0.5", 64)
+        key, value = item.split("=", 1)
+        parameters[key.strip()] = _parameter_value(value.strip())
+    return parameters
+
+
+def _filters(path):
+    if path is None:
+        return {}
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise AppError(f"--bids-filter-file {path} is not readable JSON: {' '.join(str(error).split())}", 64) from error
+    if not isinstance(content, dict):
+        raise AppError(f"--bids-filter-file {path} must hold a JSON object of pybids filters", 64)
+    if isinstance(content.get("bold"), dict):  # fMRIPrep's format: one entry per query
+        content = content["bold"]
+    return {key: value for key, value in content.items() if key not in ("datatype", "suffix", "extension")}
+
+
+def _load_config(ctx, _param, value):
+    """--config: YAML or JSON with any option (dashes or underscores); the command line wins."""
+    if value is None:
+        return None
+    try:
+        text = Path(value).read_text()
+        if value.endswith(".json"):
+            content = json.loads(text)
+        else:
+            import yaml
+
+            content = yaml.safe_load(text)
+    except Exception as error:
+        raise click.BadParameter(f"cannot read {value}: {' '.join(str(error).split())}") from error
+    if not isinstance(content, dict):
+        raise click.BadParameter(f"{value} must hold a mapping of option names to values")
+    names = {p.name for p in ctx.command.params}
+    content = {str(key).replace("-", "_"): item for key, item in content.items()}
+    unknown = sorted(set(content) - names)
+    if unknown:
+        raise click.BadParameter(f"unknown option(s) in {value}: {', '.join(unknown)}")
+    ctx.default_map = {**(ctx.default_map or {}), **content}
+    return value
+
+
+def _limit_threads(nthreads):
+    """--nthreads: the BLAS/OpenMP pools of numpy and scipy (already loaded, hence threadpoolctl) and children."""
+    if not nthreads:
+        return
+    from threadpoolctl import threadpool_limits
+
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = str(nthreads)
+    threadpool_limits(limits=nthreads)
+
+
+def _configure_device(device, nthreads):
+    """Start TensorFlow on the device (--device cpu hid the GPUs before it loaded); returns 'GPU' or 'CPU'."""
+    _, gpus = start_tensorflow(nthreads)
+    if device == "gpu" and not gpus:
+        raise AppError("--device gpu: TensorFlow sees no GPU (check the driver, and --gpus all / --nv)", 1)
+    return "GPU" if gpus else "CPU"
+
+
+def _device_memory_limit(memory_limit, device):
+    """--memory-limit, capped on a GPU at 80 % of the free memory of the least free GPU (each GPU holds one chunk
+    at a time): a chunk planned for the host's memory would not fit a smaller GPU."""
+    if device != "GPU":
+        return memory_limit
+    free = gpu_free_memory()
+    if free is None:
+        return memory_limit
+    cap = int(0.8 * free)
+    if cap < memory_limit:
+        logging.getLogger("bids_encoder").info("--memory-limit %d MB capped at %d MB (80 %% of the GPU's free "
+                                               "memory)", memory_limit // 10**6, cap // 10**6)
+        return cap
+    return memory_limit
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """Progress lines (one per fit) as plain ``bids_encoder: …`` lines; the rest with time, level and logger."""
+
+    def format(self, record):
+        if record.name == PROGRESS_LOGGER and record.levelno == logging.INFO:
+            return f"bids_encoder: {record.getMessage()}"
+        return super().format(record)
+
+
+def _setup_logging(verbose):
+    """Console at WARNING (INFO with -v, DEBUG with -vv) plus the progress lines; everything at DEBUG in a
+    temporary log file."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        if getattr(handler, "_bids_encoder", False):
+            root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    threshold = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    console.setLevel(min(threshold, logging.INFO))
+    console.addFilter(lambda record: record.levelno >= threshold or record.name == PROGRESS_LOGGER)
+    console.setFormatter(_ConsoleFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handle, log_path = tempfile.mkstemp(prefix="bids_encoder-", suffix=".log")
+    os.close(handle)
+    logfile = logging.FileHandler(log_path)
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for handler in (console, logfile):
+        handler._bids_encoder = True
+        root.addHandler(handler)
+    for noisy in ("bidsschematools", "matplotlib", "h5py", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return Path(log_path), logfile
+
+
+def _keep_log(log_path, handler, output_dir, level, labels, keep=True):
+    """Move the run's log to OUTPUT_DIR/logs once the output dataset exists (never create it for a log), and
+    remove that level's logs beyond the newest :data:`KEEP_LOGS`; ``keep=False`` (``--dry-run``) drops it."""
+    handler.close()
+    logging.getLogger().removeHandler(handler)
+    if keep and (output_dir / "dataset_description.json").is_file():
+        folder = output_dir / "logs"
+        folder.mkdir(exist_ok=True)
+        who = "_".join(f"sub-{label}" for label in labels[:3]) or "all"
+        target = folder / f"{level}_{who}_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}.log"
+        shutil.move(str(log_path), target)
+        _prune_logs(folder, level)
+    else:
+        log_path.unlink(missing_ok=True)
+
+
+def _prune_logs(folder, level, keep=KEEP_LOGS):
+    """Remove the logs of ``level`` beyond the newest ``keep`` (by modification time; concurrent jobs may have
+    removed some already)."""
+    logs = sorted(folder.glob(f"{level}_*.log"), key=lambda path: (path.stat().st_mtime, path.name), reverse=True)
+    for path in logs[keep:]:
+        path.unlink(missing_ok=True)
+
+
+def _contrasts(values, option, f_contrast=False):
+    """``NAME=EXPRESSION`` values of --contrast / --f-contrast → ((name, expression), …), syntax checked (64)."""
+    from ..inference.contrasts import ContrastError, check_name, check_syntax
+
+    parsed = []
+    for value in values:
+        name, equals, expression = str(value).partition("=")
+        try:
+            if not equals or not expression.strip():
+                raise ContrastError(f"expected NAME=EXPRESSION, got {value!r}")
+            check_name(name.strip())
+            check_syntax(expression, f_contrast=f_contrast)
+        except ContrastError as error:
+            raise AppError(f"{option}: {error}", 64) from error
+        parsed.append((name.strip(), expression.strip()))
+    return tuple(parsed)

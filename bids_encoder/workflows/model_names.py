@@ -1,7 +1,0 @@
-"""The ``--model`` choices and the inputs each reads (no imports: the command line checks names before
-TensorFlow loads)."""
-
-#: --model choice → the inputs it reads: 'glm' (events), 'prf2d' (stimulus apertures), 'tuning' (stimulus values)
-MODEL_KINDS = {"glm": "glm", "prf2d": "prf2d", "dog2d": "prf2d", "css2d": "prf2d", "dn2d": "prf2d",
-               "gauss1d": "tuning", "loggauss1d": "tuning", "vonmises1d": "tuning"}
-MODELS = tuple(MODEL_KINDS)
