@@ -79,13 +79,13 @@ def censored_volumes(inputs):
 
 def scale_inputs(inputs, scaling):
     """``psc``: the inputs with their data in percent signal change (their mean image kept for the report)."""
-    mean = inputs.data.to_numpy().mean(axis=0)
+    mean = inputs.data.to_numpy().T.mean(axis=1)  # along each voxel's contiguous series
     if scaling == "none":
         inputs.signal_mean = mean
         return inputs
     runs = inputs.data.index.get_level_values("run").to_numpy()
     scaled, _ = percent_signal_change(inputs.data.to_numpy(), runs, keep=~censored_volumes(inputs))
-    inputs.data = pd.DataFrame(scaled, index=inputs.data.index, columns=inputs.data.columns)
+    inputs.data = pd.DataFrame(scaled, index=inputs.data.index, columns=inputs.data.columns, copy=False)
     inputs.signal_mean = mean
     return inputs
 
