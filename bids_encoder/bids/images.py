@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from isal import igzip
 
+from .._tensorflow import aligned_empty
 from .derivatives import atomic_write
 from .layout import InputError
 
@@ -215,7 +216,7 @@ def load_bold_runs(runs, kind, smoothing_fwhm=None):
 def _load_volumes(runs, smoothing_fwhm):
     mask, images = _common_mask(runs)
     n_volumes = [image.shape[3] for image in images]
-    data = np.empty((int(mask.sum()), sum(n_volumes)), dtype=np.float32)
+    data = aligned_empty((int(mask.sum()), sum(n_volumes)), np.float32)  # shared with TensorFlow, not copied
     starts = np.cumsum([0, *n_volumes])
 
     def read(index):
@@ -284,5 +285,8 @@ def _load_cifti(runs):
 
 
 def _stack(arrays):
-    """Runs (voxels × time each) side by side, and their lengths."""
-    return np.ascontiguousarray(np.hstack(arrays)), [array.shape[1] for array in arrays]
+    """Runs (voxels × time each) side by side (aligned for TensorFlow), and their lengths."""
+    lengths = [array.shape[1] for array in arrays]
+    out = aligned_empty((arrays[0].shape[0], sum(lengths)), np.float32)
+    np.concatenate(arrays, axis=1, out=out)
+    return out, lengths

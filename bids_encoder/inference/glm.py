@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._tensorflow import tf
+from .._tensorflow import aligned_empty, shared_tensor, tf
 from ._design import _contrast_coordinates, _f_coordinates, _reduced_basis
 from .gls import RunMoments, contrasts, gram, lag_one
 from .one_run import _OneRunAR1
@@ -69,7 +69,7 @@ def percent_signal_change(data, runs, keep=None):
     runs = np.asarray(runs)
     keep = np.ones(len(runs), bool) if keep is None else np.asarray(keep, bool)
     voxels = data.T  # contiguous rows when the data are voxel-major
-    scaled = np.empty(voxels.shape, dtype=np.float32)
+    scaled = aligned_empty(voxels.shape, np.float32)  # shared with TensorFlow, not copied
     labels = np.unique(runs)
     means = np.empty((labels.size, voxels.shape[0]))
     columns = [_columns(runs == run) for run in labels]
@@ -246,11 +246,12 @@ def _weighed_columns(n_columns, t_contrasts, f_contrasts):
 
 
 def _tensor(block):
-    """A (time × voxels) float32 block as a tensor; a column-major block (a pandas frame's values) is copied as its
-    contiguous transpose and transposed by TensorFlow, several times faster than numpy's strided copy."""
+    """A (time × voxels) float32 block as a tensor; a column-major block (a pandas frame's values) is shared with
+    TensorFlow as its contiguous transpose (no copy) and transposed by TensorFlow, several times faster than numpy's
+    strided copy."""
     if block.flags.f_contiguous and not block.flags.c_contiguous:
-        return tf.transpose(tf.constant(block.T))
-    return tf.constant(block)
+        return tf.transpose(shared_tensor(block.T))
+    return shared_tensor(block)
 
 
 def _centre(structure, design):
