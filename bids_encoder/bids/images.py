@@ -110,6 +110,13 @@ class MapWriter:
         axes = (nib.cifti2.ScalarAxis([name]), self.brain_models)
         return nib.Cifti2Image(values[np.newaxis, :], header=axes)
 
+    def write_many(self, maps):
+        """Write ``(values, path, name)`` triples, several at once (:func:`reading_threads` threads: gzip and the
+        file writes release the GIL); returns their paths in order. Each file is atomic; the first error is raised
+        once the other writes have finished."""
+        maps = list(maps)
+        return _in_parallel(lambda i: self.write(*maps[i]), len(maps))
+
     def write(self, values, path, name="value"):
         """Write ``values`` at ``path`` (for GIFTI, ``path`` is a dict hemisphere → path). Atomic."""
         image = self.to_image(values, name)
