@@ -115,3 +115,51 @@ def test_run_blocks_only_where_they_apply():
         shared = _SharedDesign(design[rows], structure, t, {})
         weighed = np.any(np.vstack(list(t.values())) != 0, axis=0)
         assert (run_blocks._RunBlocks.make(shared, design[rows], weighed) is not None) == expected
+
+
+def test_per_voxel_hrfs_by_run_blocks_equal_dense_gls(monkeypatch):
+    """Per-voxel HRF kernels, each run's own confounds, a censored volume: the run-block solver (chosen) gives the
+    effects, variances, F and sigma² of a dense per-voxel GLS loop."""
+    from bids_encoder.hrf import lagged
+    from bids_encoder.inference import voxel_blocks
+    from bids_encoder.inference.voxel_designs import LaggedRegressors
+
+    rng = np.random.default_rng(12)
+    per_run, n_voxels, n_taps = 60, 20, 6
+    censored = np.zeros(2 * per_run, bool)
+    censored[75] = True
+    runs, _, design = _design(rng, [1, 2], per_run, 4, censored)
+    nuisance = design[:, 3:]
+    events = (rng.random((2 * per_run, 3)) < 0.2).astype(np.float32)
+    shifted = lagged(events, n_taps, [per_run, per_run]).numpy().astype(float)  # (3, T, K)
+    kernels = rng.gamma(2.0, 1.0, size=(n_voxels, n_taps)) * np.linspace(1.5, 0.2, n_taps)
+    kernels /= kernels.sum(axis=1, keepdims=True)
+    signal = np.einsum("rtk,vk,rv->tv", shifted, kernels, rng.normal(2.0, 1.0, size=(3, n_voxels)))
+    data = (signal + 50 + np.vstack([_ar1_noise(rng, per_run, n_voxels, r) for r in (0.5, 0.2)])).astype(np.float32)
+    design = np.hstack([np.zeros((2 * per_run, 3)), nuisance])
+    weights = np.zeros(design.shape[1])
+    weights[:3] = [1.0, -0.5, 0.25]
+    t, f = {"a": weights}, {"two": np.eye(design.shape[1])[:2]}
+    made = []
+    original = voxel_blocks._VoxelRunBlocks.make.__func__
+
+    def recording(cls, *arguments):
+        made.append(original(cls, *arguments))
+        return made[-1]
+
+    monkeypatch.setattr(voxel_blocks._VoxelRunBlocks, "make", classmethod(recording))
+    result = first_level(data, design, runs, t, f, censored=censored, memory_limit=2_000_000,
+                         voxel_regressors=LaggedRegressors(shifted, kernels))
+    assert made and made[0] is not None
+    for voxel in range(0, n_voxels, 3):
+        x = np.hstack([np.einsum("rtk,k->tr", shifted, kernels[voxel]), nuisance])
+        y = data[:, voxel].astype(float)
+        beta, inverse, ssr = _dense_gls(x, y, runs, result.rho[:, voxel])
+        sigma2 = ssr / result.df
+        assert result.sigma2[voxel] == pytest.approx(sigma2, rel=1e-5)
+        assert result.contrasts["a"]["effect"][voxel] == pytest.approx(weights @ beta, rel=1e-5)
+        assert result.contrasts["a"]["variance"][voxel] == pytest.approx(weights @ inverse @ weights * sigma2,
+                                                                         rel=1e-5)
+        k = f["two"]
+        expected = (k @ beta) @ np.linalg.solve(k @ inverse @ k.T, k @ beta) / (2 * sigma2)
+        assert result.contrasts["two"]["F"][voxel] == pytest.approx(expected, rel=1e-5)

@@ -36,6 +36,7 @@ from .gls import RunMoments, contrasts, gram, lag_one
 from .one_run import _OneRunAR1
 from .run_blocks import _RunBlocks
 from .statistics import f_to_z_p, t_to_z_p
+from .voxel_blocks import voxel_solver
 from .voxel_designs import _VoxelDesigns
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
             solver = _RunBlocks.make(solver, design, _weighed_columns(design.shape[1], t_contrasts,
                                                                       f_contrasts)) or solver
     else:
-        solver = _VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors)
+        solver = voxel_solver(_VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors), design,
+                              noise_model)
     df = float(n_time - solver.rank)
     if df < 1:
         raise ValueError(f"{n_time} volumes leave no degrees of freedom for a design of rank {solver.rank}")
