@@ -1,7 +1,5 @@
 """``python -m bids_encoder``: the same as the ``bids_encoder`` command."""
 
-import sys
+from .cli.app import console
 
-from .cli import main
-
-sys.exit(main())
+console()

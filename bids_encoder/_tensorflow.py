@@ -24,7 +24,8 @@ import tempfile
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NOISE", "filtered_stderr", "load_tensorflow", "quiet_environment", "start_tensorflow", "is_noise"]
+__all__ = ["NOISE", "aligned_empty", "filtered_stderr", "load_tensorflow", "quiet_environment", "shared_tensor", "start_tensorflow",
+           "is_noise"]
 
 #: start-up lines that say nothing about the run: configuration notices, and the missing GPU of a CPU machine
 NOISE = re.compile("|".join([
@@ -97,6 +98,46 @@ def __getattr__(name):
     if name == "tf":  # ``from .._tensorflow import tf`` loads TensorFlow quietly on first use
         return load_tensorflow()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def aligned_empty(shape, dtype, alignment=64):
+    """``numpy.empty`` whose data start on a multiple of ``alignment`` bytes: large arrays come from ``mmap`` with a
+    16-byte header, and TensorFlow shares (:func:`shared_tensor`) only 64-byte-aligned buffers."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + alignment, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset:offset + size].view(dtype).reshape(shape)
+
+
+def shared_tensor(array):
+    """A float32 tensor sharing the memory of a C-contiguous, 64-byte-aligned float32 array (DLPack), else a copy.
+
+    TensorFlow never writes into its inputs, so sharing is safe; it saves copying whole-brain data. A read-only
+    view of writeable memory (what pandas' ``to_numpy`` returns under copy-on-write) is shared through a writeable
+    view of the same memory, since the DLPack version TensorFlow reads cannot flag read-only buffers.
+    """
+    import numpy as np
+
+    tf = load_tensorflow()
+    array = np.asarray(array)
+    # TensorFlow's kernels assume 64-byte-aligned buffers: share only those (large arrays usually are)
+    aligned = array.ctypes.data % 64 == 0
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.size and aligned:
+        if not array.flags.writeable:
+            view = array.view()
+            try:
+                view.flags.writeable = True
+            except ValueError:  # memory that is read-only itself (a read-only memory map): copied below
+                view = None
+            array = array if view is None else view
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except Exception:  # unsupported buffer: fall back to a copy
+            pass
+    return tf.constant(array, dtype=tf.float32)
 
 
 def start_tensorflow(nthreads=None):

@@ -283,6 +283,23 @@ def test_percent_signal_change():
     assert np.all(scaled[:2, 1] == -100.0) and np.all(scaled[2:, 1] == 0.0)  # zero mean → divided by 1
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_percent_signal_change_in_blocks(order):
+    """Blocks of voxels in threads, runs in an interleaved order, censored volumes: equal to the per-run formula in
+    float64 to float32 rounding."""
+    rng = np.random.default_rng(0)
+    n_voxels = 2 * 4096 + 123  # several blocks and a partial one
+    runs = np.r_[np.full(30, 2), np.full(25, 1), np.full(20, 2)]
+    keep = rng.random(runs.size) > 0.1
+    data = np.asarray(rng.normal(100.0, 5.0, (runs.size, n_voxels)).astype(np.float32), order=order)
+    scaled, means = percent_signal_change(data, runs, keep=keep)
+    for i, run in enumerate((1, 2)):
+        mean = data[(runs == run) & keep].astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(means[i], mean, rtol=1e-12)
+        expected = (100.0 * (data[runs == run] / mean - 1.0)).astype(np.float32)
+        np.testing.assert_allclose(scaled[runs == run], expected, rtol=0, atol=2e-6)
+
+
 CONDITIONS = {"faces": "faces", "houses": "houses", "scenesOutdoor": "scenes_outdoor", "2back": "2-back"}
 
 

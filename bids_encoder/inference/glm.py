@@ -24,16 +24,20 @@ Degrees of freedom are ``volumes − rank(X)`` (censored volumes remove one each
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._memory import resolve_memory_limit
-from .._tensorflow import tf
+from .._tensorflow import aligned_empty, shared_tensor, tf
 from ._design import _contrast_coordinates, _f_coordinates, _reduced_basis
 from .gls import RunMoments, contrasts, gram, lag_one
 from .one_run import _OneRunAR1
+from .run_blocks import _RunBlocks
 from .statistics import f_to_z_p, t_to_z_p
+from .voxel_blocks import voxel_solver
 from .voxel_designs import _VoxelDesigns
 
 logger = logging.getLogger(__name__)
@@ -59,20 +63,52 @@ def percent_signal_change(data, runs, keep=None):
     """Each voxel's data of each run as percent of its mean over the run: ``100 · (y / mean − 1)``.
 
     As nilearn's ``signal_scaling=0``; a zero mean is replaced by 1. ``keep`` (time,) marks the volumes the mean is
-    taken over (censored volumes left out). Returns (scaled float32 time × voxels, means runs × voxels).
+    taken over (censored volumes left out). Returns (scaled float32 time × voxels, means runs × voxels); the scaled
+    array is voxel-major (Fortran order, as a pandas frame of a (voxels × time) array keeps it), computed in float64
+    on blocks of voxels in parallel threads.
     """
     data = np.asarray(data, dtype=np.float32)
     runs = np.asarray(runs)
     keep = np.ones(len(runs), bool) if keep is None else np.asarray(keep, bool)
-    scaled = np.empty_like(data)
-    means = []
-    for run in np.unique(runs):
-        rows = runs == run
-        mean = data[rows & keep].astype(np.float64).mean(axis=0)
-        mean[mean == 0] = 1.0
-        scaled[rows] = 100.0 * (data[rows] / mean - 1.0)
-        means.append(mean)
-    return scaled, np.vstack(means)
+    voxels = data.T  # contiguous rows when the data are voxel-major
+    scaled = aligned_empty(voxels.shape, np.float32)  # shared with TensorFlow, not copied
+    labels = np.unique(runs)
+    means = np.empty((labels.size, voxels.shape[0]))
+    columns = [_columns(runs == run) for run in labels]
+    kept = [_columns((runs == run) & keep) for run in labels]
+
+    def scale(start):
+        block = slice(start, min(start + PSC_BLOCK, voxels.shape[0]))
+        for i, (own, counted) in enumerate(zip(columns, kept, strict=True)):
+            mean = voxels[block, counted].astype(np.float64).mean(axis=1)
+            mean[mean == 0] = 1.0
+            scaled[block, own] = 100.0 * (voxels[block, own] / mean[:, None] - 1.0)
+            means[i, block] = mean
+
+    starts = range(0, voxels.shape[0], PSC_BLOCK)
+    try:
+        threads = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        threads = os.cpu_count() or 1
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(scale, starts))
+    else:
+        for start in starts:
+            scale(start)
+    return scaled.T, means
+
+
+#: voxels scaled at once by percent_signal_change (float64 temporaries of a few tens of MB)
+PSC_BLOCK = 4096
+
+
+def _columns(selected):
+    """Indices of the True entries, as a slice when they are contiguous (a basic slice is a view)."""
+    indices = np.flatnonzero(selected)
+    if indices.size and indices[-1] - indices[0] + 1 == indices.size:
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
 
 
 class _Runs:
@@ -159,9 +195,12 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
         solver = _SharedDesign(design, structure, t_contrasts, f_contrasts)
         if noise_model == "ar1" and structure.n_runs == 1:
             solver = _OneRunAR1(solver)
+        elif noise_model == "ar1":
+            solver = _RunBlocks.make(solver, design, _weighed_columns(design.shape[1], t_contrasts,
+                                                                      f_contrasts)) or solver
     else:
-
-        solver = _VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors)
+        solver = voxel_solver(_VoxelDesigns(design, structure, t_contrasts, f_contrasts, voxel_regressors), design,
+                              noise_model)
     df = float(n_time - solver.rank)
     if df < 1:
         raise ValueError(f"{n_time} volumes leave no degrees of freedom for a design of rank {solver.rank}")
@@ -202,12 +241,21 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     return result
 
 
+def _weighed_columns(n_columns, t_contrasts, f_contrasts):
+    """The design columns some t or F contrast weighs."""
+    weighed = np.zeros(n_columns, bool)
+    for weights in [*t_contrasts.values(), *f_contrasts.values()]:
+        weighed |= np.any(np.atleast_2d(np.asarray(weights, float)) != 0, axis=0)
+    return weighed
+
+
 def _tensor(block):
-    """A (time × voxels) float32 block as a tensor; a column-major block (a pandas frame's values) is copied as its
-    contiguous transpose and transposed by TensorFlow, several times faster than numpy's strided copy."""
+    """A (time × voxels) float32 block as a tensor; a column-major block (a pandas frame's values) is shared with
+    TensorFlow as its contiguous transpose (no copy) and transposed by TensorFlow, several times faster than numpy's
+    strided copy."""
     if block.flags.f_contiguous and not block.flags.c_contiguous:
-        return tf.transpose(tf.constant(block.T))
-    return tf.constant(block)
+        return tf.transpose(shared_tensor(block.T))
+    return shared_tensor(block)
 
 
 def _centre(structure, design):

@@ -110,8 +110,10 @@ class _VoxelDesigns:
         small = 8 * (2 * taps * taps + self.n_moments * (n_reg * n_reg + taps) + 4 * n_reg * taps)
         return series + systems + small
 
-    def solve(self, y, noise_model, df, start, stop):
-        structure = self.structure
+    def ols(self, y, start, stop):
+        """The OLS fit of voxels ``start:stop`` (data ``y``, time × v): (kernels (v × K), their outer products
+        (v × K²), the regressors' Gram matrices and Cholesky factors (v × R × R), β (v × R), residuals (T × v),
+        all float64)."""
         y = tf.cast(y, DTYPE)  # (T, v)
         kernels = tf.constant(self.kernels[start:stop])  # (v, K)
         n_voxels, n_reg, taps = kernels.shape[0], self.n_reg, self.n_taps
@@ -124,7 +126,13 @@ class _VoxelDesigns:
         scaled = tf.reshape(beta[:, :, None] * kernels[:, None, :], [n_voxels, n_reg * taps])  # β_r k_v
         residuals = (y - tf.matmul(self.nuisance_tf, tf.matmul(self.nuisance_tf, y, transpose_a=True))
                      - tf.matmul(self.clean, scaled, transpose_b=True))  # (T, v)
-        del y, moments
+        return kernels, outer, gram, chol, beta, residuals
+
+    def solve(self, y, noise_model, df, start, stop):
+        structure = self.structure
+        kernels, outer, gram, chol, beta, residuals = self.ols(y, start, stop)
+        del y
+        n_reg = self.n_reg
         if noise_model == "ols":
             sigma2 = tf.reduce_sum(tf.square(residuals), axis=0) / df
             outputs = contrasts(chol, beta, sigma2, self.t_coordinates[:, :n_reg],
@@ -143,6 +151,14 @@ class _VoxelDesigns:
 
     def _whitened_moments(self, residuals, rho, kernels):
         """``X'Q e`` (v × (R + k)) with each voxel's kernel, and ``e'Q e`` (v,), from ``Q e`` (time × voxels)."""
+        whitened, eqe = self.whitened(residuals, rho)
+        moments = tf.reshape(tf.matmul(self.clean, whitened, transpose_a=True), [self.n_reg, self.n_taps, -1])
+        rhs = tf.concat([tf.einsum("rkv,vk->vr", moments, kernels),
+                         tf.matmul(whitened, self.nuisance_tf, transpose_a=True)], axis=1)
+        return rhs, eqe
+
+    def whitened(self, residuals, rho):
+        """``Q e`` (time × voxels) of the residuals with each run's Prais–Winsten ``Q = W'W``, and ``e'Q e``."""
         structure = self.structure
         rho_t = tf.gather(tf.cast(rho, DTYPE), structure.index_tf)  # (T, v)
         zero = tf.zeros_like(residuals[:1])
@@ -151,19 +167,21 @@ class _VoxelDesigns:
         diagonal = tf.where(self.interior_tf, 1.0 + tf.square(rho_t), tf.ones_like(rho_t))
         whitened = diagonal * residuals - rho_t * (previous + following)  # Q e
         del previous, following, diagonal, rho_t
-        eqe = tf.reduce_sum(residuals * whitened, axis=0)
-        moments = tf.reshape(tf.matmul(self.clean, whitened, transpose_a=True), [self.n_reg, self.n_taps, -1])
-        rhs = tf.concat([tf.einsum("rkv,vk->vr", moments, kernels),
-                         tf.matmul(whitened, self.nuisance_tf, transpose_a=True)], axis=1)
-        return rhs, eqe
+        return whitened, tf.reduce_sum(residuals * whitened, axis=0)
+
+    def regressor_gram(self, outer, rho):
+        """The regressors' block of each voxel's ``X'QX`` (v × R × R), from its kernel's outer products and ρ; and
+        the per-voxel weights (1, ρ², −ρ) of each run's moments (v × 3 runs)."""
+        n_voxels, n_reg = outer.shape[0], self.n_reg
+        rho = tf.transpose(tf.cast(rho, DTYPE))  # (v, runs)
+        weights = tf.reshape(tf.stack([tf.ones_like(rho), tf.square(rho), -rho], axis=2), [n_voxels, -1])  # (v, n)
+        regressors = tf.reshape(tf.matmul(outer, self.gls_regressors), [n_voxels, self.n_moments, n_reg, n_reg])
+        return tf.einsum("vn,vnrs->vrs", weights, regressors), weights
 
     def _gls_gram(self, kernels, outer, rho):
         """Each voxel's ``X'QX`` ((R + k) × (R + k)) from the shared per-run moments, its kernel and ρ."""
         n_voxels, n_reg, rank = kernels.shape[0], self.n_reg, self.n_nuisance
-        rho = tf.transpose(tf.cast(rho, DTYPE))  # (v, runs)
-        weights = tf.reshape(tf.stack([tf.ones_like(rho), tf.square(rho), -rho], axis=2), [n_voxels, -1])  # (v, n)
-        regressors = tf.reshape(tf.matmul(outer, self.gls_regressors), [n_voxels, self.n_moments, n_reg, n_reg])
-        regressors = tf.einsum("vn,vnrs->vrs", weights, regressors)
+        regressors, weights = self.regressor_gram(outer, rho)
         weighted = tf.reshape(weights[:, :, None] * kernels[:, None, :], [n_voxels, -1])  # (v, n · K)
         cross = tf.reshape(tf.matmul(weighted, self.gls_cross), [n_voxels, n_reg, rank])
         nuisance = tf.reshape(tf.matmul(weights, self.gls_nuisance), [n_voxels, rank, rank])

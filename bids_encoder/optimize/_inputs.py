@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._tensorflow import tf
+from .._tensorflow import shared_tensor
 from ..models.base import _as_frame, run_lengths
 
 
@@ -95,19 +95,9 @@ def meaningful_voxels(data):
 
 
 def as_tensor(array):
-    """A float32 tensor sharing the memory of a C-contiguous, 64-byte-aligned float32 array (DLPack), else a copy.
-
-    TensorFlow never writes into its inputs, so sharing is safe; it saves copying whole-brain data.
-    """
-    array = np.asarray(array)
-    # TensorFlow's kernels assume 64-byte-aligned buffers: share only those (large arrays usually are)
-    aligned = array.ctypes.data % 64 == 0
-    if array.dtype == np.float32 and array.flags.c_contiguous and array.size and aligned:
-        try:
-            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-        except Exception:  # unaligned or unsupported buffer: fall back to a copy
-            pass
-    return tf.constant(array, dtype=tf.float32)
+    """A float32 tensor sharing the memory of a C-contiguous, 64-byte-aligned float32 array, else a copy
+    (:func:`bids_encoder._tensorflow.shared_tensor`)."""
+    return shared_tensor(array)
 
 
 def iterate_mask(iterate, voxels):

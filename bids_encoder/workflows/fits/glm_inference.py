@@ -79,15 +79,23 @@ def censored_volumes(inputs):
 
 def scale_inputs(inputs, scaling):
     """``psc``: the inputs with their data in percent signal change (their mean image kept for the report)."""
-    mean = inputs.data.to_numpy().mean(axis=0)
+    mean = inputs.data.to_numpy().T.mean(axis=1)  # along each voxel's contiguous series
     if scaling == "none":
         inputs.signal_mean = mean
         return inputs
     runs = inputs.data.index.get_level_values("run").to_numpy()
     scaled, _ = percent_signal_change(inputs.data.to_numpy(), runs, keep=~censored_volumes(inputs))
-    inputs.data = pd.DataFrame(scaled, index=inputs.data.index, columns=inputs.data.columns)
+    inputs.data = pd.DataFrame(scaled, index=inputs.data.index, columns=inputs.data.columns, copy=False)
     inputs.signal_mean = mean
     return inputs
+
+
+def _voxels(values, chosen):
+    """The columns ``chosen`` of a (time × voxels) array, voxel-major as the frame keeps it: the array itself when
+    every voxel is chosen, else one gather of contiguous series (no strided copy)."""
+    if chosen.size == values.shape[1]:
+        return values
+    return np.take(values.T, chosen, axis=0).T
 
 
 def _weights_over(columns, n_conditions, weights):
@@ -121,7 +129,7 @@ def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memor
     f_specs = [spec for spec in specs if spec.kind == "F"]
     try:
         fitted = first_level(
-            data.to_numpy()[:, chosen], design, runs,
+            _voxels(data.to_numpy(), chosen), design, runs,
             {spec.name: _weights_over(columns, len(conditions), spec.weights)[0] for spec in t_specs},
             {spec.name: _weights_over(columns, len(conditions), spec.weights) for spec in f_specs},
             noise_model=noise_model, censored=censored_volumes(inputs), voxel_regressors=voxel_regressors,

@@ -73,14 +73,17 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None, en
                            " (confounds and run means projected out of data and predictions)"), "fraction"))
     if result.cv is not None:
         maps.append(MapSpec("cvrsquared", result.cv["cvr2"], CV_DESCRIPTION, "fraction"))
-    rsquared_sidecar = None
+    paths = []
     for spec in maps:
         entities = {**base, "stat": bids_label(spec.stat)}
         if spec.contrast:
             entities["contrast"] = spec.contrast
-        path = map_paths(output_dir, entities, kind)
+        paths.append(map_paths(output_dir, entities, kind))
+    for path in paths:  # listed first: a failure part-way removes whatever was written
         written += list(path.values()) if isinstance(path, dict) else [path]
-        inputs.writer.write(spec.values, path, name=spec.stat)
+    inputs.writer.write_many((spec.values, path, spec.stat) for spec, path in zip(maps, paths, strict=True))
+    rsquared_sidecar = None
+    for spec, path in zip(maps, paths, strict=True):
         sidecar = {"Description": spec.description, "Units": spec.units, **(spec.sidecar or {}), **common}
         sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
         if spec.contrast:

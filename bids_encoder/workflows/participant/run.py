@@ -215,6 +215,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         written += write_decoding(output_dir, output_entities(runs, options.model), decoding, options.model,
                                   fit_sources(inputs, roots), options.decode_betas)
     timings["write"] = time.perf_counter() - start
+    # the R² sidecar, written last, has every stage (the others were written with the stages before writing)
+    extra["Processing"]["WallTime"]["write"] = round(timings["write"], 3)
     median = float(np.nanmedian(r2)) if fitted.any() else float("nan")
     cv = result.cv or {}
     median_cv = cv.get("MedianCVRSquared")
@@ -234,6 +236,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                             ("Median cvR²", "n/a" if median_cv is None else f"{median_cv:.4f}"),
                             ("Fraction of voxels with cvR² > 0", "n/a" if cv.get("FractionPositive") is None
                              else f"{cv['FractionPositive']:.3f}")], "decoding": decoding})
+        extra["Processing"]["WallTime"]["report"] = round(time.perf_counter() - start, 3)
         logger.info("%s: report figures drawn in %.1f s", name, time.perf_counter() - start)
     raise_if_interrupted()  # a signal lost while writing: the fit must not be marked finished
     written.append(finish())  # the R² sidecar, last: the fit is finished
