@@ -296,7 +296,7 @@ def _dry_run(bids_dir, output_dir, participant_options):
     from ..workflows.stats_models.participant_nodes import planned_fits
 
     try:
-        plan, _, layout = _plan(bids_dir, participant_options)
+        plan, _, layout = _plan(bids_dir, participant_options, output_dir)
         model = participant_options.stats_model
         fits = None if model is None else planned_fits(layout, model, plan, participant_options)
         lines = dry_run_lines(plan, output_dir, participant_options, fits)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bids.derivatives import write_json
+from ..bids.derivatives import short_label, write_json
 from . import decoding, figures, tuning
 from .comparison import participant_comparisons
 from .render import render
@@ -140,7 +140,7 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     parameter_figures = []
     for spec in [spec for spec in result.maps if spec.in_report][:MAX_PARAMETER_MAPS]:
         label = spec.stat + (f" ({spec.contrast})" if spec.contrast else "")
-        file_name = f"{stem}_{spec.stat}" + (f"_{spec.contrast}" if spec.contrast else "")
+        file_name = f"{stem}_{spec.stat}" + (f"_{short_label(spec.contrast)}" if spec.contrast else "")
         path, _ = plotter.plot(spec.values, Path(file_name), label, spec.stat)
         parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"))
     section["figures"]["parameters"] = parameter_figures

@@ -44,7 +44,7 @@ from ..stats_models.participant_nodes import (
     fit_stats_model,
     stats_model_sidecar,
 )
-from .plan import _plan
+from .plan import _plan, check_names
 from .summary import _confound_settings, _summary_rows
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def run_participant(bids_dir, output_dir, options, records=None):
     Raises InputError with a BIDS-Apps exit code on bad input.
     """
     bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
-    plan, roots, layout = _plan(bids_dir, options)
+    plan, roots, layout = _plan(bids_dir, options, output_dir)
     strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
     records = [] if records is None else records
     written = {}
@@ -154,6 +154,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                                    options.f_contrasts)
         except ValueError as error:
             raise InputError(f"{name}: {error}", exit_code=64) from error
+    check_names(output_dir, fit_entities(runs, options, design), kind,  # the exact names, before the fit
+                [spec.name for spec in specs or ()], glm=paradigm_kind == "glm")
     if options.model == "glm":
         inputs = scale_inputs(inputs, options.signal_scaling)
     timings["load"] = time.perf_counter() - start
