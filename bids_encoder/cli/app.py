@@ -105,6 +105,12 @@ logger = logging.getLogger("bids_encoder")
               help="GLM inference: AR(1) prewhitening (per voxel and run) or ordinary least squares.")
 @click.option("--signal-scaling", type=click.Choice(["psc", "none"]), default="psc", show_default=True,
               help="GLM: percent signal change (each voxel's mean per run) or none (BOLD units).")
+@click.option("--run-model", type=click.Choice(["joint", "fixed-effects"]), default="joint", show_default=True,
+              help="GLM: the runs of a session and task in one design (shared condition columns, each run its own "
+              "intercept, confounds and AR(1)), or each run fitted on its own and the runs' contrasts combined by "
+              "fixed effects (nilearn's FirstLevelModel on a list of runs, FitLins).")
+@click.option("--run-weights", type=click.Choice(["equal", "precision"]), help="--run-model fixed-effects: every "
+              "run counts equally (default; nilearn, SPM) or by its precision (FSL).")
 @click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
               help="GLM: the events.tsv column that names the conditions (one regressor per value).")
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
@@ -255,6 +261,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             positive_amplitude=options["positive_amplitude"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
             signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
+            run_model=options["run_model"], run_weights=options["run_weights"],
             decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"])
         try:
             from ..workflows.participant.options import check_model_options
@@ -327,6 +334,9 @@ def _stats_model(options, models):
     if "hrf" in explicit and model.convolves:
         logger.warning("--model-file %s convolves regressors itself: --hrf %s applies only to the event regressors "
                        "it does not convolve", model.name, options["hrf"])
+    if options["run_model"] != "joint":
+        logger.warning("--model-file %s: its run node's GroupBy says which runs are fitted together; --run-model %s "
+                       "is not used (its subject node combines the runs)", model.name, options["run_model"])
     if options["group_covariate"]:
         logger.warning("--model-file %s: the group design is its dataset nodes' X; --group-covariate is not used "
                        "for it", model.name)

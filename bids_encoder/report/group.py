@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..bids.derivatives import short_label
 from ..bids.participant_maps import read_map
 from . import figures
 from .comparison import group_comparisons
@@ -50,7 +51,8 @@ def write_group_report(output_dir, items, tables=(), clusters=()):
             cuts[item["group"]] = figures.axial_cuts(writer.to_image(values, item["stat"]))  # its first map has data
         plotter = MapPlotter(writer, _background(item["space"]) if geometry.kind == "volume" else None,
                              item["space"], cut_coords=cuts.get(item["group"]))
-        name = f"{item['group']}_{item['label'].replace(' ', '_').replace('(', '').replace(')', '')}"
+        words = item["label"].replace("(", "").replace(")", "").split()
+        name = "_".join([item["group"], *(short_label(word) for word in words)])  # as the maps' names: cut labels
         path, _ = plotter.plot(values, folder / name, item["label"], item["stat"])
         sections.setdefault(item["group"], []).append(
             {"file": path.relative_to(output_dir).as_posix(), "caption": item["caption"]})

@@ -36,6 +36,7 @@ from ..decoding.decode import decode_inputs
 from ..decoding.outputs import write_decoding
 from ..fits.crossval import CrossValidationError, fit_with_cv
 from ..fits.glm_inference import add_inference, contrast_specs, scale_inputs
+from ..fits.glm_runs import add_fixed_effects_inference
 from ..fits.kinds import MODEL_KINDS
 from ..fits.outputs import write_fit
 from ..sessions.fixed_effects import write_subject_fixed_effects
@@ -170,9 +171,11 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     except CrossValidationError as error:
         raise InputError(f"{name}: {error}", exit_code=64) from error
     if specs is not None and options.alpha == 0:
+        per_run = {} if result.run_columns is None else {"run_weights": options.run_weights or "equal"}
         try:
-            add_inference(inputs, result, specs, noise_model=options.glm_noise_model,
-                          scaling=options.signal_scaling, memory_limit=options.memory_limit)
+            (add_fixed_effects_inference if per_run else add_inference)(
+                inputs, result, specs, noise_model=options.glm_noise_model, scaling=options.signal_scaling,
+                memory_limit=options.memory_limit, **per_run)
         except ValueError as error:
             raise InputError(f"{name}: {error}", exit_code=64) from error
     elif specs is not None:
@@ -248,8 +251,8 @@ def _decode(inputs, options, name):
 
 def _model_arguments(options):
     """The fit options of the pRF and tuning models (the GLM takes none)."""
-    if MODEL_KINDS[options.model] == "glm":
-        return {}
+    if MODEL_KINDS[options.model] == "glm":  # a model file's run nodes are one run or joint, as it says
+        return {"run_model": "joint" if options.stats_model is not None else options.run_model}
     arguments = {"positive_amplitude": options.positive_amplitude}
     if MODEL_KINDS[options.model] == "tuning":
         arguments["stimulus_period"] = options.stimulus_period
