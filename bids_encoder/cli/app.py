@@ -42,7 +42,22 @@ quiet_environment()  # before anything imports TensorFlow
 
 logger = logging.getLogger("bids_encoder")
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+EXAMPLES = """Examples:
+
+\b
+  bids_encoder /data/bids /data/out participant --participant-label 01 --task localizer
+  bids_encoder /data/bids /data/out participant --task localizer --contrast "facesVsHouses=faces - houses"
+  bids_encoder /data/bids /data/out participant --task localizer --run-model fixed-effects   # as nilearn, FitLins
+  bids_encoder /data/bids /data/out participant --task prf --model prf2d --hrf shared
+  bids_encoder /data/bids /data/out participant --task prf --dry-run                          # what would run
+  bids_encoder /data/bids /data/out group --min-rsquared 0.1
+
+Installed in a virtual environment, the command is .venv/bin/bids_encoder (or `source .venv/bin/activate`
+first); `python -m bids_encoder` is the same. Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input,
+73 output cannot be created (see the README)."""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=EXAMPLES)
 @click.argument("bids_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("analysis_level", metavar="{participant,group}")
@@ -113,7 +128,9 @@ logger = logging.getLogger("bids_encoder")
               "run counts equally (default; nilearn, SPM) or by its precision (FSL).")
 @click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
               help="GLM: the events.tsv column that names the conditions (one regressor per value).")
-@click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps (pRF and tuning "
+              "fits, --hrf fit). Default: the solver's, 50 Levenberg-Marquardt steps (it stops earlier when the fit "
+              "converges).")
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
 @click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
@@ -136,7 +153,9 @@ logger = logging.getLogger("bids_encoder")
               help="Group: TSV with 'index' and 'name' columns naming the atlas labels (default: beside the image).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Work folder (pybids index). Default: ./work")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="Where TensorFlow runs: every visible GPU when there is one (auto), the CPU only, or the GPUs "
+              "(gpu: an error, exit 1, when none is visible).")
 @click.option("--nthreads", type=click.IntRange(min=1),
               help="CPU threads for TensorFlow and BLAS (default: TensorFlow's choice; the images start BLAS at 1).")
 @click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")

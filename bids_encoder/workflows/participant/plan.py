@@ -35,9 +35,22 @@ def dry_run_lines(plan, output_dir, options, fits=None):
         volumes = "+".join(str(run_volumes(run)) for run in runs)
         state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
                  else "to fit")
+        glm = str(model).startswith("glm") or options.stats_model is not None
+        runs_fitted = (", each run fitted on its own (fixed effects, "
+                       f"{options.run_weights or 'equal'} weights)" if glm and options.run_model == "fixed-effects"
+                       and options.stats_model is None and len(runs) > 1 else "")
         lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
-                     f"volumes, model {model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
+                     f"volumes, model {model}, HRF {options.hrf}{runs_fitted}, {cv_text(options.cv, len(runs))} → "
+                     f"{marker.parent}/{name}_* ({state})")
     return lines
+
+
+def cv_text(cv, n_runs):
+    """What ``--cv`` runs on a fit of ``n_runs`` runs, for --dry-run."""
+    scheme = ("loro" if n_runs >= 2 else "split-half") if cv == "auto" else cv
+    return {"loro": f"cross-validation loro (leave one run out: {n_runs} folds)",
+            "split-half": "cross-validation split-half (two contiguous halves of every run: 2 folds)",
+            "none": "no cross-validation (--cv none)"}.get(scheme, f"cross-validation {scheme}")
 
 
 def select_subjects(layout, labels):
