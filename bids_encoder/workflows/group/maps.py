@@ -137,8 +137,8 @@ class _GroupMaps:
         if _in_report(entities):
             label = " ".join(str(entities[k]) for k in ("contrast", "stat", "desc") if entities.get(k))
             self.shown.append({"group": fit_name(self.key), "space": self.base.get("space", ""), "label": label,
-                               "stat": "count" if entities["stat"] in ("count", "rsquared") else entities["stat"],
-                               "caption": sidecar["Description"], "path": path})
+                               "stat": entities["stat"],
+                               "caption": sidecar["Description"], "units": sidecar.get("Units"), "path": path})
         self.writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
         named = {"Contrast": self.contrasts[entities["contrast"]]} if entities.get("contrast") in self.contrasts else {}
         write_json(sidecar_path(path), {**sidecar, **named, **self.common, "OutOfMaskValue": OUT_OF_GROUP,

@@ -198,6 +198,12 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         converged = 1.0
     else:
         converged = float(result.converged[fitted].mean())
+    solver = result.fitter.get("ParameterFitter", {})
+    if solver.get("Converged") is False:  # said where it is read (console, report warnings), not only a "no"
+        logger.warning("%s: Levenberg-Marquardt stopped at its cap of %s iterations before its stopping rule was met "
+                       "(%s of the voxels converged); --max-iterations raises the cap", name,
+                       solver.get("MaxIterations", solver.get("Iterations")),
+                       "n/a" if converged is None else f"{converged:.0%}")
     extra = {"Processing": {
         "VoxelsFitted": int(fitted.sum()), "VoxelsTotal": int(r2.size), "FractionConverged": converged,
         "Volumes": [int(n) for n in inputs.n_volumes], "SmoothingFWHM": options.smoothing_fwhm,
@@ -226,6 +232,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         entities = fit_entities(runs, options, design)
         fit_section(output_dir, runs[0].subject, name, inputs, result, {
             "model": entities["model"], "space": entities.get("space", ""), "warnings": list(warnings),
+            "signal_scaling": options.signal_scaling if paradigm_kind == "glm" else None,
             "summary": _summary_rows(runs, inputs, result, settings, options, timings, fitted),
             "convergence": [("Iterations", result.fitter.get("ParameterFitter", {}).get("Iterations", "n/a")),
                             ("Stopping rule met", result.fitter.get("ParameterFitter", {}).get("Converged", "n/a")),
