@@ -145,7 +145,11 @@ def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memor
                                                                                       strict=True)))},
                    "DegreesOfFreedom": fitted.df, "NoiseModel": NOISE_MODEL_NAMES[noise_model]["Name"],
                    "NoiseModelDescription": NOISE_MODEL_NAMES[noise_model]["Description"],
-                   "SignalScaling": SCALING[scaling]}
+                   "SignalScaling": SCALING[scaling],
+                   "RunModel": {"Name": "joint", "Runs": [run.run for run in inputs.runs],
+                                "Description": "the runs in one design: each condition one column over all runs, each "
+                                               "run its own intercept, confounds, censored volumes and AR(1) "
+                                               "coefficient, one residual variance"}}
         if spec.kind == "F":
             sidecar["NumeratorDegreesOfFreedom"] = int(fitted.f_rows.get(spec.name, weights.shape[0]))
         stats = fitted.contrasts[spec.name]
