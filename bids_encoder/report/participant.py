@@ -219,7 +219,7 @@ def fit_section(output_dir, subject, name, inputs, result, info):
         section["figures"]["timeseries"] = _figure(figures.timeseries_figure(
             observed, fitted, labels, inputs.tr, f"{stem}_timeseries.svg", "Data and fit",
             runs=inputs.data.index.get_level_values("run"),
-            units=f"BOLD − confounds and run means ({scale})"), output_dir,
+            units=f"BOLD − confounds and {'run means' if several else 'mean'} ({scale})"), output_dir,
             "Best, median and three random voxels (seed 0): data (grey) and the model's prediction (blue), both with "
             "the confounds and " + ("each run's mean" if several else "the mean")
             + " projected out — the variance R² is measured on" + ("; dashed lines: run starts." if several else "."))
