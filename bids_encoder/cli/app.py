@@ -34,7 +34,7 @@ from .support import (
     _labels,
     _limit_threads,
     _load_config,
-    _memory,
+    _memory_budget,
     _setup_logging,
 )
 
@@ -158,7 +158,13 @@ first); `python -m bids_encoder` is the same. Exit codes: 0 done, 64 usage, 65 b
               "(gpu: an error, exit 1, when none is visible).")
 @click.option("--nthreads", type=click.IntRange(min=1),
               help="CPU threads for TensorFlow and BLAS (default: TensorFlow's choice; the images start BLAS at 1).")
-@click.option("--memory-limit", default="4GB", show_default=True, help="Working-memory budget per chunk of voxels.")
+@click.option("--memory-limit", default="auto", show_default=True,
+              help="Working-memory budget of a fit beyond its data (e.g. 4GB; every stage tiles its voxels within "
+                   "it). auto: a quarter of the memory the job can get (the machine's available memory, its cgroup "
+                   "limit, SLURM's allocation, --mem), at most 2GB.")
+@click.option("--mem", "--mem-mb", "--mem_mb", "mem",
+              help="The memory the whole job may use, as fMRIPrep's --mem (a bare number is MB; 16GB, 16G also "
+                   "work): the auto --memory-limit is derived from it.")
 @click.option("--skip-bids-validation", is_flag=True, help="Skip the basic dataset checks.")
 @click.option("--overwrite", is_flag=True, help="Refit subjects whose outputs exist.")
 @click.option("--dry-run", is_flag=True, help="Participant level: list the fits it would run (runs, volumes, model, "
@@ -240,7 +246,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
         raise AppError("Several --model values are compared by cross-validated R²: they cannot run with --cv none",
                        64)
     _check_decode(analysis_level, options, models)
-    memory_limit = _memory(options["memory_limit"])
+    memory_limit = _memory_budget(options["memory_limit"], options["mem"])
     contrasts = _contrasts(options["contrast"], "--contrast")
     f_contrasts = _contrasts(options["f_contrast"], "--f-contrast", f_contrast=True)
     confound_parameters = _confound_parameters(options["confounds_param"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from .._memory import default_memory_limit
 from .._tensorflow import gpu_free_memory, start_tensorflow
 
 LEVELS = ("participant", "group")
@@ -58,15 +59,26 @@ def _labels(values, what, prefix=""):
     return tuple(labels)
 
 
-def _memory(text):
+def _memory(text, option="--memory-limit", bare=1):
+    """Bytes of a memory size (``4GB``, ``500MB``, ``16G``; a bare number is ``bare`` bytes)."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)[bB]?\s*", str(text))
     if not match:
-        raise AppError(f"Invalid --memory-limit {text!r}: use for example 4GB, 500MB or a number of bytes", 64)
-    factor = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[match.group(2).lower()]
+        unit = "a number of bytes" if bare == 1 else "a number of MB"
+        raise AppError(f"Invalid {option} {text!r}: use for example 4GB, 500MB or {unit}", 64)
+    factor = {"": bare, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[match.group(2).lower()]
     value = int(float(match.group(1)) * factor)
     if value < 10_000_000:
-        raise AppError(f"--memory-limit {text} is too small (at least 10MB)", 64)
+        raise AppError(f"{option} {text} is too small (at least 10MB)", 64)
     return value
+
+
+def _memory_budget(memory_limit, mem=None):
+    """The working-memory budget of a fit (bytes): ``--memory-limit``, or for ``auto`` the machine's default,
+    derived from ``--mem`` (the job's memory, fMRIPrep's spelling: a bare number is MB) when it is given."""
+    total = None if mem is None else _memory(mem, "--mem", bare=1_000_000)
+    if str(memory_limit).strip().lower() != "auto":
+        return _memory(memory_limit)
+    return default_memory_limit(total)
 
 
 def _parameter_value(text):

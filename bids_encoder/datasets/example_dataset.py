@@ -184,6 +184,39 @@ def make_example_dataset(root, n_subjects=2, n_runs=2, n_volumes=100, tr=2.0, sh
     ``sub-XX/ses-N/func``); session ``s`` (from 1) has the effects of ``truth.effects`` times
     ``1 + session_gain * (s - 1)`` (a planted session difference) and noise of SD ``noise * session_noise[s - 1]``
     (``session_noise``: one factor per session; default all 1).
+
+    Parameters
+    ----------
+    root : path
+        Folder of the raw dataset (its fMRIPrep-like derivatives in ``derivatives/fmriprep``).
+    n_subjects, n_runs, n_volumes : int
+        Subjects, runs per session and volumes per run.
+    tr : float
+        Repetition time (s).
+    shape : tuple of int
+        The volume's grid (2 mm voxels); the brain mask is an ellipsoid filling it (``mask_radius``).
+    conditions : sequence of str
+        The events' ``trial_type`` values, one planted effect each.
+    task : str
+    noise : float
+        Standard deviation of the Gaussian noise.
+    seed : int
+    surface_vertices : int
+        With > 0, also fsaverage-like GIFTI pairs of that many vertices per hemisphere (10,242: fsaverage5).
+    mask_radius : float
+        Radius of the ellipsoidal brain mask, in units of the half box.
+    shared_effects : bool
+        The same effect regions for every subject (a group analysis' ground truth).
+    n_sessions : int
+    session_gain : float
+        Relative gain of the effects per session after the first.
+    session_noise : sequence of float, optional
+        Noise factor of each session.
+
+    Returns
+    -------
+    ExampleTruth
+        The planted effects, the mask and the affine.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)

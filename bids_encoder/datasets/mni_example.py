@@ -119,8 +119,27 @@ def make_mni_example(root, n_subjects=2, n_runs=2, n_volumes=120, tr=2.0, resolu
                      seed=0, prf_coverage="slab"):
     """Write the dataset under ``root`` and return its :class:`MNIExampleTruth`.
 
-    ``prf_coverage``: the retinotopic run covers an occipital slab (as a partial-coverage acquisition would), or
-    the whole ``"brain"`` (pRFs planted in the same occipital voxels; the whole-brain pRF benchmark).
+    Parameters
+    ----------
+    root : path
+        Folder of the raw dataset (its fMRIPrep-like derivatives in ``derivatives/fmriprep``).
+    n_subjects, n_runs, n_volumes : int
+        Subjects, localizer runs and volumes per localizer run.
+    tr : float
+        Repetition time (s).
+    resolution : int
+        Voxel size (mm) of nilearn's MNI152 template and brain mask.
+    noise, prf_noise : float
+        Noise standard deviation of the localizer and of the retinotopic run.
+    seed : int
+    prf_coverage : {'slab', 'brain'}
+        The retinotopic run covers an occipital slab (as a partial-coverage acquisition would), or the whole
+        brain (pRFs planted in the same occipital voxels; the whole-brain pRF benchmark).
+
+    Returns
+    -------
+    MNIExampleTruth
+        The planted effects (volume and fsaverage5), the planted pRFs and their mask.
     """
     from nilearn import datasets
 

@@ -15,6 +15,17 @@ def bar_apertures(n_side=16, extent=5.0, n_steps=16, blank=4):
 
     Each sweep has ``n_steps`` positions and is followed by ``blank`` empty frames; the bar is 2.5 pixels wide.
 
+    Parameters
+    ----------
+    n_side : int
+        Pixels along each side.
+    extent : float
+        Half the width of the field (degrees): pixel centres from -extent to extent.
+    n_steps : int
+        Bar positions per sweep.
+    blank : int
+        Empty frames after each sweep.
+
     Returns
     -------
     paradigm : DataFrame (time × pixels) of 0/1 apertures

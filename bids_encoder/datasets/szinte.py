@@ -27,7 +27,24 @@ class SzinteData:
 
 
 def load_szinte2024(folder):
-    """Read the folder's four files; raises FileNotFoundError naming a missing one."""
+    """Read the Szinte et al. (2024) V1 data.
+
+    Parameters
+    ----------
+    folder : path
+        The folder with ``mask-v1_bold.tsv.gz``, ``dm_gazecenter.npz``, ``grid_coordinates.tsv`` and
+        ``gauss_parameters.tsv`` (its README describes them).
+
+    Returns
+    -------
+    SzinteData
+        Frames, paradigm (time × pixels, scaled to 1), pixel grid, data (time × voxels) and the reference fits.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a missing file.
+    """
     folder = Path(folder)
     frames = np.load(folder / "dm_gazecenter.npz")["arr_0"]
     paradigm = pd.DataFrame(frames.reshape(len(frames), -1) / frames.max())
@@ -40,7 +57,17 @@ def load_szinte2024(folder):
 
 def szinte_fit_inputs(szinte):
     """The Szinte data as the inputs of one participant-level pRF fit (one run, no confounds), so that the app's
-    fits and cross-validation (:mod:`bids_encoder.workflows.fits.crossval`) run on them directly."""
+    fits and cross-validation (:mod:`bids_encoder.workflows.fits.crossval`) run on them directly.
+
+    Parameters
+    ----------
+    szinte : SzinteData
+        From :func:`load_szinte2024`.
+
+    Returns
+    -------
+    bids_encoder.bids.inputs.FitInputs
+    """
     from ..bids.inputs import FitInputs
 
     index = pd.MultiIndex.from_arrays([np.ones(len(szinte.data), int), np.arange(len(szinte.data))],

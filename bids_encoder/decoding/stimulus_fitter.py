@@ -79,6 +79,11 @@ class StimulusFitter:
     def fit_grid(self, stimulus_range):
         """The grid value of highest likelihood for every row (1-D paradigms: the stimulus value).
 
+        Parameters
+        ----------
+        stimulus_range : array-like
+            The 1-D grid of stimulus values to try.
+
         Returns
         -------
         DataFrame, shape (time points, 1)

@@ -20,11 +20,32 @@ _NAME = re.compile(r"^[A-Za-z0-9]+$")
 
 
 class ContrastError(ValueError):
-    """A contrast that cannot be parsed or refers to unknown conditions (a usage error)."""
+    """A contrast that cannot be parsed or refers to unknown conditions (a usage error: the app exits 64).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, in one line.
+    """
 
 
 def check_name(name):
-    """A contrast name must be an alphanumeric BIDS label (it becomes the ``contrast-`` entity)."""
+    """Check a contrast name: an alphanumeric BIDS label (it becomes the ``contrast-`` entity).
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str
+        The name.
+
+    Raises
+    ------
+    ContrastError
+        When it is not alphanumeric.
+    """
     if not _NAME.match(str(name)):
         raise ContrastError(f"Contrast name {name!r} must be alphanumeric (a BIDS label: no '_', '-' or spaces)")
     return str(name)
@@ -144,10 +165,26 @@ def _resolver(conditions, expression):
 
 
 def parse_expression(expression, conditions):
-    """Weights over ``conditions`` (dict BIDS label → original value, in design order) of a t-contrast expression.
+    """The weights of a t-contrast expression over the conditions.
 
-    Returns a float array (one weight per condition). Raises :class:`ContrastError` for a syntax error, an unknown
-    condition, a constant term (``faces - 1``) or all-zero weights.
+    Parameters
+    ----------
+    expression : str
+        nilearn's syntax: sums and differences of conditions, each optionally multiplied or divided by a number,
+        parentheses (``"faces - houses"``, ``"(faces + houses) / 2"``); a condition is its BIDS label or its
+        original value in quotes.
+    conditions : dict
+        BIDS label → original ``trial_type`` value, in design order.
+
+    Returns
+    -------
+    ndarray, shape (conditions,)
+        One weight per condition.
+
+    Raises
+    ------
+    ContrastError
+        For a syntax error, an unknown condition, a constant term (``faces - 1``) or all-zero weights.
     """
     weights = _weights(expression, conditions, "Empty contrast expression")
     return np.array([weights.get(label, 0.0) for label in conditions], dtype=float)
@@ -185,7 +222,24 @@ def _split_rows(expression):
 
 
 def parse_f_expression(expression, conditions):
-    """The (rows × conditions) matrix of an F contrast ``"a, b - c, …"``; rows must be linearly independent."""
+    """The matrix of an F contrast, rows separated by commas.
+
+    Parameters
+    ----------
+    expression : str
+        ``"a, b - c, …"``: one t expression per row (see :func:`parse_expression`).
+    conditions : dict
+        BIDS label → original value, in design order.
+
+    Returns
+    -------
+    ndarray, shape (rows, conditions)
+
+    Raises
+    ------
+    ContrastError
+        For an empty row, a row that does not parse, or linearly dependent rows.
+    """
     rows = _split_rows(expression)
     if any(not row.strip() for row in rows):
         raise ContrastError(f"F contrast {expression!r} has an empty row")
@@ -196,6 +250,18 @@ def parse_f_expression(expression, conditions):
 
 
 def check_syntax(expression, f_contrast=False):
-    """Raise :class:`ContrastError` when ``expression`` cannot be a contrast, whatever the conditions are."""
+    """Check the syntax of a contrast before the conditions are known (the command line, before any fit).
+
+    Parameters
+    ----------
+    expression : str
+    f_contrast : bool
+        An F contrast (rows separated by commas).
+
+    Raises
+    ------
+    ContrastError
+        When ``expression`` cannot be a contrast, whatever the conditions are.
+    """
     for row in _split_rows(expression) if f_contrast else [expression]:
         _weights(row, None, f"Empty contrast expression in {expression!r}")

@@ -23,7 +23,17 @@ __all__ = ["FixedEffects", "fixed_effects"]
 
 @dataclass
 class FixedEffects:
-    """Per-voxel fixed-effects estimates: effect, its variance, t, z, one-sided p and degrees of freedom."""
+    """Per-voxel fixed-effects estimates (what :func:`fixed_effects` returns).
+
+    Parameters
+    ----------
+    effect, variance : ndarray, shape (voxels,)
+        The combined effect and its sampling variance.
+    t, z, p : ndarray, shape (voxels,)
+        Its t statistic, the z of the same one-sided tail, the upper-tail p.
+    df : ndarray, shape (voxels,)
+        Degrees of freedom (the sum of the inputs' with a value at the voxel).
+    """
 
     effect: np.ndarray
     variance: np.ndarray

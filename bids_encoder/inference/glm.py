@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ._design import _contrast_coordinates, _f_coordinates, _reduced_basis
 from .gls import RunMoments, contrasts, gram, lag_one
@@ -117,7 +118,7 @@ class _Runs:
 
 
 def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_model="ar1", censored=None,
-                voxel_regressors=None, memory_limit=1_000_000_000):
+                voxel_regressors=None, memory_limit=None):
     """Fit the GLM of every voxel and evaluate contrasts.
 
     Parameters
@@ -136,8 +137,9 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     voxel_regressors : LaggedRegressors, optional
         Per-voxel replacements of the first R columns of ``design`` (HRFs fitted per voxel): regressor r of voxel v
         is ``lagged[r] @ kernels[v]``; contrasts must then be zero on the other columns.
-    memory_limit : int
-        Bytes of working memory per chunk of voxels.
+    memory_limit : int, optional
+        Bytes of working memory beyond the data (voxels are processed in tiles within it); default: a quarter of
+        the memory this process can get, at most 2 GB (:func:`bids_encoder._memory.default_memory_limit`).
 
     Returns
     -------
@@ -164,7 +166,7 @@ def first_level(data, design, runs, t_contrasts=None, f_contrasts=None, noise_mo
     if df < 1:
         raise ValueError(f"{n_time} volumes leave no degrees of freedom for a design of rank {solver.rank}")
     per_voxel = solver.bytes_per_voxel(n_time)
-    chunk = max(1, min(n_voxels, int(memory_limit // per_voxel)))
+    chunk = max(1, min(n_voxels, int(resolve_memory_limit(memory_limit) // per_voxel)))
     outputs = {name: {"effect": [], "variance": []} for name in t_contrasts}
     outputs.update({name: {"F": []} for name in f_contrasts})
     rhos, sigma2s = [], []

@@ -23,6 +23,18 @@ def t_to_z_p(t, df):
     a few elementwise operations instead of the incomplete beta function, several times faster. Elsewhere, exactly
     from ``logsf`` (t ≥ 0) or ``logcdf`` (t < 0), so that t = 40 gives a finite z (≈ 13) and p near 1 is not
     rounded to 1 before the z is taken. NaN stays NaN.
+
+    Parameters
+    ----------
+    t : array-like
+        t statistics.
+    df : float or array-like
+        Degrees of freedom (broadcast against ``t``; ``inf``: the normal distribution).
+
+    Returns
+    -------
+    z, p : ndarray
+        The z of the same one-sided tail, with the sign of t, and the upper-tail p.
     """
     t = np.asarray(t, dtype=np.float64)
     scalar = np.ndim(df) == 0
@@ -91,6 +103,18 @@ def f_to_z_p(f, df_numerator, df_denominator):
     z is taken from the smaller tail (``fdtrc`` above the median, ``fdtr`` below it); an upper tail below 1e-300
     (F in the hundreds) is taken from the series of the incomplete beta function in log space, so that z stays
     finite.
+
+    Parameters
+    ----------
+    f : array-like
+        F statistics.
+    df_numerator, df_denominator : float or array-like
+        Their degrees of freedom.
+
+    Returns
+    -------
+    z, p : ndarray
+        The z of the same upper tail, and the upper-tail p; NaN where F is NaN.
     """
     f = np.asarray(f, dtype=np.float64)
     z = np.full(f.shape, np.nan)

@@ -143,6 +143,16 @@ def as_grid(stimulus_range, names=None):
 def make_grid(**axes):
     """A regular grid over several stimulus dimensions, as a DataFrame (points × dimensions).
 
+    Parameters
+    ----------
+    **axes : array-like
+        One 1-D array of values per dimension, named by its keyword (``x=…, y=…``); the product grid, the first
+        dimension varying slowest.
+
+    Returns
+    -------
+    DataFrame, shape (points, dimensions)
+
     Examples
     --------
     >>> make_grid(x=np.linspace(-5, 5, 21), y=np.linspace(-5, 5, 21)).shape

@@ -11,6 +11,7 @@ devices. Each device holds at most one chunk at a time: ``memory_limit`` is a pe
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .._tensorflow import tf
@@ -29,29 +30,61 @@ def compute_devices():
     return [device.name for device in tf.config.list_logical_devices("CPU")] or ["/device:CPU:0"]
 
 
-def run_chunks(function, chunks, devices=None):
+def run_chunks(function, chunks, devices=None, reduce=None):
     """``[function(chunk) for chunk in chunks]``, chunk ``i`` run under ``tf.device(devices[i % n])``.
+
+    Parameters
+    ----------
+    function : callable
+        Computes one chunk.
+    chunks : sequence
+        The chunks, in order.
+    devices : list of str, optional
+        Logical devices (default: :func:`compute_devices`).
+    reduce : callable, optional
+        ``reduce(i, result)`` receives every result in chunk order, as soon as it and every earlier one are done,
+        and the results are not kept: the caller folds them into its own (per-voxel) arrays while the other
+        chunks run, so memory does not grow with the number of chunks. With several devices a result waits only
+        for the earlier chunks still running elsewhere.
 
     Returns
     -------
-    results : list, in chunk order
+    results : list, in chunk order (empty with ``reduce``)
     placement : list of str, the device of every chunk
     """
     devices = compute_devices() if devices is None else list(devices)
     placement = [devices[i % len(devices)] for i in range(len(chunks))]
     if len(devices) == 1 or len(chunks) <= 1:
         results = []
-        for chunk, device in zip(chunks, placement, strict=True):
+        for i, (chunk, device) in enumerate(zip(chunks, placement, strict=True)):
             with tf.device(device):
-                results.append(function(chunk))
+                result = function(chunk)
+            if reduce is None:
+                results.append(result)
+            else:
+                reduce(i, result)
         return results, placement
+
+    lock = threading.Lock()
+    pending, state = {}, {"next": 0}
+
+    def deliver(i, result):
+        with lock:  # hand results over in chunk order, one thread at a time
+            pending[i] = result
+            while state["next"] in pending:
+                reduce(state["next"], pending.pop(state["next"]))
+                state["next"] += 1
 
     def work(device):
         done = {}
         for i, chunk in enumerate(chunks):
             if placement[i] == device:
                 with tf.device(device):
-                    done[i] = function(chunk)
+                    result = function(chunk)
+                if reduce is None:
+                    done[i] = result
+                else:
+                    deliver(i, result)
         return done
 
     logger.info("%d chunks over %d devices: %s", len(chunks), len(devices), ", ".join(devices))
@@ -59,4 +92,4 @@ def run_chunks(function, chunks, devices=None):
     with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="bids_encoder-device") as pool:
         for done in pool.map(work, devices):
             results.update(done)
-    return [results[i] for i in range(len(chunks))], placement
+    return ([] if reduce is not None else [results[i] for i in range(len(chunks))]), placement

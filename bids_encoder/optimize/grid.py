@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ._inputs import projected_constant
 from .devices import run_chunks
@@ -34,19 +35,80 @@ def _with_constant(basis, n_time):
     return u[:, singular > singular.max() * max(columns.shape) * np.finfo(float).eps]
 
 
+def _tiles(n, size):
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _columns(data, voxels, tile):
+    """The data of one tile of voxels (time × tile, float32): a view for contiguous voxels, else a copy."""
+    chosen = voxels[tile]
+    if len(chosen) and chosen[-1] - chosen[0] == len(chosen) - 1:
+        return np.ascontiguousarray(data[:, chosen[0]:chosen[-1] + 1], dtype=np.float32)
+    return np.ascontiguousarray(data[:, chosen], dtype=np.float32)
+
+
+#: the widest tile of voxels the grid scores at once (wider tiles save nothing once products are this large)
+MAX_VOXEL_TILE = 16384
+#: float32 (points × voxels) arrays alive while one tile is scored (cross-products, correlations, scores, masks)
+_SCORE_ARRAYS = 6
+
+
+def grid_plan(model, n_time, n_features, n_points, n_voxels, memory_limit, n_basis=1):
+    """(points per chunk, voxels per tile) whose working set stays within ``memory_limit`` bytes, beyond the data.
+
+    A chunk of points holds its predictions and their projection (and the model's intermediates: a 2-D pRF's
+    fields over all pixels); a tile of voxels its data and their projection; the pair, a few (points × voxels)
+    score arrays. When even one point and one voxel do not fit, the smallest plan is returned with a warning that
+    names the budget that would hold it.
+    """
+    fixed = 4 * (model._fixed_floats(n_time, n_features) + 2 * n_time * n_basis)
+    per_point = 4 * (3 * n_time + model._floats_per_voxel(n_time, n_features))
+    per_voxel = 4 * (3 * n_time + 8)
+    per_pair = 4 * _SCORE_ARRAYS
+    budget = memory_limit - fixed
+    smallest = per_point + per_voxel + per_pair
+    if budget < smallest:
+        logger.warning("memory_limit %.3g bytes cannot hold the grid search's smallest tile (one grid point and one "
+                       "voxel: %.3g bytes with the paradigm); it runs one point and one voxel at a time, slowly. "
+                       "A memory_limit of %.3g bytes or more would hold a tile.", memory_limit, fixed + smallest,
+                       fixed + 256 * (per_point + per_voxel) + 256 * 256 * per_pair)
+        return 1, 1
+    tile = min(n_voxels, MAX_VOXEL_TILE)
+    while True:
+        points = (budget - tile * per_voxel) // (per_point + tile * per_pair)
+        if points >= min(n_points, 256) or tile == 1:
+            break
+        tile = max(1, tile // 2)
+    return int(max(1, min(n_points, points))), int(max(1, tile))
+
+
 def grid_search(model, paradigm, data, segments, values, basis=None, use_correlation_cost=False,
-                positive_amplitude=True, memory_limit=666666666, progressbar=True, devices=None):
+                positive_amplitude=True, memory_limit=None, progressbar=True, devices=None, voxels=None):
     """Best grid point per voxel.
 
     Parameters
     ----------
+    model : EncodingModel
+    paradigm : ndarray, shape (time, features)
+    data : ndarray, shape (time, voxels)
+        Read tile by tile (columns ``voxels``): never copied whole.
+    segments : tuple of int or None
+        Run lengths (the HRF never crosses a run boundary).
     values : list, one entry per parameter label
         The values to try; ``None`` for ``baseline`` and ``amplitude`` solves them in closed form per voxel
         (always the case with ``use_correlation_cost``).
     basis : array (time × k), optional
         Orthonormal confound basis, projected out of data and predictions (an intercept is always removed).
+    use_correlation_cost, positive_amplitude : bool
+        Rank points by correlation (baseline and amplitude in closed form); only positive amplitudes.
+    memory_limit : int
+        Bytes of working memory beyond the data: points and voxels are tiled to stay within it
+        (:func:`grid_plan`); the result does not depend on it.
+    progressbar : bool
     devices : list of str, optional
         Devices the chunks of grid points are split over (see :mod:`bids_encoder.optimize.devices`).
+    voxels : array of int, optional
+        The columns of ``data`` to search (default: all).
 
     Grid points whose peak response is below 1 % of the largest peak over the whole grid are skipped: a field
     that barely sees the stimulus would otherwise fit noise through a scaled-up leak. The peaks are computed in a
@@ -71,25 +133,24 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
             raise ValueError(f"The grid for {label!r} must be a non-empty list of finite values")
         searched.append(candidates)
     grid = np.array(list(itertools.product(*searched)), dtype=np.float32)
-    n_time, n_voxels = data.shape
-    basis_tf = tf.constant(_with_constant(basis, data.shape[0]), tf.float32)  # correlations: centred, confound-free
-    y = _project(basis_tf, tf.constant(data, tf.float32))
-    y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
-    # per point: its prediction and projection, the model's own intermediates (for 2-D pRFs its field over all
-    # pixels), a few (points × voxels) scores; once: the data and their projection, the paradigm
-    bytes_per_point = 4 * (3 * n_time + 6 * n_voxels + model._floats_per_voxel(n_time, paradigm.shape[1]))
-    fixed = 4 * (2 * n_time * n_voxels + model._fixed_floats(n_time, paradigm.shape[1]))
-    if memory_limit - fixed < bytes_per_point:
-        logger.warning("memory_limit (%d bytes) is below what one grid point needs (%d fixed + %d per point): "
-                       "one point at a time", memory_limit, fixed, bytes_per_point)
-    chunk = int(max(1, min(len(grid), (memory_limit - fixed) // bytes_per_point)))
+    memory_limit = resolve_memory_limit(memory_limit)
+    voxels = np.arange(data.shape[1]) if voxels is None else np.asarray(voxels)
+    n_time, n_voxels = data.shape[0], len(voxels)
+    centred = _with_constant(basis, n_time)  # correlations: centred, confound-free
+    basis_tf = tf.constant(centred, tf.float32)
+    # each device holds one chunk at a time within the budget (a GPU's own memory)
+    chunk, tile = grid_plan(model, n_time, paradigm.shape[1], len(grid), n_voxels, memory_limit, centred.shape[1])
     paradigm_tf = tf.constant(paradigm, tf.float32)
-
-    peak_chunk, score_chunk = _compiled(model, labels, segments, paradigm.shape, closed_form, positive_amplitude)
+    peak_chunk, prepare_chunk, score_tile = _compiled(model, labels, segments, paradigm.shape, closed_form,
+                                                      positive_amplitude)
     starts = list(range(0, len(grid), chunk))
-    peaks, _ = run_chunks(lambda start: peak_chunk(tf.constant(grid[start : start + chunk]), paradigm_tf).numpy(),
-                          starts, devices)
-    peaks = np.concatenate(peaks)
+    peaks = np.zeros(len(grid), dtype=np.float32)
+
+    def keep_peaks(i, result):
+        peaks[starts[i]:starts[i] + len(result)] = result
+
+    run_chunks(lambda start: peak_chunk(tf.constant(grid[start : start + chunk]), paradigm_tf).numpy(), starts,
+               devices, reduce=keep_peaks)
     # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
     visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
 
@@ -97,39 +158,45 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     best_index = np.zeros(n_voxels, dtype=np.int64)
     best_cross = np.zeros(n_voxels, dtype=np.float32)
     best_norm2 = np.ones(n_voxels, dtype=np.float32)
+    tiles = _tiles(n_voxels, tile)
     with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
 
         def score(start):
             points = grid[start : start + chunk]
             visible = tf.constant(visible_points[start : start + chunk])
-            result = tuple(t.numpy() for t in score_chunk(tf.constant(points), visible, paradigm_tf, basis_tf, y,
-                                                          y_norm2))
+            prediction, p_norm2 = prepare_chunk(tf.constant(points), paradigm_tf, basis_tf)
+            result = [tuple(t.numpy() for t in score_tile(prediction, p_norm2, visible, basis_tf,
+                                                          tf.constant(_columns(data, voxels, part))))
+                      for part in tiles]
             bar.update(len(points))
             return result
 
-        scored, _ = run_chunks(score, starts, devices)
-        for start, (score, index, cross, norm2) in zip(starts, scored, strict=True):  # in order: ties as before
-            better = score > best_score
-            best_score[better] = score[better]
-            best_index[better] = index[better] + start
-            best_cross[better] = cross[better]
-            best_norm2[better] = norm2[better]
+        def keep_best(i, result):  # in chunk order: ties go to the earlier point, whatever the tiling
+            for part, (value, index, cross, norm2) in zip(tiles, result, strict=True):
+                better = value > best_score[part]
+                best_score[part] = np.where(better, value, best_score[part])
+                best_index[part] = np.where(better, index + starts[i], best_index[part])
+                best_cross[part] = np.where(better, cross, best_cross[part])
+                best_norm2[part] = np.where(better, norm2, best_norm2[part])
+
+        run_chunks(score, starts, devices, reduce=keep_best)
     parameters = grid[best_index].copy()
     if closed_form:
         amplitude = best_cross / np.maximum(best_norm2, 1e-30)
         if positive_amplitude:
             amplitude = np.maximum(amplitude, 0.0)
         parameters[:, labels.index("amplitude")] = amplitude
-        parameters = refine_baseline(model, paradigm, data, segments, parameters, basis)
+        parameters = refine_baseline(model, paradigm, data, segments, parameters, basis, voxels=voxels,
+                                     memory_limit=memory_limit)
     return parameters, np.where(np.isfinite(best_score), np.abs(best_score), np.nan)
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # model → {set-up: (peak_chunk, score_chunk)}
+_COMPILED = weakref.WeakKeyDictionary()  # model → {set-up: (peak_chunk, prepare_chunk, score_tile)}
 
 
 def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amplitude):
-    """The grid's two compiled functions for ``model`` and a set-up, traced once whatever the numbers of points,
-    voxels and confounds (so chunks, folds and repeated searches reuse them)."""
+    """The grid's compiled functions for ``model`` and a set-up, traced once whatever the numbers of points,
+    voxels and confounds (so chunks, tiles, folds and repeated searches reuse them)."""
     key = (tuple(labels), tuple(segments or ()), tuple(paradigm_shape), closed_form, positive_amplitude)
     cache = _COMPILED.setdefault(model, {})
     if key in cache:
@@ -138,6 +205,7 @@ def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amp
     spec = tf.TensorSpec
     points_spec = spec([None, len(labels)], tf.float32)
     paradigm_spec = spec([n_time, n_features], tf.float32)
+    basis_spec = spec([n_time, None], tf.float32)
 
     @tf.function(input_signature=[points_spec, paradigm_spec])
     def peak_chunk(points, paradigm):
@@ -147,13 +215,20 @@ def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amp
             raw = raw - points[:, labels.index("baseline")][tf.newaxis, :]
         return tf.reduce_max(tf.abs(raw), axis=0)
 
-    @tf.function(input_signature=[points_spec, spec([None], tf.bool), paradigm_spec, spec([n_time, None], tf.float32),
-                                  spec([n_time, None], tf.float32), spec([None], tf.float32)])
-    def score_chunk(points, visible, paradigm, basis, y, y_norm2):
-        raw = model._predict(paradigm, points, None, segments=segments)
-        prediction = _project(basis, raw)
+    @tf.function(input_signature=[points_spec, paradigm_spec, basis_spec])
+    def prepare_chunk(points, paradigm, basis):
+        """The points' predictions with the confounds and the intercept projected out, and their squared norms."""
+        prediction = _project(basis, model._predict(paradigm, points, None, segments=segments))
+        return prediction, tf.reduce_sum(tf.square(prediction), axis=0)
+
+    @tf.function(input_signature=[spec([n_time, None], tf.float32), spec([None], tf.float32), spec([None], tf.bool),
+                                  basis_spec, spec([n_time, None], tf.float32)])
+    def score_tile(prediction, p_norm2, visible, basis, data):
+        """Best point of the chunk for every voxel of a tile: (score, index in the chunk, cross-product, norm²)."""
+        y = _project(basis, data)
+        y_norm2 = tf.reduce_sum(tf.square(y), axis=0)
         cross = tf.matmul(prediction, y, transpose_a=True)  # (points, voxels)
-        p_norm2 = tf.reduce_sum(tf.square(prediction), axis=0)[:, tf.newaxis]
+        p_norm2 = p_norm2[:, tf.newaxis]
         if closed_form:  # R² of the best (positive) amplitude: corr² · sign
             r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
             score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
@@ -167,33 +242,55 @@ def _compiled(model, labels, segments, paradigm_shape, closed_form, positive_amp
         return (tf.gather_nd(score, index), best, tf.gather_nd(cross, index),
                 tf.gather(p_norm2[:, 0], best))
 
-    cache[key] = peak_chunk, score_chunk
+    cache[key] = peak_chunk, prepare_chunk, score_tile
     return cache[key]
 
 
-def refine_baseline(model, paradigm, data, segments, parameters, basis=None):
+def _refine_plan(model, n_time, n_features, n_voxels, memory_limit):
+    """Voxels per tile of the closed-form refinements: each voxel's prediction (float32, with the model's
+    intermediates) and five float64 series (data, prediction, their projections, the residual)."""
+    per_voxel = 4 * (n_time + model._floats_per_voxel(n_time, n_features)) + 8 * 5 * n_time
+    fixed = 4 * model._fixed_floats(n_time, n_features)
+    if memory_limit - fixed < per_voxel:
+        logger.warning("memory_limit %.3g bytes cannot hold the baseline/amplitude refinement of one voxel (%.3g "
+                       "bytes): one voxel at a time, slowly; %.3g bytes would hold 256", memory_limit,
+                       fixed + per_voxel, fixed + 256 * per_voxel)
+        return 1
+    return int(max(1, min(n_voxels, (memory_limit - fixed) // per_voxel)))
+
+
+def refine_baseline(model, paradigm, data, segments, parameters, basis=None, voxels=None, memory_limit=None):
     """Baseline per voxel given all other parameters: the least-squares coefficient of a constant fitted together
-    with the confounds (Frisch–Waugh–Lovell: the projected residual regressed on the projected constant)."""
+    with the confounds (Frisch–Waugh–Lovell: the projected residual regressed on the projected constant).
+
+    ``data`` (time × voxels) is read in tiles of the columns ``voxels`` (default: all), one row of ``parameters``
+    per voxel, within ``memory_limit`` bytes beyond the data."""
     labels = model.get_parameter_labels()
+    memory_limit = resolve_memory_limit(memory_limit)
     parameters = np.array(parameters, dtype=np.float32)
     parameters[:, labels.index("baseline")] = 0.0
-    prediction = model._predict(tf.constant(paradigm, tf.float32), tf.constant(parameters), None, segments=segments)
-    residual = np.asarray(data, dtype=np.float64) - prediction.numpy()
-    if basis is not None and basis.shape[1]:
-        residual = residual - basis @ (basis.T @ residual)
-    constant = projected_constant(basis, residual.shape[0])
+    voxels = np.arange(data.shape[1]) if voxels is None else np.asarray(voxels)
+    constant = projected_constant(basis, data.shape[0])
     norm = float(constant @ constant)
-    # a constant inside the confounds' span cannot be estimated: fall back to the mean residual
-    parameters[:, labels.index("baseline")] = (constant @ residual) / norm if norm > 1e-6 * len(constant) \
-        else residual.mean(axis=0)
+    paradigm_tf = tf.constant(paradigm, tf.float32)
+    size = _refine_plan(model, data.shape[0], paradigm.shape[1], len(voxels), memory_limit)
+    for part in _tiles(len(voxels), size):
+        prediction = model._predict(paradigm_tf, tf.constant(parameters[part]), None, segments=segments)
+        residual = _columns(data, voxels, part).astype(np.float64) - prediction.numpy()
+        if basis is not None and basis.shape[1]:
+            residual -= basis @ (basis.T @ residual)
+        # a constant inside the confounds' span cannot be estimated: fall back to the mean residual
+        parameters[part, labels.index("baseline")] = (constant @ residual) / norm if norm > 1e-6 * len(constant) \
+            else residual.mean(axis=0)
     return parameters
 
 
 def refine_baseline_and_amplitude(model, paradigm, data, segments, parameters, basis=None,
-                                  positive_amplitude=False):
+                                  positive_amplitude=False, voxels=None, memory_limit=None):
     """Least-squares baseline and amplitude per voxel, all other parameters fixed.
 
-    The prediction with amplitude 1 and baseline 0 is regressed on the data with an intercept.
+    The prediction with amplitude 1 and baseline 0 is regressed on the data with an intercept (and the
+    confounds). ``data`` is read in tiles of the columns ``voxels`` within ``memory_limit`` bytes beyond it.
     """
     labels = model.get_parameter_labels()
     if not all(label in labels for label in LINEAR_LABELS):
@@ -202,18 +299,24 @@ def refine_baseline_and_amplitude(model, paradigm, data, segments, parameters, b
     unit = parameters.copy()
     unit[:, labels.index("amplitude")] = 1.0
     unit[:, labels.index("baseline")] = 0.0
-    p = model._predict(tf.constant(paradigm, tf.float32), tf.constant(unit), None, segments=segments).numpy()
-    y = np.asarray(data, dtype=np.float64)
-    p = p.astype(np.float64)
-    nuisance = _with_constant(basis, y.shape[0])  # the baseline is fitted with the confounds
-    p_c = p - nuisance @ (nuisance.T @ p)
-    y_c = y - nuisance @ (nuisance.T @ y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        amplitude = np.where((p_c**2).sum(0) > 0, (p_c * y_c).sum(0) / (p_c**2).sum(0), 0.0)
-    if positive_amplitude:
-        amplitude = np.maximum(amplitude, 0.0)
-    parameters[:, labels.index("amplitude")] = amplitude
-    return refine_baseline(model, paradigm, data, segments, parameters, basis)
+    memory_limit = resolve_memory_limit(memory_limit)
+    voxels = np.arange(data.shape[1]) if voxels is None else np.asarray(voxels)
+    nuisance = _with_constant(basis, data.shape[0])  # the baseline is fitted with the confounds
+    paradigm_tf = tf.constant(paradigm, tf.float32)
+    size = _refine_plan(model, data.shape[0], paradigm.shape[1], len(voxels), memory_limit)
+    for part in _tiles(len(voxels), size):
+        p = model._predict(paradigm_tf, tf.constant(unit[part]), None, segments=segments).numpy().astype(np.float64)
+        p -= nuisance @ (nuisance.T @ p)
+        y = _columns(data, voxels, part).astype(np.float64)
+        y -= nuisance @ (nuisance.T @ y)
+        norm2 = (p ** 2).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            amplitude = np.where(norm2 > 0, (p * y).sum(0) / norm2, 0.0)
+        if positive_amplitude:
+            amplitude = np.maximum(amplitude, 0.0)
+        parameters[part, labels.index("amplitude")] = amplitude
+    return refine_baseline(model, paradigm, data, segments, parameters, basis, voxels=voxels,
+                           memory_limit=memory_limit)
 
 
 def as_frame(parameters, labels, index):

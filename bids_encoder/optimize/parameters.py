@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._gram import gram_applicable
@@ -35,8 +36,9 @@ class ParameterFitter:
         Linear models use their stored ``weights`` (fixed while the parameters are fitted).
     data : DataFrame, shape (time, voxels)
     paradigm : DataFrame, shape (time, features)
-    memory_limit : int
-        Bytes the working set of one chunk of voxels may take; voxels are fitted in chunks below it.
+    memory_limit : int, optional
+        Bytes of working memory beyond the data (every stage tiles its voxels within it); default: a quarter of
+        the memory this process can get, at most 2 GB (:func:`bids_encoder._memory.default_memory_limit`).
     log_dir : str, path, None or False
         Write TensorBoard scalars there: every ``fit`` writes one run, a new sub-folder ``fit-001``,
         ``fit-002``, …, with ``loss`` and ``mean_r2`` per step (steps continue across chunks of voxels; each
@@ -47,12 +49,12 @@ class ParameterFitter:
         each chunk ran.
     """
 
-    def __init__(self, model, data, paradigm, memory_limit=666666666, log_dir=False, devices=None):
+    def __init__(self, model, data, paradigm, memory_limit=None, log_dir=False, devices=None):
         self.model = model
         self.devices = devices
         self._predictions, self._predicted = None, None
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
-        self.memory_limit = int(memory_limit)
+        self.memory_limit = resolve_memory_limit(memory_limit)
         self.log_dir = log_dir
         self.segments = run_lengths(self.paradigm.index)
 
@@ -149,10 +151,13 @@ class ParameterFitter:
         if use_lm and not gram:
             per_voxel += 4 * (2 * n_time * (n_free + 2) + 4 * n_free * n_free)
         fixed = 4 * self.model._fixed_floats(n_time, n_features) + (0 if basis is None else 12 * basis.size)
+        # each device holds one chunk at a time, within the budget (a GPU's own memory): the chunks, and so the
+        # results, do not depend on the number of devices
         budget = self.memory_limit - fixed
         if budget < per_voxel:
             logger.warning("memory_limit (%d bytes) is below what one voxel needs (%d fixed + %d per voxel): "
-                           "fitting one voxel at a time", self.memory_limit, fixed, per_voxel)
+                           "fitting one voxel at a time; a memory_limit of %d bytes would fit 256 at once",
+                           self.memory_limit, fixed, per_voxel, fixed + 256 * per_voxel)
         size = int(max(1, budget // per_voxel))
         return [voxel_indices[i : i + size] for i in range(0, len(voxel_indices), size)] or [voxel_indices]
 
@@ -347,23 +352,31 @@ class ParameterFitter:
         """Predictions (time × voxels DataFrame) of the last ``fit``'s parameters, before the confound projection;
         NaN for voxels not fitted. Computed on first access, in chunks of voxels under ``memory_limit``."""
         if self._predictions is None:
-            if self._predicted is None:
-                raise AttributeError("predictions exist after fit()")
-            parameters, weights = self._predicted
-            values = np.full(self.data.shape, np.nan, dtype=np.float32)
-            fitted = np.flatnonzero(np.all(np.isfinite(parameters.to_numpy()), axis=1))
-            n_time, n_features = self.paradigm.shape
-            per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
-            size = int(max(1, self.memory_limit // per_voxel))
-            paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
-            for start in range(0, len(fitted), size):
-                chunk = fitted[start : start + size]
-                values[:, chunk] = self.model._predict(
-                    paradigm, tf.constant(parameters.to_numpy()[chunk], tf.float32),
-                    None if weights is None else tf.constant(weights[:, chunk], tf.float32),
-                    segments=self.segments).numpy()
-            self._predictions = pd.DataFrame(values, index=self.data.index, columns=self.data.columns)
+            self._predictions = self.predict_voxels(np.arange(self.data.shape[1]))
         return self._predictions
+
+    def predict_voxels(self, voxels):
+        """Predictions of the last ``fit``'s parameters for the voxels (column positions) ``voxels`` only, as
+        :attr:`predictions` holds them for all (time × len(voxels) DataFrame; NaN for voxels not fitted), in tiles
+        under ``memory_limit``: a report's few voxels need not cost a whole-brain prediction."""
+        if self._predicted is None:
+            raise AttributeError("predictions exist after fit()")
+        voxels = np.asarray(voxels, dtype=np.int64)
+        parameters, weights = self._predicted
+        values = np.full((self.data.shape[0], len(voxels)), np.nan, dtype=np.float32)
+        chosen = parameters.to_numpy()[voxels]
+        fitted = np.flatnonzero(np.all(np.isfinite(chosen), axis=1))
+        n_time, n_features = self.paradigm.shape
+        per_voxel = 4 * (4 * n_time + self.model._floats_per_voxel(n_time, n_features))
+        size = int(max(1, self.memory_limit // per_voxel))
+        paradigm = tf.constant(self.paradigm.to_numpy(), tf.float32)
+        for start in range(0, len(fitted), size):
+            chunk = fitted[start : start + size]
+            values[:, chunk] = self.model._predict(
+                paradigm, tf.constant(chosen[chunk], tf.float32),
+                None if weights is None else tf.constant(weights[:, voxels[chunk]], tf.float32),
+                segments=self.segments).numpy()
+        return pd.DataFrame(values, index=self.data.index, columns=self.data.columns[voxels])
 
     @predictions.setter
     def predictions(self, value):
@@ -400,9 +413,10 @@ class ParameterFitter:
         r2 = np.full(self.data.shape[1], np.nan, dtype=np.float32)
         if mask.any():
             best, score = grid_search(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, mask], self.segments, list(args),
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments, list(args),
                 basis=basis, use_correlation_cost=use_correlation_cost, positive_amplitude=positive_amplitude,
-                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices)
+                memory_limit=self.memory_limit, progressbar=progressbar, devices=self.devices,
+                voxels=np.flatnonzero(mask))
             result[mask], r2[mask] = best, score
         self.grid_r2 = pd.Series(r2, index=self.data.columns, name="r2")
         self.grid_parameters = as_frame(result, labels, self.data.columns)
@@ -421,9 +435,9 @@ class ParameterFitter:
         result = np.full(frame.shape, np.nan, dtype=np.float32)
         if valid.any():
             result[valid] = refine_baseline_and_amplitude(
-                self.model, self.paradigm.to_numpy(), self.data.to_numpy()[:, valid], self.segments,
+                self.model, self.paradigm.to_numpy(), self.data.to_numpy(), self.segments,
                 frame.to_numpy()[valid], basis=confound_basis(confounds, self.data.shape[0], self.segments),
-                positive_amplitude=positive_amplitude)
+                positive_amplitude=positive_amplitude, voxels=np.flatnonzero(valid), memory_limit=self.memory_limit)
         return as_frame(result, labels, self.data.columns)
 
     def _tensorboard_log(self):

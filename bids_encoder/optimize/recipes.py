@@ -122,7 +122,7 @@ def _hrf_values(model, hrf_grid):
 
 
 def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
-              memory_limit=666666666, progressbar=True, hrf_grid=None, **fit_kwargs):
+              memory_limit=None, progressbar=True, hrf_grid=None, **fit_kwargs):
     """Fit a 2-D Gaussian pRF model (with or without HRF): grid → refine baseline/amplitude → iterative.
 
     Parameters
@@ -196,7 +196,7 @@ def default_tuning_grid(model, paradigm=None, n_mu=25, n_width=10):
 
 
 def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
-                 memory_limit=666666666, progressbar=True, hrf_grid=None, **fit_kwargs):
+                 memory_limit=None, progressbar=True, hrf_grid=None, **fit_kwargs):
     """Fit a 1-D tuning model (``GaussianPRF``, ``LogGaussianPRF``, ``VonMisesPRF`` or their ``WithHRF``
     variants): grid over preferred value × width (ranked by positive correlation) → least-squares baseline and
     amplitude → Levenberg–Marquardt.
@@ -321,7 +321,7 @@ def _seeded_grid(model, fitter, seed, extra, confounds, memory_limit):
 
 
 def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_grid=None, optimizer="lm",
-                     confounds=None, fixed_pars=None, memory_limit=666666666, progressbar=True, hrf_grid=None,
+                     confounds=None, fixed_pars=None, memory_limit=None, progressbar=True, hrf_grid=None,
                      **fit_kwargs):
     """Staged fit of any 2-D pRF model: Gaussian grid → Gaussian LM → the model seeded from it → LM.
 
@@ -374,7 +374,7 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
         raise ValueError(f"extra_grid lacks {missing} for {type(model).__name__}")
     timings = {f"gaussian_{key}": value for key, value in gaussian_fit.timings.items()}
     start = time.perf_counter()
-    grid_parameters, grid_r2 = _seeded_grid(model, fitter, seed, extra, confounds, memory_limit)
+    grid_parameters, grid_r2 = _seeded_grid(model, fitter, seed, extra, confounds, fitter.memory_limit)
     grid_parameters[~np.isfinite(gaussian.to_numpy()).all(axis=1)] = np.nan
     timings["seeded_grid"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from .._memory import resolve_memory_limit
 from .._tensorflow import tf
 from ..models.base import run_lengths
 from ._inputs import as_tensor, check_data_and_paradigm, confound_basis
@@ -39,8 +40,9 @@ class WeightFitter:
         penalised) and stored in ``self.parameters``.
     data : DataFrame, shape (time, voxels)
     paradigm : DataFrame, shape (time, regressors)
-    memory_limit : int
-        Bytes the per-voxel designs of one chunk of voxels may take (unique HRFs only).
+    memory_limit : int, optional
+        Bytes of working memory beyond the data (the per-voxel designs of unique HRFs are tiled within it); default: a quarter of
+        the memory this process can get, at most 2 GB (:func:`bids_encoder._memory.default_memory_limit`).
     confounds : array or DataFrame (time × k), optional
         Nuisance regressors fitted together with the weights (never convolved, never penalised): motion, drifts,
         spike regressors for scrubbed volumes (a spike column is exactly equivalent to deleting the volume).
@@ -54,12 +56,12 @@ class WeightFitter:
         fraction of the variance left by the confounds and run means that the regressors explain (partial R²).
     """
 
-    def __init__(self, model, parameters, data, paradigm, memory_limit=666666666, confounds=None):
+    def __init__(self, model, parameters, data, paradigm, memory_limit=None, confounds=None):
         if not model.uses_weights:
             raise ValueError(f"WeightFitter needs a linear model, not {type(model).__name__}")
         self.model = model
         self.data, self.paradigm = check_data_and_paradigm(model, data, paradigm)
-        self.memory_limit = int(memory_limit)
+        self.memory_limit = resolve_memory_limit(memory_limit)
         self.confounds = confound_basis(confounds, self.data.shape[0])  # orthonormal, or None
         if parameters is None:
             self.parameters = None

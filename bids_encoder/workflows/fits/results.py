@@ -126,7 +126,7 @@ def projected_predict(data, fitter, basis):
 
     def predict(voxels):
         observed = data.iloc[:, voxels].to_numpy(dtype=np.float64)
-        fitted = fitter.predictions.iloc[:, voxels].to_numpy(dtype=np.float64)
+        fitted = fitter.predict_voxels(voxels).to_numpy(dtype=np.float64)
         if basis is not None:
             observed = observed - basis @ (basis.T @ observed)
             fitted = fitted - basis @ (basis.T @ fitted)

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..._memory import default_memory_limit
 from ...bids.layout import InputError
 from ..fits.kinds import MODEL_KINDS, MODELS
 
@@ -35,7 +36,7 @@ class ParticipantOptions:
     alpha: float = 0.0
     smoothing_fwhm: float | None = None
     work_dir: Path | None = None
-    memory_limit: int = 4_000_000_000
+    memory_limit: int = field(default_factory=default_memory_limit)  # bytes beyond the data (bids_encoder._memory)
     overwrite: bool = False
     progressbar: bool = True
     device: str = "CPU"
