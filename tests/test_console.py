@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import nibabel as nib
 import numpy as np
 import pytest
@@ -55,11 +56,13 @@ def test_console_of_a_run_in_a_subprocess(dataset, tmp_path):
         "*run-1*_mask.nii.gz"))).dataobj).sum())
     assert sidecar["Processing"]["VoxelsFitted"] == voxels
     assert lines[0] == f"bids_encoder: {FIT}: fitting 2 run(s) with model glm, HRF canonical"
-    assert lines[1].split() == ["fit", "status", "voxels", "median", "R²", "median", "cvR²", "wall", "time", "report"]
+    assert lines[1].split() == ["fit", "status", "voxels", "median", "R²", "median", "cvR²", "cvR²", ">", "0", "wall",
+                                "time", "report"]
     row = lines[2].split()
     cv = sidecar.get("MedianCVRSquared")  # present once fits are cross-validated
     assert row[:5] == [FIT, "done", str(voxels), f"{sidecar['MedianRSquared']:.3f}", "n/a" if cv is None else f"{cv:.3f}"]
-    assert row[6:] == ["s", "none", "(--no-report)"] and 0 < float(row[5]) < 120
+    assert row[5:8] == [f"{sidecar['FractionPositiveCVRSquared']:.0%}", "of", "voxels"]
+    assert row[9:] == ["s", "none", "(--no-report)"] and 0 < float(row[8]) < 120
     written = sum(1 for p in (out / "sub-01").rglob("*") if p.is_file())  # --no-report: all of them this run's
     assert lines[3:] == [f"bids_encoder: 1 participant(s) done, {written} file(s) written under {out.resolve()}"]
     assert done.stdout == ""  # no progress bar either: stderr is not a terminal
@@ -86,7 +89,8 @@ def test_dry_run_lists_fits_and_writes_nothing(dataset, tmp_path, capsys):
     stdout = capsys.readouterr().out.splitlines()
     bolds = [f"sub-01_task-localizer_run-{r}_space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz" for r in (1, 2)]
     folder = out.resolve() / "sub-01" / "func"
-    assert stdout == [f"{FIT}: 2 run(s) ({', '.join(bolds)}), 40+40 volumes, model glm, HRF canonical → "
+    assert stdout == [f"{FIT}: 2 run(s) ({', '.join(bolds)}), 40+40 volumes, model glm, HRF canonical, "
+                      "cross-validation loro (leave one run out: 2 folds) → "
                       f"{folder}/{FIT}_* (to fit)", "bids_encoder: dry run: 1 fit(s) planned; nothing written"]
     assert not out.exists()
     assert main(args) == 0
@@ -101,12 +105,13 @@ def test_dry_run_lists_fits_and_writes_nothing(dataset, tmp_path, capsys):
 
 
 def test_summary_table_with_and_without_cross_validation():
-    records = [FitRecord("sub-01_task-a_model-glm", "done", 1200, 0.31234, 0.2, 12.34, Path("/out/sub-01.html")),
+    records = [FitRecord("sub-01_task-a_model-glm", "done", 1200, 0.31234, -0.02, 12.34, Path("/out/sub-01.html"),
+                         0.234),
                FitRecord("sub-02_task-a_model-glm", "skipped", 900, 0.25, None, None, None)]
     assert summary_table(records).splitlines() == [
-        "fit                      status   voxels  median R²  median cvR²  wall time  report",
-        "sub-01_task-a_model-glm  done     1200    0.312      0.200        12.3 s     /out/sub-01.html",
-        "sub-02_task-a_model-glm  skipped  900     0.250      n/a          n/a        none (--no-report)"]
+        "fit                      status   voxels  median R²  median cvR²  cvR² > 0       wall time  report",
+        "sub-01_task-a_model-glm  done     1200    0.312      -0.020       23% of voxels  12.3 s     /out/sub-01.html",
+        "sub-02_task-a_model-glm  skipped  900     0.250      n/a          n/a            n/a        none (--no-report)"]
 
 
 def test_logs_keep_the_newest_of_each_level(tmp_path):
@@ -134,3 +139,17 @@ def test_nthreads_twice_in_one_process():
     tf.constant(1.0) + 1.0  # the runtime is initialised
     start_tensorflow(3)
     start_tensorflow(3)
+
+
+def test_help_has_examples_and_describes_every_option():
+    """--help: every option says what it does (defaults shown where there is one), and examples end it."""
+    from bids_encoder.cli import cli
+    from bids_encoder.optimize._problem import SOLVER_DEFAULTS
+
+    undocumented = [p.name for p in cli.params if isinstance(p, click.Option) and not p.help]
+    assert not undocumented
+    iterations = next(p for p in cli.params if p.name == "max_iterations")
+    assert f"{SOLVER_DEFAULTS['lm']['max_n_iterations']} Levenberg-Marquardt steps" in iterations.help
+    text = cli.get_help(click.Context(cli, info_name="bids_encoder"))
+    assert "Examples:" in text and "bids_encoder /data/bids /data/out group" in text
+    assert ".venv/bin/bids_encoder" in text

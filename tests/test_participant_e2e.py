@@ -21,7 +21,7 @@ CONDITIONS = ("faces", "houses", "scenes")
 VOLUME = "space-MNI152NLin2009cAsym_res-2"
 SURFACE = "space-fsaverage5"
 SIDECAR_KEYS = {"Description", "Units", "Sources", "Model", "HRF", "Fitter", "Confounds", "Runs", "RepetitionTime",
-                "OutOfMaskValue", "MedianRSquared", "MedianCVRSquared", "SoftwareVersion", "Device", "Processing",
+                "FractionPositiveCVRSquared", "OutOfMaskValue", "MedianRSquared", "MedianCVRSquared", "SoftwareVersion", "Device", "Processing",
                 "Summary"}
 
 
@@ -63,8 +63,8 @@ def test_exact_output_files(dataset):
     assert found == expected_files()
     assert sorted(p.name for p in out.glob("*.html")) == ["sub-01.html", "sub-02.html"]
     for subject in ("01", "02"):  # per fit: design, confounds, R², cvR², cvR² vs R², 3 effects, 4 z maps (3
-        # conditions, effects of interest), data and fit, JSON
-        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 14
+        # conditions, effects of interest), data and fit, JSON; the volume fit's interactive view
+        assert len(list((out / f"sub-{subject}" / "figures").iterdir())) == 2 * 14 + 1
     logs = list((out / "logs").glob("participant_*.log"))
     assert len(logs) == 2 and all(log.stat().st_size > 0 for log in logs)
     assert not list(out.rglob(".*"))  # no temporary files left
@@ -107,7 +107,7 @@ def test_sidecars(dataset):
     for path in sidecars:
         sidecar = json.loads(path.read_text())
         cv = "_stat-cvrsquared_" in path.name
-        inference = {"Contrast", "DegreesOfFreedom", "NoiseModel", "NoiseModelDescription", "SignalScaling"}
+        inference = {"Contrast", "DegreesOfFreedom", "NoiseModel", "NoiseModelDescription", "SignalScaling", "RunModel"}
         if "contrast-effectsOfInterest" in path.name:
             inference |= {"NumeratorDegreesOfFreedom"}
         elif "contrast-" not in path.name:

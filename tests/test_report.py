@@ -72,7 +72,7 @@ def test_report_files_and_sections_are_written(example):
     surface = json.loads(sections[1].read_text())
     assert {"x", "y", "sd", "polarAngle", "eccentricity"} <= {
         item["caption"].split(":")[0] for item in json.loads(sections[2].read_text())["figures"]["parameters"]}
-    assert surface["figures"]["rsquared"]["caption"].endswith("on the fsaverage5 inflated mesh")
+    assert "on the fsaverage5 inflated mesh; not drawn where R² < " in surface["figures"]["rsquared"]["caption"]
     assert len(surface["figures"]["parameters"]) == 3 + 4  # effects, z of the conditions and effects of interest
     for section in map(json.loads, (p.read_text() for p in sections[:2])):
         for item in [*section["figures"]["parameters"], section["figures"]["design"], section["figures"]["rsquared"],
@@ -128,9 +128,16 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
         assert not errors, errors
         ids = set(browser.execute_script("return Array.from(document.querySelectorAll('[id]')).map(e => e.id)"))
         if page == "group.html":
-            # GLM: 2 spaces × (count, mean R², mean cvR², 3 z maps, their 3 FDR-thresholded maps), the volume's 3
-            # cluster-extent maps; pRF: count, mean R², 6 parameter means
-            assert "participants" in ids and "few-participants" in ids and len(images) == 20 + 2 * 3 + 3
+            # GLM: 2 spaces × (mean R², mean cvR², 3 z maps); pRF: mean R², 6 parameter means. Said in words
+            # instead of drawn: the 3 uniform count maps, the 2 × 3 FDR and 3 cluster maps where nothing survives
+            assert "participants" in ids and "few-participants" in ids and len(images) == 2 * 5 + 7
+            empty = browser.execute_script("return Array.from(document.querySelectorAll('.empty-map'))"
+                                           ".map(e => e.textContent)")
+            assert len(empty) == 12 and sum("no voxel survives" in e or "no vertex survives" in e for e in empty) == 9
+            assert sum("has 2 participant(s)" in e for e in empty) == 3
+            header = browser.execute_script("return Array.from(document.querySelectorAll('#participants th'))"
+                                            ".map(e => e.textContent)")
+            assert "median cvR²" in header and len(header) <= 13
             assert {"task-localizer_space-MNI152NLin2009cAsym_model-glm", "task-localizer_space-fsaverage5_model-glm",
                     "task-prf_space-MNI152NLin2009cAsym_model-prf2d"} <= ids
         else:
@@ -138,6 +145,14 @@ def test_reports_render_in_headless_chromium(example, tmp_path, page):
                         "task-localizer_space-fsaverage5_model-glm", "task-prf_space-MNI152NLin2009cAsym_model-prf2d"):
                 name = f"sub-01_{fit}"
                 assert {f"{name}-{section}" for section in SECTIONS} <= ids, sorted(ids)
+            # one interactive view (nilearn view_img, self-contained) per volume fit, drawn in its frame
+            frames = browser.find_elements("css selector", "figure.viewer iframe")
+            assert len(frames) == 2
+            browser.execute_script("arguments[0].scrollIntoView()", frames[0])
+            browser.switch_to.frame(frames[0])
+            WebDriverWait(browser, 60).until(lambda b: b.execute_script(
+                "return document.readyState === 'complete' && document.querySelectorAll('canvas').length > 0"))
+            browser.switch_to.default_content()
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(1300, min(int(height), 16000))
         shot = _artifacts(tmp_path) / f"report_{page.replace('.html', '')}.png"

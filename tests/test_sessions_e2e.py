@@ -75,7 +75,8 @@ def test_fixed_effects_files_and_sidecars(study):
     assert sidecar["FixedEffects"]["Method"].startswith("precision-weighted fixed effects (inverse-variance)")
     assert "not combined" in sidecar["FixedEffects"]["FContrasts"]
     assert sidecar["DegreesOfFreedom"] == session[0]["DegreesOfFreedom"] + session[1]["DegreesOfFreedom"] == 2 * DOF
-    assert sidecar["Contrast"] == {"Name": "faces", "Type": "t", "Expression": "faces"}
+    assert sidecar["Contrast"] == {"Name": "faces", "Label": "faces", "Condition": "faces", "Type": "t",
+                                   "Expression": "faces"}
     assert sidecar["NoiseModel"] == session[0]["NoiseModel"] == "AR(1)"
     assert sidecar["SignalScaling"] == session[0]["SignalScaling"] and sidecar["Units"] == session[0]["Units"]
     assert sidecar["Sources"] == sorted(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -10,7 +12,10 @@ from pathlib import Path
 
 from .._version import __version__
 
-__all__ = ["PYBIDS_CONFIG", "bids_label", "derivative_path", "map_extension", "map_paths", "sidecar_path", "atomic_write", "write_json",
+logger = logging.getLogger(__name__)
+
+__all__ = ["PYBIDS_CONFIG", "bids_label", "short_label", "condition_labels", "name_limits", "NameTooLongError",
+           "check_names", "entity_labels", "MAX_LABEL", "MAX_TASK_LABEL", "derivative_path", "map_extension", "map_paths", "sidecar_path", "atomic_write", "write_json",
            "write_dataset_description", "container_info", "output_layout"]
 
 #: pybids configuration declaring the entities bids_encoder adds (``stat``, ``contrast``; ``model`` is standard)
@@ -21,6 +26,20 @@ ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acqu
                 ("model", "model"), ("contrast", "contrast"), ("stat", "stat"), ("desc", "desc")]
 
 
+#: labels the app makes from free text (conditions, contrast names, a model file's Name, descriptions, atlas names)
+#: longer than this many characters are shortened in file names (:func:`short_label`)
+MAX_LABEL = 32
+#: task labels (from the input file names) longer than this are shortened the same way in the outputs' names
+MAX_TASK_LABEL = 80
+#: hexadecimal digits of the SHA-1 that end a shortened label
+HASH_DIGITS = 8
+#: entities whose values are shortened: the app's free-text labels, and the task
+SHORTENED = {"contrast": MAX_LABEL, "model": MAX_LABEL, "desc": MAX_LABEL, "atlas": MAX_LABEL,
+             "task": MAX_TASK_LABEL}
+#: file-system limits assumed when the file system does not say (Linux's NAME_MAX and PATH_MAX)
+NAME_MAX, PATH_MAX = 255, 4096
+
+
 def bids_label(text):
     """An alphanumeric BIDS label from free text: 'faces_left' → 'facesLeft', 'hrf delay' → 'hrfDelay'."""
     words = [w for w in re.split(r"[^0-9a-zA-Z]+", str(text)) if w]
@@ -29,19 +48,73 @@ def bids_label(text):
     return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])
 
 
+def _digest(text):
+    return hashlib.sha1(str(text).encode("utf-8")).hexdigest()[:HASH_DIGITS]
+
+
+def short_label(label, limit=MAX_LABEL):
+    """``label`` as it appears in file names: unchanged up to ``limit`` characters, else its first
+    ``limit − 8`` characters followed by the first 8 hexadecimal digits of the SHA-1 of the whole label.
+
+    Deterministic (the same label always gives the same name, on every machine and at both levels) and
+    idempotent (a shortened label is returned as it is), so maps named by it are found again by their names.
+    """
+    label = str(label)
+    if len(label) <= limit:
+        return label
+    return label[: limit - HASH_DIGITS] + _digest(label)
+
+
+def condition_labels(conditions, warn=True):
+    """{condition: label}: the BIDS label of each condition name (events' ``trial_type`` values), made unique.
+
+    Conditions whose labels would be the same (``faces left`` and ``faces_left``) get the first 8 hexadecimal
+    digits of the SHA-1 of their own name appended; a name without a letter or digit (``+``) becomes
+    ``condition`` followed by them. Both are logged as warnings (``warn``). The labels are not shortened here: file names
+    shorten them (:func:`short_label`), sidecars keep them whole.
+    """
+    labels = {}
+    for condition in conditions:
+        try:
+            labels[condition] = bids_label(condition)
+        except ValueError:
+            labels[condition] = "condition" + _digest(condition)
+            if warn:
+                logger.warning("Condition %r has no letter or digit: labelled %s", condition, labels[condition])
+    shared = {}
+    for condition, label in labels.items():
+        shared.setdefault(label, []).append(condition)
+    for label, names in shared.items():
+        if len(names) > 1:
+            for condition in names:
+                labels[condition] = label + _digest(condition)
+            (logger.warning if warn else logger.debug)("Conditions %s would share the label %s: labelled %s", ", ".join(map(repr, names)), label,
+                           ", ".join(labels[c] for c in names))
+    return labels
+
+
+def _label(key, value):
+    if key == "run" and isinstance(value, int):
+        return str(value)
+    if key in ("contrast", "stat", "model"):
+        value = bids_label(value)
+    return short_label(value, SHORTENED[key]) if key in SHORTENED else str(value)
+
+
+def entity_labels(entities):
+    """{entity: value as written in file names} for the entities of ``entities`` that have a value."""
+    return {key: _label(key, entities[key]) for key, _ in ENTITY_ORDER if entities.get(key) not in (None, "")}
+
+
 def derivative_path(output_dir, entities, suffix="statmap", extension=".nii.gz"):
     """``OUTPUT_DIR/sub-X/[ses-Y/]func/sub-X[_ses-Y]_task-T…_model-m_stat-s_<suffix><extension>``.
 
-    Without a subject (group results): ``OUTPUT_DIR/group/task-T…_<suffix><extension>``.
+    Without a subject (group results): ``OUTPUT_DIR/group/task-T…_<suffix><extension>``. Labels the app makes
+    from free text (contrast, model, desc, atlas) longer than :data:`MAX_LABEL` characters, and task labels longer
+    than :data:`MAX_TASK_LABEL`, are shortened by :func:`short_label`.
     """
-    parts = []
-    for key, short in ENTITY_ORDER:
-        value = entities.get(key)
-        if value is None or value == "":
-            continue
-        if key == "run" and isinstance(value, int):
-            value = str(value)
-        parts.append(f"{short}-{bids_label(value) if key in ('contrast', 'stat', 'model') else value}")
+    labels = entity_labels(entities)
+    parts = [f"{short}-{labels[key]}" for key, short in ENTITY_ORDER if key in labels]
     if entities.get("subject") is None:
         return Path(output_dir) / "group" / ("_".join(parts) + f"_{suffix}{extension}")
     folder = Path(output_dir) / f"sub-{entities['subject']}"
@@ -91,7 +164,10 @@ def atomic_write(path, write):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)  # keep .nii.gz so that writers pick the right format
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}-", suffix=suffix)
+    # ".<stem>-XXXXXXXX<suffix>": a stem too long for the file system is cut to fit (it still starts with the
+    # fit's name, by which an interrupted fit's temporaries are found and removed)
+    stem = path.name.split(".")[0][: max(1, name_limits(path.parent)[0] - len(suffix) - 10)]
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}-", suffix=suffix)
     os.close(handle)
     try:
         write(temporary)
@@ -101,6 +177,49 @@ def atomic_write(path, write):
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+class NameTooLongError(ValueError):
+    """An output name or path longer than the file system allows (exit 73: the output cannot be created)."""
+
+
+def name_limits(folder):
+    """(longest file name, longest path) in bytes on the file system of ``folder`` (its nearest existing
+    ancestor): ``os.pathconf``'s NAME_MAX and PATH_MAX, else 255 and 4096."""
+    existing = Path(folder).resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    limits = []
+    for key, default in (("PC_NAME_MAX", NAME_MAX), ("PC_PATH_MAX", PATH_MAX)):
+        try:
+            value = os.pathconf(existing, key)
+        except (OSError, ValueError):
+            value = -1
+        limits.append(value if value and value > 0 else default)
+    return tuple(limits)
+
+
+def check_names(paths, what, limits=None):
+    """Raise :class:`NameTooLongError` when a path of ``paths`` has a file name or a whole path longer than the file
+    system of its folder allows; ``what`` names the fit in the message. Nothing is created."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return
+    name_max, path_max = limits or name_limits(paths[0].parent)
+    longest = max(paths, key=lambda p: len(p.name.encode("utf-8")))
+    size = len(longest.name.encode("utf-8"))
+    if size > name_max:
+        long_ones = ", ".join(f"{key} ({len(value)} characters)" for key, value in
+                              re.findall(r"(?:^|_)([a-z]+)-([a-zA-Z0-9]+)", longest.name) if len(value) > 24)
+        raise NameTooLongError(f"{what}: output file names would be up to {size} bytes ({longest.name}), more than the "
+                         f"{name_max} this file system allows, even with contrast, model and description labels cut "
+                         f"to {MAX_LABEL} characters and task labels to {MAX_TASK_LABEL}"
+                         + (f"; long labels: {long_ones}" if long_ones else ""))
+    deepest = max(paths, key=lambda p: len(str(p).encode("utf-8")))
+    size = len(str(deepest).encode("utf-8"))
+    if size > path_max:
+        raise NameTooLongError(f"{what}: output paths would be up to {size} bytes, more than the {path_max} this file "
+                         "system allows; choose a shorter OUTPUT_DIR")
 
 
 def write_json(path, content):

@@ -50,7 +50,9 @@ def event_times(name, events):
 
 def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_column=None,
                 modulation_optional=False, start_time=0.0):
-    """Read and check an events.tsv; returns onset, duration, condition (BIDS label) and modulation.
+    """Read and check an events.tsv; returns onset, duration, condition (the ``condition_column`` value as written,
+    surrounding spaces removed; :func:`~bids_encoder.bids.derivatives.condition_labels` labels them) and
+    modulation.
 
     With ``modulation_optional``, a missing ``modulation_column`` means unit modulation instead of an error.
     Events outside the run are kept (see :func:`check_event_timing`).
@@ -80,7 +82,7 @@ def read_events(path, n_volumes, tr, condition_column="trial_type", modulation_c
     check_event_timing(name, onset, duration, n_volumes, tr, start_time)
     modulation = np.ones(len(events)) if modulation_column is None else events[modulation_column].fillna(0.0).to_numpy(float)
     return pd.DataFrame({"onset": onset, "duration": duration,
-                         "condition": [bids_label(c) for c in events[condition_column].astype(str)],
+                         "condition": events[condition_column].astype(str).str.strip().to_numpy(),
                          "modulation": modulation})
 
 

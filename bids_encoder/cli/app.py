@@ -42,7 +42,22 @@ quiet_environment()  # before anything imports TensorFlow
 
 logger = logging.getLogger("bids_encoder")
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+EXAMPLES = """Examples:
+
+\b
+  bids_encoder /data/bids /data/out participant --participant-label 01 --task localizer
+  bids_encoder /data/bids /data/out participant --task localizer --contrast "facesVsHouses=faces - houses"
+  bids_encoder /data/bids /data/out participant --task localizer --run-model fixed-effects   # as nilearn, FitLins
+  bids_encoder /data/bids /data/out participant --task prf --model prf2d --hrf shared
+  bids_encoder /data/bids /data/out participant --task prf --dry-run                          # what would run
+  bids_encoder /data/bids /data/out group --min-rsquared 0.1
+
+Installed in a virtual environment, the command is .venv/bin/bids_encoder (or `source .venv/bin/activate`
+first); `python -m bids_encoder` is the same. Exit codes: 0 done, 64 usage, 65 bad data, 66 missing input,
+73 output cannot be created (see the README)."""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=EXAMPLES)
 @click.argument("bids_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("analysis_level", metavar="{participant,group}")
@@ -116,9 +131,17 @@ logger = logging.getLogger("bids_encoder")
               help="GLM inference: AR(1) prewhitening (per voxel and run) or ordinary least squares.")
 @click.option("--signal-scaling", type=click.Choice(["psc", "none"]), default="psc", show_default=True,
               help="GLM: percent signal change (each voxel's mean per run) or none (BOLD units).")
+@click.option("--run-model", type=click.Choice(["joint", "fixed-effects"]), default="joint", show_default=True,
+              help="GLM: the runs of a session and task in one design (shared condition columns, each run its own "
+              "intercept, confounds and AR(1)), or each run fitted on its own and the runs' contrasts combined by "
+              "fixed effects (nilearn's FirstLevelModel on a list of runs, FitLins).")
+@click.option("--run-weights", type=click.Choice(["equal", "precision"]), help="--run-model fixed-effects: every "
+              "run counts equally (default; nilearn, SPM) or by its precision (FSL).")
 @click.option("--condition-column", default="trial_type", show_default=True, metavar="NAME",
               help="GLM: the events.tsv column that names the conditions (one regressor per value).")
-@click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps.")
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Cap on iterative-solver steps (pRF and tuning "
+              "fits, --hrf fit). Default: the solver's, 50 Levenberg-Marquardt steps (it stops earlier when the fit "
+              "converges).")
 @click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Ridge penalty on GLM weights.")
 @click.option("--smoothing-fwhm", type=click.FloatRange(min=0), help="Spatial smoothing (mm), volume spaces only.")
@@ -141,7 +164,9 @@ logger = logging.getLogger("bids_encoder")
               help="Group: TSV with 'index' and 'name' columns naming the atlas labels (default: beside the image).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Work folder (pybids index). Default: ./work")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="Where TensorFlow runs: every visible GPU when there is one (auto), the CPU only, or the GPUs "
+              "(gpu: an error, exit 1, when none is visible).")
 @click.option("--nthreads", type=click.IntRange(min=1),
               help="CPU threads for TensorFlow and BLAS (default: TensorFlow's choice; the images start BLAS at 1).")
 @click.option("--memory-limit", default="auto", show_default=True,
@@ -272,6 +297,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             positive_amplitude=options["positive_amplitude"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
             signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
+            run_model=options["run_model"], run_weights=options["run_weights"],
             decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"],
             single_trial_types=tuple(options["single_trial_types"]), repeat_column=options["repeat_column"],
             single_trial_stages=_stages(options["single_trial_stages"]))
@@ -315,7 +341,7 @@ def _dry_run(bids_dir, output_dir, participant_options):
     from ..workflows.stats_models.participant_nodes import planned_fits
 
     try:
-        plan, _, layout = _plan(bids_dir, participant_options)
+        plan, _, layout = _plan(bids_dir, participant_options, output_dir)
         model = participant_options.stats_model
         fits = None if model is None else planned_fits(layout, model, plan, participant_options)
         lines = dry_run_lines(plan, output_dir, participant_options, fits)
@@ -346,6 +372,9 @@ def _stats_model(options, models):
     if "hrf" in explicit and model.convolves:
         logger.warning("--model-file %s convolves regressors itself: --hrf %s applies only to the event regressors "
                        "it does not convolve", model.name, options["hrf"])
+    if options["run_model"] != "joint":
+        logger.warning("--model-file %s: its run node's GroupBy says which runs are fitted together; --run-model %s "
+                       "is not used (its subject node combines the runs)", model.name, options["run_model"])
     if options["group_covariate"]:
         logger.warning("--model-file %s: the group design is its dataset nodes' X; --group-covariate is not used "
                        "for it", model.name)

@@ -66,9 +66,13 @@ def copy_raw(source, target, subject):
 
 
 def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs=False, derivative_sidecars=True,
-                   seed=0):
+                   seed=0, shape=SHAPE, noise=0.05, autocorrelation=None, effect_spread=False):
     """fMRIPrep-like outputs for the BOLD runs of ``subject`` and ``task``; returns {run stem: (n_volumes,
-    {condition label: planted effect})}."""
+    {condition label: planted effect})}.
+
+    ``noise``: SD of the noise (BOLD of 100); ``autocorrelation`` (low, high): AR(1) noise whose coefficient is
+    drawn per voxel between them (None: white noise); ``effect_spread``: each voxel's effects scaled by a factor
+    drawn uniformly in [0, 1] (the same for every run), so that z ranges from none to strong."""
     from nilearn.glm.first_level import compute_regressor
 
     rng = np.random.default_rng(seed)
@@ -78,8 +82,11 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
         "Name": "fMRIPrep", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "23.2.1"}]}))
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"), axis=-1)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"), axis=-1)
     mask = (grid**2).sum(axis=-1) <= 1.2
+    n_mask = int(mask.sum())
+    scale = rng.uniform(0, 1, n_mask) if effect_spread else np.ones(n_mask)
+    rho = None if autocorrelation is None else rng.uniform(*autocorrelation, n_mask)
     planted = {}
     for bold in sorted(raw.glob(f"sub-{subject}/**/func/sub-{subject}_*task-{task}_*bold.nii.gz")):
         metadata = {}
@@ -96,7 +103,7 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
         else:
             n_volumes = 120
         frame_times = start_time + np.arange(n_volumes) * tr
-        signal = np.full(SHAPE + (n_volumes,), 100.0, np.float32) * mask[..., np.newaxis]
+        signal = np.full(tuple(shape) + (n_volumes,), 100.0, np.float32) * mask[..., np.newaxis]
         effects = {}
         if events is not None and condition_column in events.columns:
             chosen = events.dropna(subset=[condition_column])
@@ -105,8 +112,12 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
                 regressor, _ = compute_regressor(np.vstack([rows["onset"], rows["duration"].fillna(0),
                                                             np.ones(len(rows))]), "spm", frame_times)
                 effects[bids_label(condition)] = 1.0 + index
-                signal += ((1.0 + index) * regressor[:, 0]).astype(np.float32) * mask[..., np.newaxis]
-        signal[mask] += rng.normal(0, 0.05, (int(mask.sum()), n_volumes)).astype(np.float32)
+                signal[mask] += ((1.0 + index) * scale[:, None] * regressor[None, :, 0]).astype(np.float32)
+        innovations = rng.normal(0, noise, (n_mask, n_volumes))
+        if rho is not None:  # stationary AR(1) of SD `noise`
+            for t in range(1, n_volumes):
+                innovations[:, t] = rho * innovations[:, t - 1] + np.sqrt(1 - rho**2) * innovations[:, t]
+        signal[mask] += innovations.astype(np.float32)
         entities = _entities(bold.name)
         if unpad_runs and "run" in entities:
             entities["run"] = str(int(entities["run"]))

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bids.derivatives import write_json
+from ..bids.derivatives import short_label, write_json
+from ..optimize._inputs import confound_basis
 from . import decoding, figures, tuning
 from .comparison import participant_comparisons
 from .render import render
+from .scales import display_scale, scale_note
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,28 @@ class MapPlotter:
         if writer.kind == "gifti" and space.startswith("fsaverage"):
             self.mesh = figures.fsaverage_mesh(writer.hemisphere_sizes["L"], writer.hemisphere_sizes["R"])
 
-    def plot(self, values, path, title, stat):
+    def plot(self, values, path, title, stat, units=None, fade_by=None):
+        """Draw ``values``; returns (path, how: 'slices', 'mesh' or 'histogram', the caption's note on the colour
+        scale). Statistics fade over the underlay where they are small (:mod:`.scales`); ``fade_by`` (values,
+        (low, high), words): fade by other values instead (a model's parameters by its R²)."""
         style = map_style(stat)
         values = np.asarray(values, dtype=np.float64)
+        scale = display_scale(stat, values)
+        fade_image = None
+        if fade_by is not None:
+            weights, fade, words = fade_by
+            scale.update(fade=fade, faded=words)
+            meaningful = np.isfinite(values) & (np.asarray(weights) >= fade[0])
+            if meaningful.any() and style["vmax"] is None:  # the colours span the values where the fit explains
+                style["vmax"] = float(np.percentile(np.abs(values[meaningful]), 99))
+                scale["range"] = f"colours up to {style['vmax']:.3g} (99th percentile of those voxels)"
+            if self.writer.kind == "volume":
+                fade_image = self.writer.to_image(np.asarray(weights, dtype=np.float64), "weights")
+            else:  # a mesh draws no transparency: the values where the weights are low are left out
+                values = np.where(np.asarray(weights) >= fade[0], values, np.nan)
+        if scale["vmax"] is not None:
+            style["vmax"] = scale["vmax"]
+        label = None if units in (None, "fraction", stat) or len(str(units)) > 28 else units
         if self.writer.kind == "volume":
             if style["vmax"] is None and stat in ("rsquared", "sd", "eccentricity", "count"):
                 finite = values[np.isfinite(values)]
@@ -59,13 +80,16 @@ class MapPlotter:
             return figures.volume_map_figure(self.writer.to_image(values, stat), path.with_suffix(".png"), title,
                                              background=self.background, cmap=style["cmap"], vmin=style["vmin"],
                                              vmax=style["vmax"], symmetric=style["symmetric"],
-                                             cut_coords=self.cut_coords), "slices"
+                                             cut_coords=self.cut_coords, fade=scale["fade"], label=label,
+                                             fade_image=fade_image), "slices", scale_note(scale, "slices")
         if self.mesh is not None:
             return figures.surface_map_figure(values, self.writer.hemisphere_sizes, self.mesh,
                                               path.with_suffix(".png"), title, cmap=style["cmap"],
-                                              vmin=style["vmin"], vmax=style["vmax"],
-                                              symmetric=style["symmetric"]), "mesh"
-        return figures.histogram_figure({stat: values}, path.with_suffix(".svg"), title, stat), "histogram"
+                                              vmin=style["vmin"], vmax=style["vmax"], symmetric=style["symmetric"],
+                                              threshold=(1e-12 if fade_by is not None else
+                                                         scale["fade"][0] if scale["fade"] else None),
+                                              label=label), "mesh", scale_note(scale, "mesh")
+        return figures.histogram_figure({stat: values}, path.with_suffix(".svg"), title, stat), "histogram", ""
 
 
 def _sample_voxels(r2):
@@ -79,6 +103,40 @@ def _sample_voxels(r2):
     chosen = [("best", best), ("median", median)]
     chosen += [("random", i) for i in rng.choice(fitted, size=min(3, fitted.size), replace=False)]
     return chosen
+
+
+def _add_viewer(section, result, plotter, writer, background, stem, output_dir):
+    """Volumes: an interactive view (nilearn ``view_img``) of the fit's main map — the GLM's effects-of-interest z,
+    else R² — beside its static slices."""
+    if writer.kind != "volume":
+        return
+    chosen = next((spec for spec in result.maps if spec.stat == "z" and spec.contrast == "effectsOfInterest"), None)
+    values, stat = (chosen.values, "z") if chosen is not None else (np.asarray(result.r2, np.float64), "rsquared")
+    scale = display_scale(stat, values)
+    style = map_style(stat)
+    path = figures.interactive_view(writer.to_image(np.asarray(values, np.float64), stat), f"{stem}_viewer.html",
+                                    "effects of interest, z" if chosen is not None else "R²", background,
+                                    cmap=style["cmap"], vmax=scale["vmax"], symmetric=style["symmetric"],
+                                    threshold=scale["fade"][0] if scale["fade"] else None)
+    target = next((item for item in section["figures"]["parameters"] if chosen is not None
+                   and item["caption"].startswith("z (effectsOfInterest)")), section["figures"]["rsquared"])
+    target["viewer"] = Path(path).relative_to(output_dir).as_posix()
+    target["viewer_title"] = ("Interactive view of the map above (nilearn view_img): click to move the cuts; values "
+                              f"below {scale['fade'][0]:.3g} not shown" if scale["fade"] else
+                              "Interactive view of the map above (nilearn view_img)")
+
+
+def _without_nuisance(inputs, result, observed, fitted):
+    """Data and fit of a few voxels with the fit's confounds and every run's mean projected out of both (what R²
+    is measured on): a GLM's full fit includes its drifts and intercepts, which would make any voxel look fitted."""
+    confounds = (inputs.confounds if result.confounds_for is None else result.confounds_for(inputs)).to_numpy()
+    runs = inputs.data.index.get_level_values("run").to_numpy()
+    nuisance = np.hstack([confounds, (runs[:, None] == np.unique(runs)[None, :]).astype(float)])
+    basis = confound_basis(nuisance, len(runs))
+    if basis is None:
+        return observed, fitted
+    observed, fitted = np.asarray(observed, np.float64), np.asarray(fitted, np.float64)
+    return observed - basis @ (basis.T @ observed), fitted - basis @ (basis.T @ fitted)
 
 
 def _voxel_name(writer, index):
@@ -113,52 +171,58 @@ def fit_section(output_dir, subject, name, inputs, result, info):
     design = result.design
     nuisance = [c for c in design.columns if str(c).startswith("nuisance_") and c not in inputs.confounds.columns]
     regressors = [c for c in design.columns if c not in inputs.confounds.columns and c not in nuisance]
+    several = len(inputs.runs) > 1
     section["figures"]["design"] = _figure(figures.design_figure(
         design, regressors, f"{stem}_design.svg", "Model regressors (each scaled to its maximum)"), output_dir,
-        "Regressors of the model, all runs; red lines separate runs.")
+        "Regressors of the model" + (", all runs; red lines separate runs." if several else "."))
     confounds = list(inputs.confounds.columns) + nuisance  # nuisance: e.g. the HRF derivatives of --hrf fit
     if confounds:
         section["figures"]["confounds"] = _figure(figures.confounds_figure(
             design, confounds, f"{stem}_confounds.svg", "Confound regressors (standardised per run)"), output_dir,
-            f"{len(confounds)} confound regressors, block-diagonal per run.")
+            f"All {len(confounds)} confound regressors" + (", block-diagonal per run (each run's own columns in its "
+                                                           "panel)" if several else "")
+            + "; censored volumes' spike columns included.")
     r2 = np.asarray(result.r2, dtype=np.float64)
-    path, how = plotter.plot(r2, Path(f"{stem}_rsquared"), "R²", "rsquared")
+    path, how, note = plotter.plot(r2, Path(f"{stem}_rsquared"), "R²", "rsquared")
     section["figures"]["rsquared"] = _figure(path, output_dir, "R² of the model" + (
         " over the mean BOLD image" if how == "slices" else " on the fsaverage5 inflated mesh" if how == "mesh"
-        else ": distribution (no mesh bundled for this space)"))
+        else ": distribution (no mesh bundled for this space)") + (f"; {note}." if note else "."))
     if result.cv is not None:
         cvr2 = np.asarray(result.cv["cvr2"], dtype=np.float64)
-        path, how = plotter.plot(cvr2, Path(f"{stem}_cvrsquared"), "cvR²", "cvrsquared")
+        path, how, note = plotter.plot(cvr2, Path(f"{stem}_cvrsquared"), "cvR²", "cvrsquared")
         fraction = result.cv["FractionPositive"]
         section["figures"]["cvrsquared"] = _figure(path, output_dir, (
             f"Cross-validated R² ({result.cv['Scheme']}, {len(result.cv['Folds'])} folds): the model fitted without "
             "the held-out data predicts them; negative values are worse than the held-out mean")
-            + ("" if fraction is None else f"; {fraction:.1%} of fitted voxels have cvR² > 0") + ".")
+            + ("" if fraction is None else f"; {fraction:.1%} of fitted voxels have cvR² > 0")
+            + (f"; {note}." if note else "."))
         section["figures"]["cvscatter"] = _figure(figures.cv_scatter_figure(
             r2, cvr2, f"{stem}_cvscatter.svg", "Held-out against in-sample R²"), output_dir,
             "Each voxel's cvR² against its R²: the distance below the identity line is the in-sample optimism.")
     parameter_figures = []
     for spec in [spec for spec in result.maps if spec.in_report][:MAX_PARAMETER_MAPS]:
-        label = spec.stat + (f" ({spec.contrast})" if spec.contrast else "")
-        file_name = f"{stem}_{spec.stat}" + (f"_{spec.contrast}" if spec.contrast else "")
-        path, _ = plotter.plot(spec.values, Path(file_name), label, spec.stat)
-        parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"))
+        label = spec.stat + (f" ({short_label(spec.contrast)})" if spec.contrast else "")
+        file_name = f"{stem}_{spec.stat}" + (f"_{short_label(spec.contrast)}" if spec.contrast else "")
+        path, _, note = plotter.plot(spec.values, Path(file_name), label, spec.stat, spec.units)
+        parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"
+                                         + (f"; {note}." if note else "")))
     section["figures"]["parameters"] = parameter_figures
+    _add_viewer(section, result, plotter, writer, background, stem, output_dir)
     shown = [spec for spec in result.maps if spec.in_report]
     section["notes"] = {"parameters": f"First {MAX_PARAMETER_MAPS} of {len(shown)} maps shown."
                         if len(shown) > MAX_PARAMETER_MAPS else ""}
     chosen = _sample_voxels(r2)
     if chosen and result.predict is not None:
-        observed, fitted = result.predict([index for _, index in chosen])
+        observed, fitted = _without_nuisance(inputs, result, *result.predict([index for _, index in chosen]))
         labels = [f"{kind} R² = {r2[index]:.3f}: {_voxel_name(writer, index)}" for kind, index in chosen]
-        glm = info["model"] == "glm"
+        scale = "% signal change" if info.get("signal_scaling") == "psc" else "scanner units"
         section["figures"]["timeseries"] = _figure(figures.timeseries_figure(
             observed, fitted, labels, inputs.tr, f"{stem}_timeseries.svg", "Data and fit",
             runs=inputs.data.index.get_level_values("run"),
-            units="BOLD (scanner units)" if glm else "BOLD − confounds and run mean (scanner units)"), output_dir,
-            "Best, median and three random voxels (seed 0): data (grey) and fit (blue)"
-            + (" with confounds and run means projected out." if info["model"] != "glm" else
-               " (model, run intercepts and confounds)."))
+            units=f"BOLD − confounds and {'run means' if several else 'mean'} ({scale})"), output_dir,
+            "Best, median and three random voxels (seed 0): data (grey) and the model's prediction (blue), both with "
+            "the confounds and " + ("each run's mean" if several else "the mean")
+            + " projected out — the variance R² is measured on" + ("; dashed lines: run starts." if several else "."))
     if result.history:
         section["figures"]["curve"] = _figure(figures.curve_figure(
             result.history, f"{stem}_curve.svg", "Mean R² over iterations"), output_dir,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ...bids.derivatives import derivative_path
+from ...bids.derivatives import check_names, derivative_path, map_paths
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,33 @@ def remove_fit_outputs(folder, name, marker=None):
         plain = path.name.lstrip(".").replace("_hemi-L", "").replace("_hemi-R", "")
         if path.is_file() and plain.startswith(name + "_"):
             path.unlink(missing_ok=True)
+
+
+#: the longest stat names the app writes: a contrast's (variance) and a fit's (hrfDispersion); other models' maps
+#: are checked with a 16-character stat name (surroundBaseline)
+CONTRAST_STAT, LONGEST_STAT = "variance", "x" * 16
+
+
+def fit_output_paths(output_dir, entities, kind, contrasts=(), stats=(LONGEST_STAT,)):
+    """The paths of the longest names a fit with ``entities`` writes: a map per stat (GIFTI: the hemi-L one) and
+    per contrast label (its variance map), its design and its decoding tables. Report figures, temporaries and
+    the sessions' fixed effects have shorter names."""
+    def first(path):
+        return path["L"] if isinstance(path, dict) else path
+
+    paths = [first(map_paths(output_dir, {**entities, "stat": stat}, kind)) for stat in stats]
+    paths += [first(map_paths(output_dir, {**entities, "contrast": c, "stat": CONTRAST_STAT}, kind))
+              for c in contrasts]
+    paths.append(derivative_path(output_dir, entities, suffix="design", extension=".json"))
+    paths.append(derivative_path(output_dir, {**entities, "desc": "posterior"}, suffix="decoding",
+                                 extension=".tsv.gz"))
+    return paths
+
+
+def check_fit_names(output_dir, entities, kind, contrasts=(), stats=(LONGEST_STAT,)):
+    """Raise :class:`~bids_encoder.bids.derivatives.NameTooLongError` (before anything is fitted) when the outputs
+    of the fit would have names or paths longer than the file system of ``output_dir`` allows."""
+    check_names(fit_output_paths(output_dir, entities, kind, contrasts, stats), fit_name(entities, output_dir))
 
 
 def fit_entities(runs, options, design=None):

@@ -29,6 +29,7 @@ class FitRecord:
     median_cvr2: float | None
     wall_time: float | None
     report: Path | None
+    positive_cvr2: float | None = None  # fraction of the fitted voxels with cvR² > 0
 
 
 def _sidecar(marker):
@@ -48,7 +49,7 @@ def fit_record(name, marker, status, wall_time, report):
         wall_time = sum(stages.values()) if stages else None
     return FitRecord(fit=name, status=status, voxels=processing.get("VoxelsFitted"),
                      median_r2=sidecar.get("MedianRSquared"), median_cvr2=sidecar.get("MedianCVRSquared"),
-                     wall_time=wall_time, report=report)
+                     wall_time=wall_time, report=report, positive_cvr2=sidecar.get("FractionPositiveCVRSquared"))
 
 
 def _number(value, digits=3):
@@ -56,10 +57,13 @@ def _number(value, digits=3):
 
 
 def summary_table(records):
-    """The fits as an aligned text table: fit, status, voxels, median R², median cvR², wall time, report."""
-    header = ("fit", "status", "voxels", "median R²", "median cvR²", "wall time", "report")
+    """The fits as an aligned text table: fit, status, voxels, median R², median cvR², the fraction of voxels with
+    cvR² > 0 (a whole brain's median cvR² is below 0 when most voxels have no signal, however well the others are
+    fitted), wall time, report."""
+    header = ("fit", "status", "voxels", "median R²", "median cvR²", "cvR² > 0", "wall time", "report")
     rows = [(r.fit, r.status, "n/a" if r.voxels is None else str(r.voxels), _number(r.median_r2),
-             _number(r.median_cvr2), "n/a" if r.wall_time is None else f"{r.wall_time:.1f} s",
+             _number(r.median_cvr2), "n/a" if r.positive_cvr2 is None else f"{r.positive_cvr2:.0%} of voxels",
+             "n/a" if r.wall_time is None else f"{r.wall_time:.1f} s",
              "none (--no-report)" if r.report is None else str(r.report)) for r in records]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -31,13 +31,17 @@ logger = logging.getLogger(__name__)
 
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",
-              memory_limit=2_000_000_000, progressbar=True, positive_amplitude=False, stimulus_period=None):
+              memory_limit=2_000_000_000, progressbar=True, positive_amplitude=False, stimulus_period=None,
+              run_model="joint"):
     """Fit ``model`` (one of :data:`MODELS`) with the HRF choice ``hrf`` (see :data:`HRF_CHOICES`) to the inputs.
 
     ``positive_amplitude`` constrains the amplitudes of pRF and tuning models; ``stimulus_period`` (degrees,
-    180 or 360) is the period of the von Mises model's stimulus values. Returns a :class:`FitResult`.
+    180 or 360) is the period of the von Mises model's stimulus values; ``run_model`` (GLM): ``joint`` (the runs
+    share their conditions' columns) or ``fixed-effects`` (each run fitted on its own, :mod:`.glm_runs`).
+    Returns a :class:`FitResult`.
     """
     from .glm import fit_glm
+    from .glm_runs import fit_glm_fixed_effects
     from .prf import fit_prf2d_inputs
     from .tuning import fit_tuning_inputs
 
@@ -45,7 +49,8 @@ def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, no
         raise ValueError(f"Unknown HRF choice {hrf!r}; choose from {', '.join(HRF_CHOICES)}")
     kind = MODEL_KINDS.get(model)
     if kind == "glm":
-        result = fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
+        fit = fit_glm_fixed_effects if run_model == "fixed-effects" else fit_glm
+        result = fit(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
     elif kind == "prf2d":
         result = fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar,
                                   model=model, positive_amplitude=positive_amplitude)

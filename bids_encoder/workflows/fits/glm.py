@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..._tensorflow import tf
+from ...bids.derivatives import condition_labels
 from ...bids.events import OVERSAMPLING
 from ...inference.voxel_designs import LaggedRegressors
 from ...models import LinearModelWithBaseline, LinearModelWithBaselineHRF
@@ -98,11 +99,12 @@ def fit_glm(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progr
     constant = ~meaningful_voxels(data)
     r2 = fitter.r2.to_numpy().astype(np.float32)
     maps = []
+    labels = condition_labels([str(c) for c in fitter.weights.index], warn=False)
     for condition in fitter.weights.index:
         values = fitter.weights.loc[condition].to_numpy().astype(np.float32)
         values[constant] = np.nan
         maps.append(MapSpec("effect", values, f"GLM effect (regression weight) of condition {condition}",
-                            "BOLD signal units per unit regressor", contrast=condition))
+                            "BOLD signal units per unit regressor", contrast=labels[str(condition)]))
     if hrf_parameters is not None:
         for label in ("hrf_delay", "hrf_dispersion"):
             values = hrf_parameters[label].to_numpy().astype(np.float32)

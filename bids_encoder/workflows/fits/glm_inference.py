@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...bids.derivatives import bids_label
+from ...bids.derivatives import condition_labels, short_label
 from ...inference import ContrastError, first_level, parse_expression, parse_f_expression
 from ...inference.glm import percent_signal_change
 from ...inference.voxel_designs import LaggedRegressors
@@ -45,6 +45,7 @@ class ContrastSpec:
     expression: str
     weights: np.ndarray  # over the conditions: (conditions,) or (rows × conditions)
     default: bool = False
+    condition: str | None = None  # a condition's own contrast: the condition's name (its trial_type value)
 
 
 def contrast_specs(conditions, contrasts=(), f_contrasts=()):
@@ -53,8 +54,9 @@ def contrast_specs(conditions, contrasts=(), f_contrasts=()):
     ``contrasts`` and ``f_contrasts`` are (name, expression) pairs. Raises ContrastError (a usage error) for bad
     expressions, unknown conditions or a name used twice.
     """
-    labels = {bids_label(condition): condition for condition in conditions}
-    specs = [ContrastSpec(label, "t", label, np.eye(len(labels))[i], default=True) for i, label in enumerate(labels)]
+    labels = {label: condition for condition, label in condition_labels(conditions).items()}
+    specs = [ContrastSpec(label, "t", label, np.eye(len(labels))[i], default=True, condition=condition)
+             for i, (label, condition) in enumerate(labels.items())]
     for name, expression in contrasts:
         specs.append(ContrastSpec(name, "t", expression, parse_expression(expression, labels)))
     if labels:
@@ -141,15 +143,21 @@ def add_inference(inputs, result, specs, noise_model="ar1", scaling="psc", memor
     new = []
     for spec in specs:
         weights = _weights_over(columns, len(conditions), spec.weights)
-        described = (f"condition {spec.name}" if spec.default and spec.kind == "t" else
+        described = (f"condition {spec.condition}" if spec.condition is not None else
                      f"contrast {spec.name} ({spec.expression})")
-        sidecar = {"Contrast": {"Name": spec.name, "Type": spec.kind, "Expression": spec.expression,
+        sidecar = {"Contrast": {"Name": spec.name, "Label": short_label(spec.name),
+                                **({} if spec.condition is None else {"Condition": spec.condition}),
+                                "Type": spec.kind, "Expression": spec.expression,
                                 "ContrastWeights": ([dict(zip(columns, row, strict=True)) for row in weights]
                                                     if spec.kind == "F" else dict(zip(columns, weights[0],
                                                                                       strict=True)))},
                    "DegreesOfFreedom": fitted.df, "NoiseModel": NOISE_MODEL_NAMES[noise_model]["Name"],
                    "NoiseModelDescription": NOISE_MODEL_NAMES[noise_model]["Description"],
-                   "SignalScaling": SCALING[scaling]}
+                   "SignalScaling": SCALING[scaling],
+                   "RunModel": {"Name": "joint", "Runs": [run.run for run in inputs.runs],
+                                "Description": "the runs in one design: each condition one column over all runs, each "
+                                               "run its own intercept, confounds, censored volumes and AR(1) "
+                                               "coefficient, one residual variance"}}
         if spec.kind == "F":
             sidecar["NumeratorDegreesOfFreedom"] = int(fitted.f_rows.get(spec.name, weights.shape[0]))
         stats = fitted.contrasts[spec.name]

@@ -54,6 +54,7 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None, en
         "OutOfMaskValue": OUT_OF_MASK,
         "MedianRSquared": median_r2,
         "MedianCVRSquared": None if result.cv is None else result.cv["MedianCVRSquared"],
+        "FractionPositiveCVRSquared": None if result.cv is None else result.cv["FractionPositive"],
         "SoftwareVersion": __version__,
         "Device": settings.get("device"),
     }

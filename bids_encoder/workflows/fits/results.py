@@ -60,6 +60,8 @@ class FitResult:
     # inputs → their confounds as this fit uses them (1-D models: nuisance regressors with the fit's HRF), for
     # scoring held-out data; None: the inputs' own
     confounds_for: object = None
+    # GLM, --run-model fixed-effects: the (condition, run) of every regressor column (each run fitted on its own)
+    run_columns: list | None = None
 
 
 def hrf_settings(hrf_model, choice, oversampling=None, fitted=None, shared=None):

@@ -117,6 +117,7 @@ class _GroupMaps:
         self.common, self.shown, self.kind = common, shown, geometry.kind
         self.base = dict(key)
         self.written = []
+        self.contrasts = {}  # contrast label → the participants' Contrast (name, label, condition), for sidecars
         r2 = np.vstack([maps.values((None, "rsquared")) for maps in subjects.values()])
         self.size = r2.shape[1]
         self.mask = np.isfinite(r2).any(axis=0) if self.kind == "volume" else np.ones(self.size, bool)
@@ -136,10 +137,12 @@ class _GroupMaps:
         if _in_report(entities):
             label = " ".join(str(entities[k]) for k in ("contrast", "stat", "desc") if entities.get(k))
             self.shown.append({"group": fit_name(self.key), "space": self.base.get("space", ""), "label": label,
-                               "stat": "count" if entities["stat"] in ("count", "rsquared") else entities["stat"],
-                               "caption": sidecar["Description"], "path": path})
+                               "stat": entities["stat"],
+                               "caption": sidecar["Description"], "units": sidecar.get("Units"), "path": path})
         self.writer.write(values.astype(np.float32), path, name=entities.get("stat", "value"))
-        write_json(sidecar_path(path), {**sidecar, **self.common, "OutOfMaskValue": OUT_OF_GROUP, "Sources": used})
+        named = {"Contrast": self.contrasts[entities["contrast"]]} if entities.get("contrast") in self.contrasts else {}
+        write_json(sidecar_path(path), {**sidecar, **named, **self.common, "OutOfMaskValue": OUT_OF_GROUP,
+                                        "Sources": used})
         self.written.extend(list(path.values()) if isinstance(path, dict) else [path])
         self.written.append(sidecar_path(path))
 
@@ -147,6 +150,8 @@ class _GroupMaps:
         """Summaries (and for effects t and z) of ``stat`` from each participant's map (None: has none);
         circular with ``period`` (degrees) for angles."""
         contrast, name = stat
+        if contrast and described.get("Contrast"):
+            self.contrasts[contrast] = described["Contrast"]
         values = np.vstack([_or_nan(v, self.size) for v in values_by_subject.values()])[:, self.mask]
         included = [f"sub-{s}" for s, row in zip(values_by_subject, values, strict=True) if np.isfinite(row).any()]
         entities = {**self.base, "stat": name, **({"contrast": contrast} if contrast else {})}

@@ -24,6 +24,15 @@ import pandas as pd
 
 from ..._version import __version__
 from ...bids.atlas import Atlas, is_native
+from ...bids.derivatives import (
+    MAX_LABEL,
+    MAX_TASK_LABEL,
+    NameTooLongError,
+    check_names,
+    derivative_path,
+    map_paths,
+    short_label,
+)
 from ...bids.layout import InputError, load_layout
 from ...bids.participant_maps import find_participant_fits, fit_name
 from ...report.group import write_group_report
@@ -132,7 +141,8 @@ def run_group(bids_dir, output_dir, options):
     """Aggregate the participant outputs under ``output_dir``; returns the written paths."""
     bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
     atlas = Atlas(options.atlas, options.atlas_labels) if options.atlas else None
-    filters = {"task": options.task, "space": options.space, "model": options.model}
+    filters = {"task": None if options.task is None else short_label(options.task, MAX_TASK_LABEL),
+               "space": options.space, "model": options.model}
     fits = find_participant_fits(output_dir, subjects=options.participant_label or None, filters=filters)
     if not fits:
         chosen = ", ".join(f"{k} {v}" for k, v in filters.items() if v) or "any task, space and model"
@@ -170,6 +180,7 @@ def run_group(bids_dir, output_dir, options):
     designs = {key: GroupDesign(sorted(subjects), covariates, fit_name(key)) for key, subjects in groups.items()}
     for subjects in groups.values() if atlas is not None else []:
         atlas.check(subjects, _kind(subjects))
+    _check_names(groups, output_dir, atlas)
     # Everything is written into a private folder that replaces OUTPUT_DIR/group at the end: a failed or
     # interrupted run leaves the previous group results whole, never a mix.
     staging = Path(tempfile.mkdtemp(prefix=".group-", dir=output_dir))
@@ -210,6 +221,27 @@ def run_group(bids_dir, output_dir, options):
     return written
 
 
+
+
+def _check_names(groups, output_dir, atlas):
+    """Exit 73 before anything is written when a group output's name or path would be too long for the file
+    system (checked with the longest statistic and a description of the longest label)."""
+    longest_desc = "x" * MAX_LABEL  # covariates, session pairs and thresholds: desc labels are cut to MAX_LABEL
+    for key, subjects in groups.items():
+        kind = _kind(subjects)
+        paths = []
+        for contrast, stat in {item for fits in subjects.values() for fit in fits for item in fit.maps}:
+            entities = {**dict(key), "contrast": contrast, "stat": "betweenVariance" if contrast else stat,
+                        "desc": longest_desc if contrast else "median"}
+            path = map_paths(output_dir, entities, kind)
+            paths.append(path["L"] if isinstance(path, dict) else path)
+        if atlas is not None:
+            paths.append(derivative_path(output_dir, {**dict(key), "atlas": atlas.name, "desc": "participants"},
+                                         suffix="rois", extension=".tsv"))
+        try:
+            check_names(paths, f"group {fit_name(key)}")
+        except NameTooLongError as error:
+            raise InputError(str(error), exit_code=73) from error
 
 
 def _clusters(written):
@@ -276,8 +308,10 @@ def _participant_description(fit, stat):
         sidecar = fit.metadata(*stat)
     except (KeyError, OSError, ValueError):
         return {"Description": stat[1], "Units": None}
+    contrast = {key: value for key, value in (sidecar.get("Contrast") or {}).items()
+                if key in ("Name", "Label", "Condition", "Type", "Expression")}
     return {"Description": sidecar.get("Description", stat[1]), "Units": sidecar.get("Units"),
-            "CircularPeriod": sidecar.get("CircularPeriod")}
+            "CircularPeriod": sidecar.get("CircularPeriod"), **({"Contrast": contrast} if contrast else {})}
 
 
 def _common_sidecar(fits_by_subject, options, fixed=None):

@@ -64,6 +64,8 @@ class ParticipantOptions:
     glm_noise_model: str = "ar1"  # GLM inference: ar1 or ols
     signal_scaling: str = "psc"  # GLM: psc (percent signal change per run) or none
     stats_model: object = None  # a bids.stats_models.StatsModel (--model-file): its nodes replace the GLM's design
+    run_model: str = "joint"  # GLM: joint (the runs share their conditions' columns) or fixed-effects (per run)
+    run_weights: str | None = None  # --run-model fixed-effects: equal (default) or precision
 
 
 STIMULUS_PERIODS = (180.0, 360.0)
@@ -104,6 +106,11 @@ def check_model_options(options):
                        or tuple(options.single_trial_stages) != SINGLE_TRIAL_STAGES):
         raise InputError("--single-trial-types, --repeat-column and --single-trial-stages set the single-trial "
                          "model: give --model singletrial (or --decode-betas singletrial)", exit_code=64)
+    if options.run_model == "fixed-effects" and "glm" not in models and options.stats_model is None:
+        raise InputError(f"--run-model fixed-effects combines the runs of GLM fits; --model {', '.join(models)} "
+                         "fits its runs jointly", exit_code=64)
+    if options.run_weights is not None and options.run_model != "fixed-effects":
+        raise InputError("--run-weights weighs the runs of --run-model fixed-effects: give that too", exit_code=64)
     if options.decode and len(tuning) < len(models):
         raise InputError(f"--decode decodes the 1-D tuning models (gauss1d, loggauss1d, vonmises1d), not --model "
                          f"{', '.join(m for m in models if m not in tuning)}", exit_code=64)

@@ -6,10 +6,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from ...bids.confounds import parse_strategy
+from ...bids.derivatives import NameTooLongError, condition_labels
 from ...bids.images import run_volumes, space_kind
 from ...bids.layout import InputError, find_runs, load_layout
-from ..common.naming import fit_marker, fit_name, output_entities
+from ..common.naming import check_fit_names, fit_marker, fit_name, output_entities
+from ..fits.glm_inference import EFFECTS_OF_INTEREST
+from ..fits.kinds import MODEL_KINDS
 from ..stats_models.participant_nodes import select_model_inputs
 from .options import check_model_options
 
@@ -30,9 +35,22 @@ def dry_run_lines(plan, output_dir, options, fits=None):
         volumes = "+".join(str(run_volumes(run)) for run in runs)
         state = ("finished: skipped (--overwrite refits it)" if marker.exists() and not options.overwrite
                  else "to fit")
+        glm = str(model).startswith("glm") or options.stats_model is not None
+        runs_fitted = (", each run fitted on its own (fixed effects, "
+                       f"{options.run_weights or 'equal'} weights)" if glm and options.run_model == "fixed-effects"
+                       and options.stats_model is None and len(runs) > 1 else "")
         lines.append(f"{name}: {len(runs)} run(s) ({', '.join(run.bold.name for run in runs)}), {volumes} "
-                     f"volumes, model {model}, HRF {options.hrf} → {marker.parent}/{name}_* ({state})")
+                     f"volumes, model {model}, HRF {options.hrf}{runs_fitted}, {cv_text(options.cv, len(runs))} → "
+                     f"{marker.parent}/{name}_* ({state})")
     return lines
+
+
+def cv_text(cv, n_runs):
+    """What ``--cv`` runs on a fit of ``n_runs`` runs, for --dry-run."""
+    scheme = ("loro" if n_runs >= 2 else "split-half") if cv == "auto" else cv
+    return {"loro": f"cross-validation loro (leave one run out: {n_runs} folds)",
+            "split-half": "cross-validation split-half (two contiguous halves of every run: 2 folds)",
+            "none": "no cross-validation (--cv none)"}.get(scheme, f"cross-validation {scheme}")
 
 
 def select_subjects(layout, labels):
@@ -85,6 +103,52 @@ def _group_label(runs):
                                                          ("task", runs[0].task)) if value is not None)
 
 
+#: the longest map names of a GLM fit without a contrast (the contrasts' are checked by their labels)
+GLM_STATS = ("hrfDispersion", "cvrsquared")
+
+
+def check_names(output_dir, entities, kind, contrasts=(), glm=True):
+    """Exit 73 (before anything is fitted) when a fit's output names or paths would be too long for the file
+    system of OUTPUT_DIR; ``contrasts``: its contrast names (conditions' labels, --contrast and --f-contrast)."""
+    try:
+        if glm:
+            check_fit_names(output_dir, entities, kind, contrasts, GLM_STATS)
+        else:
+            check_fit_names(output_dir, entities, kind)
+    except NameTooLongError as error:
+        raise InputError(str(error), exit_code=73) from error
+
+
+def _planned_contrasts(runs, options):
+    """The contrast names a GLM fit of ``runs`` will have: its conditions' labels (read from the events files;
+    unreadable ones are left to the fit, which reports them), the --contrast and --f-contrast names."""
+    conditions = set()
+    for run in runs:
+        if run.events is None:
+            continue
+        try:
+            values = pd.read_csv(run.events, sep="\t", dtype=str, na_values=["n/a"],
+                                 usecols=lambda column: column == options.condition_column)
+        except (OSError, ValueError):
+            continue
+        if options.condition_column in values:
+            conditions |= set(values[options.condition_column].dropna().str.strip())
+    labels = list(condition_labels(sorted(c for c in conditions if c), warn=False).values())
+    return labels + [name for name, _ in (*options.contrasts, *options.f_contrasts)] + [EFFECTS_OF_INTEREST]
+
+
+def _check_plan_names(fits, output_dir, options, kind):
+    for groups in fits.values():
+        for runs in groups:
+            if options.stats_model is not None:  # its run nodes' names are checked when each is fitted
+                check_names(output_dir, output_entities(runs, options.stats_model.label), kind, glm=True)
+                continue
+            for model in options.model_list:
+                glm = MODEL_KINDS[model] == "glm"
+                check_names(output_dir, output_entities(runs, model), kind,
+                            _planned_contrasts(runs, options) if glm else (), glm=glm)
+
+
 def plan_fits(bids_dir, options):
     """The fits of the selection, checked: ({subject: [runs of one fit, …]}, roots of the Sources URIs).
 
@@ -94,7 +158,7 @@ def plan_fits(bids_dir, options):
     return fits, roots
 
 
-def _plan(bids_dir, options):
+def _plan(bids_dir, options, output_dir=None):
     bids_dir = Path(bids_dir).resolve()
     check_model_options(options)
     parse_strategy(options.confounds)  # a bad strategy fails before any work
@@ -120,4 +184,6 @@ def _plan(bids_dir, options):
         if single:
             raise InputError(f"--decode needs at least two runs per fit (each run is decoded by a model trained on "
                              f"the others); {', '.join(single)} has one", exit_code=65)
+    if output_dir is not None:
+        _check_plan_names(fits, output_dir, options, kind)
     return fits, {"raw": bids_dir, "fmriprep": derivatives}, layout

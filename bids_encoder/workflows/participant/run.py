@@ -36,6 +36,7 @@ from ..decoding.decode import decode_inputs
 from ..decoding.outputs import write_decoding
 from ..fits.crossval import CrossValidationError, fit_with_cv
 from ..fits.glm_inference import add_inference, contrast_specs, scale_inputs
+from ..fits.glm_runs import add_fixed_effects_inference
 from ..fits.kinds import MODEL_KINDS
 from ..fits.outputs import write_fit
 from ..sessions.fixed_effects import write_subject_fixed_effects
@@ -44,7 +45,7 @@ from ..stats_models.participant_nodes import (
     fit_stats_model,
     stats_model_sidecar,
 )
-from .plan import _plan
+from .plan import _plan, check_names
 from .summary import _confound_settings, _summary_rows
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def run_participant(bids_dir, output_dir, options, records=None):
     Raises InputError with a BIDS-Apps exit code on bad input.
     """
     bids_dir, output_dir = Path(bids_dir).resolve(), Path(output_dir).resolve()
-    plan, roots, layout = _plan(bids_dir, options)
+    plan, roots, layout = _plan(bids_dir, options, output_dir)
     strategy, kind = parse_strategy(options.confounds), space_kind(options.space)
     records = [] if records is None else records
     written = {}
@@ -159,6 +160,8 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
                                    options.f_contrasts)
         except ValueError as error:
             raise InputError(f"{name}: {error}", exit_code=64) from error
+    check_names(output_dir, fit_entities(runs, options, design), kind,  # the exact names, before the fit
+                [spec.name for spec in specs or ()], glm=paradigm_kind == "glm")
     if options.model == "glm":
         inputs = scale_inputs(inputs, options.signal_scaling)
     timings["load"] = time.perf_counter() - start
@@ -173,9 +176,11 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
     except CrossValidationError as error:
         raise InputError(f"{name}: {error}", exit_code=64) from error
     if specs is not None and options.alpha == 0:
+        per_run = {} if result.run_columns is None else {"run_weights": options.run_weights or "equal"}
         try:
-            add_inference(inputs, result, specs, noise_model=options.glm_noise_model,
-                          scaling=options.signal_scaling, memory_limit=options.memory_limit)
+            (add_fixed_effects_inference if per_run else add_inference)(
+                inputs, result, specs, noise_model=options.glm_noise_model, scaling=options.signal_scaling,
+                memory_limit=options.memory_limit, **per_run)
         except ValueError as error:
             raise InputError(f"{name}: {error}", exit_code=64) from error
     elif specs is not None:
@@ -198,6 +203,12 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         converged = 1.0
     else:
         converged = float(result.converged[fitted].mean())
+    solver = result.fitter.get("ParameterFitter", {})
+    if solver.get("Converged") is False:  # said where it is read (console, report warnings), not only a "no"
+        logger.warning("%s: Levenberg-Marquardt stopped at its cap of %s iterations before its stopping rule was met "
+                       "(%s of the voxels converged); --max-iterations raises the cap", name,
+                       solver.get("MaxIterations", solver.get("Iterations")),
+                       "n/a" if converged is None else f"{converged:.0%}")
     extra = {"Processing": {
         "VoxelsFitted": int(fitted.sum()), "VoxelsTotal": int(r2.size), "FractionConverged": converged,
         "Volumes": [int(n) for n in inputs.n_volumes], "SmoothingFWHM": options.smoothing_fwhm,
@@ -228,6 +239,7 @@ def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warni
         entities = fit_entities(runs, options, design)
         fit_section(output_dir, runs[0].subject, name, inputs, result, {
             "model": entities["model"], "space": entities.get("space", ""), "warnings": list(warnings),
+            "signal_scaling": options.signal_scaling if paradigm_kind == "glm" else None,
             "summary": _summary_rows(runs, inputs, result, settings, options, timings, fitted),
             "convergence": [("Iterations", result.fitter.get("ParameterFitter", {}).get("Iterations", "n/a")),
                             ("Stopping rule met", result.fitter.get("ParameterFitter", {}).get("Converged", "n/a")),
@@ -255,8 +267,8 @@ def _decode(inputs, options, name):
 
 def _model_arguments(options):
     """The fit options of the pRF and tuning models (the GLM takes none)."""
-    if MODEL_KINDS[options.model] == "glm":
-        return {}
+    if MODEL_KINDS[options.model] == "glm":  # a model file's run nodes are one run or joint, as it says
+        return {"run_model": "joint" if options.stats_model is not None else options.run_model}
     arguments = {"positive_amplitude": options.positive_amplitude}
     if MODEL_KINDS[options.model] == "tuning":
         arguments["stimulus_period"] = options.stimulus_period

@@ -35,6 +35,10 @@ def _summary_rows(runs, inputs, result, settings, options, timings, fitted):
                          f"degrees of freedom, signal scaling {result.inference['SignalScaling']}, median AR(1) "
                          f"{result.inference['MedianAR1']}; contrasts {', '.join(result.inference['Contrasts'])}")]
           if result.inference else []),
+        *([("Run model", "each run fitted on its own, the runs' contrasts combined by "
+                         + result.inference.get("RunModel", "fixed effects"))] if result.run_columns is not None
+          else [("Run model", "joint: the runs in one design (shared condition columns; each run its own "
+                              "intercept, confounds and AR(1))")] if result.inference else []),
         ("Fitter", result.fitter),  # a dict: the report shows one row per setting
         ("Device", settings.get("device")),
         ("Wall time per stage", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),
