@@ -45,6 +45,20 @@ def test_atomic_write_leaves_nothing_behind(tmp_path):
     assert os.listdir(target.parent) == ["map.nii.gz"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    """Derivatives are readable as any file the user writes (0644 under the usual umask, group-writable under a
+    lab's 007), not private to the writer as the temporary file was (0600)."""
+    old = os.umask(umask)
+    try:
+        path = write_json(tmp_path / "sidecar.json", {"a": 1})
+        image = atomic_write(tmp_path / "map.nii.gz",
+                             nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4)).to_filename)
+    finally:
+        os.umask(old)
+    assert {oct(path.stat().st_mode & 0o777), oct(image.stat().st_mode & 0o777)} == {oct(0o666 & ~umask)}
+
+
 def test_dataset_description_and_pybids_queries(tmp_path):
     out = tmp_path / "out"
     write_dataset_description(out, {"raw": tmp_path / "bids", "fmriprep": tmp_path / "bids/derivatives/fmriprep"})

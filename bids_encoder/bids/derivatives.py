@@ -70,8 +70,24 @@ def sidecar_path(path):
     return path.with_name(path.name.split(".")[0] + ".json")
 
 
+def _umask():
+    """The process's umask, read without changing it (``/proc/self/status``), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
-    """Call ``write(temporary_path)`` then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(temporary_path)`` then rename onto ``path``: readers never see a half-written file.
+
+    The file gets the permissions a plain ``open()`` would give it (0666 less the umask: 0644 by default), not the
+    temporary's private 0600, so that a lab's group can read the derivatives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)  # keep .nii.gz so that writers pick the right format
@@ -79,6 +95,7 @@ def atomic_write(path, write):
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

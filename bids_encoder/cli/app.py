@@ -60,8 +60,18 @@ logger = logging.getLogger("bids_encoder")
 @click.option("--res", help="Resolution entity of the template space (res-).")
 @click.option("--model", multiple=True, default=("glm",), show_default=True, metavar="MODEL[,MODEL…]",
               help="Encoding model(s): glm, prf2d, css2d, dog2d, dn2d (stimulus apertures), gauss1d, loggauss1d, "
-              "vonmises1d (tuning to --stimulus-column). Several (repeated or comma-separated): fitted on the same "
-              "inputs and compared by cvR² (model-comparison_stat-bestmodel).")
+              "vonmises1d (tuning to --stimulus-column), singletrial (one response per event, GLMsingle's method). "
+              "Several (repeated or comma-separated): fitted on the same inputs and compared by cvR² "
+              "(model-comparison_stat-bestmodel).")
+@click.option("--single-trial-types", multiple=True, metavar="NAME", help="singletrial: a trial type "
+              "(--condition-column value) whose events are single trials; repeatable (default: every event with a "
+              "value there). The other events are nuisance regressors.")
+@click.option("--repeat-column", metavar="NAME", help="singletrial: the events.tsv column whose value names what "
+              "repeats (an image, a word; default: --condition-column); repeated trials choose the noise components "
+              "and ridge fractions and give the reliability map.")
+@click.option("--single-trial-stages", default="hrf,denoise,ridge", show_default=True, metavar="STAGE[,STAGE…]",
+              help="singletrial: the stages on: hrf (each voxel's HRF from a library), denoise (noise components "
+              "of a noise pool), ridge (fractional ridge per voxel); none: least squares with the canonical HRF.")
 @click.option("--stimulus-column", metavar="NAME", help="1-D tuning models: the events.tsv column with each "
               "stimulus event's value (natural units); events without a value are not stimuli.")
 @click.option("--stimulus-period", type=click.Choice(["180", "360"]), help="vonmises1d: period of the stimulus "
@@ -73,9 +83,10 @@ logger = logging.getLogger("bids_encoder")
               "single-trial response, leave one run out (needs ≥2 runs); writes …_decoding.tsv and posteriors.")
 @click.option("--decode-voxels", type=click.IntRange(min=2), default=200, show_default=True, metavar="N",
               help="--decode: voxels per fold, the best by their cross-validated fit inside the training runs.")
-@click.option("--decode-betas", type=click.Choice(["lsa", "lss"]), default="lsa", show_default=True,
-              help="--decode: single-trial responses by one GLM of all trials per run (lsa) or least-squares-"
-              "separate GLMs (lss).")
+@click.option("--decode-betas", type=click.Choice(["lsa", "lss", "singletrial"]), default="lsa", show_default=True,
+              help="--decode: single-trial responses by one GLM of all trials per run (lsa), least-squares-"
+              "separate GLMs (lss), or the singletrial model over all runs, without the stimulus values "
+              "(--single-trial-stages).")
 @click.option("--positive-amplitude", is_flag=True, help="pRF and tuning models: constrain amplitudes to be "
               "positive.")
 @click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
@@ -261,7 +272,9 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             positive_amplitude=options["positive_amplitude"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
             signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
-            decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"])
+            decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"],
+            single_trial_types=tuple(options["single_trial_types"]), repeat_column=options["repeat_column"],
+            single_trial_stages=_stages(options["single_trial_stages"]))
         try:
             from ..workflows.participant.options import check_model_options
 
@@ -361,6 +374,12 @@ def _run_group(bids_dir, output_dir, labels, options, models, stats_model=None):
         raise AppError(str(error), error.exit_code) from error
     click.echo(f"bids_encoder: group level done, {len(written)} file(s) written under {output_dir / 'group'}",
                err=True)
+
+
+def _stages(text):
+    """--single-trial-stages: a comma-separated list (``none``: no stage) → a tuple."""
+    parts = tuple(dict.fromkeys(part for part in str(text).replace(",", " ").split()))
+    return () if parts == ("none",) else parts
 
 
 def _models(values):

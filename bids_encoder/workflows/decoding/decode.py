@@ -55,7 +55,7 @@ GRID_POINTS = 100  # linear stimuli: points from the smallest to the largest val
 CIRCULAR_GRID_POINTS = 120  # circular stimuli: points around the period
 MIN_VOXELS = 5  # fewer voxels with cvR² > 0 than this: the best ones by cvR² anyway (with a warning)
 MIN_TRIALS = 4  # per run
-BETA_METHODS = ("lsa", "lss")  # --decode-betas
+BETA_METHODS = ("lsa", "lss", "singletrial")  # --decode-betas
 REACH = 0.01  # a trial whose regressor peaks below this fraction of the run's highest is outside the run
 INTERVAL = 0.95
 SHUFFLE_SEED = 0
@@ -107,13 +107,20 @@ def decoding_grid(model_name, values, period=None):
 
 
 # ------------------------------------------------------------------------------------------ single-trial betas
-def single_trial_betas(inputs, stimulus_column, condition_column="trial_type", method="lsa"):
+def single_trial_betas(inputs, stimulus_column, condition_column="trial_type", method="lsa",
+                       single_trial_stages=("hrf", "denoise", "ridge"), memory_limit=None):
     """Single-trial betas of every stimulus event of every run of ``inputs``; ``(betas, trials, voxels)``.
 
     ``method``: ``'lsa'`` (least squares all: every trial its own regressor in one GLM per run, with the
     confounds and an intercept; the same as :func:`~bids_encoder.decoding.lss_betas` with every trial its own
     nuisance group) or ``'lss'`` (least squares separate, :func:`~bids_encoder.decoding.lss_betas`: the run's
     other stimulus events summed into one nuisance regressor). Neither uses the stimulus values.
+    ``'singletrial'``: GLMsingle's method over all runs at once
+    (:func:`~bids_encoder.decoding.single_trial.estimator.fit_single_trials`, the stages in
+    ``single_trial_stages``), *without* the stimulus values either: its choices (HRF, number of noise components,
+    ridge fractions) use the held-out time series, never which trials repeat a value, so that no held-out label
+    shapes the betas; each run's betas then depend on the other runs' BOLD through those choices (not on their
+    labels).
 
     ``betas`` is (trials × usable voxels) float32, ``voxels`` the indices (into ``inputs.data``'s columns) of the
     voxels with signal (not constant). Trials whose response does not reach the run are left out.
@@ -121,6 +128,9 @@ def single_trial_betas(inputs, stimulus_column, condition_column="trial_type", m
     data = inputs.data
     values = data.to_numpy()
     usable = np.flatnonzero(values.max(axis=0) > values.min(axis=0))
+    if method == "singletrial":
+        return _glmsingle_betas(inputs, values[:, usable], stimulus_column, condition_column, single_trial_stages,
+                                memory_limit) + (usable,)
     run_of_row = data.index.get_level_values("run").to_numpy()
     blocks, parts = [], []
     for number, (run, n_volumes) in enumerate(zip(inputs.runs, inputs.n_volumes, strict=True), start=1):
@@ -150,6 +160,38 @@ def single_trial_betas(inputs, stimulus_column, condition_column="trial_type", m
     trials = Trials(*[np.concatenate([getattr(p, name) for p in parts]) for name in ("run", "onset", "duration",
                                                                                       "value")])
     return np.vstack(blocks), trials, usable
+
+
+def _glmsingle_betas(inputs, values, stimulus_column, condition_column, stages, memory_limit):
+    """``single_trial_betas(method='singletrial')``: all runs in one single-trial fit, without labels."""
+    from ...decoding.single_trial.estimator import fit_single_trials
+
+    frames, frame_times = [], []
+    for number, (run, n_volumes) in enumerate(zip(inputs.runs, inputs.n_volumes, strict=True)):
+        stimulus, _ = read_stimulus_events(run.events, n_volumes, run.tr, stimulus_column, condition_column,
+                                           start_time=run.start_time)
+        frames.append(stimulus.assign(run=number))
+        frame_times.append(run.start_time + np.arange(n_volumes) * inputs.tr)
+    events = pd.concat(frames, ignore_index=True)
+    stages = set(stages)
+    fit = fit_single_trials(values, frame_times, events[["run", "onset", "duration"]],
+                            inputs.confounds.to_numpy(), hrf="library" if "hrf" in stages else "canonical",
+                            denoise="denoise" in stages, ridge="ridge" in stages, memory_limit=memory_limit)
+    estimated = fit.trials["estimated"].to_numpy()
+    for number, run in enumerate(inputs.runs):
+        inside = int(estimated[events["run"].to_numpy() == number].sum())
+        if inside < MIN_TRIALS:
+            raise DecodingError(f"--decode: {run.label} has {inside} stimulus event(s) inside the run; decoding "
+                                f"needs at least {MIN_TRIALS} per run")
+    if (~estimated).any():
+        logger.info("%d stimulus event(s) whose response does not reach their run are not decoded",
+                    int((~estimated).sum()))
+    chosen = events[estimated]
+    logger.info("--decode-betas singletrial: stages %s, %d noise component(s)", "+".join(fit.stages),
+                fit.n_components)
+    trials = Trials(chosen["run"].to_numpy() + 1, chosen["onset"].to_numpy(float), chosen["duration"].to_numpy(float),
+                    chosen["value"].to_numpy(float))
+    return np.nan_to_num(fit.betas[estimated]).astype(np.float32), trials
 
 
 def _lsa_betas(regressors, data, confounds):
@@ -353,7 +395,7 @@ def decode_betas(betas, trials, model_name, n_voxels=DEFAULT_VOXELS, period=None
 # ------------------------------------------------------------------------------------------ the participant step
 def decode_inputs(inputs, model_name, n_voxels=DEFAULT_VOXELS, period=None, condition_column="trial_type",
                   positive_amplitude=False, max_iterations=None, memory_limit=2_000_000_000, seed=None,
-                  betas="lsa"):
+                  betas="lsa", single_trial_stages=("hrf", "denoise", "ridge")):
     """``--decode`` on the inputs of one fit: betas, leave-one-run-out decoding and its chance level."""
     if MODEL_KINDS.get(model_name) != "tuning":
         raise InputError(f"--decode decodes the 1-D tuning models (gauss1d, loggauss1d, vonmises1d), not "
@@ -364,7 +406,8 @@ def decode_inputs(inputs, model_name, n_voxels=DEFAULT_VOXELS, period=None, cond
     timings = {}
     start = time.perf_counter()
     method = betas
-    betas, trials, usable = single_trial_betas(inputs, inputs.stimulus_column, condition_column, method)
+    betas, trials, usable = single_trial_betas(inputs, inputs.stimulus_column, condition_column, method,
+                                               single_trial_stages, memory_limit)
     timings["betas"] = time.perf_counter() - start
     options = {"n_voxels": n_voxels, "period": period, "positive_amplitude": positive_amplitude,
                "max_iterations": max_iterations, "memory_limit": memory_limit,

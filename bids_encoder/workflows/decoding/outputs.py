@@ -54,6 +54,14 @@ def _grid(result):
                         "evenly from the smallest to the largest stimulus value of the design")}
 
 
+SINGLE_TRIAL_DEFINITION = (
+    "GLMsingle's method over all runs at once (bids_encoder.decoding.single_trial.fit_single_trials, the stages "
+    "of --single-trial-stages): every stimulus event its own regressor with the voxel's HRF, per run its "
+    "confounds, drifts, intercept and noise components, fractional ridge; its choices (HRF, number of components, "
+    "ridge fractions) come from held-out time series, never from the stimulus values")
+SINGLE_TRIAL_HRF = "per voxel, the best of an SPM library by the on/off model (or canonical without the hrf stage)"
+
+
 def write_decoding(output_dir, entities, result, model, sources, method):
     """Write the decoding table, the posterior densities and their sidecars; returns the four paths."""
     table_path, posterior_path = decoding_paths(output_dir, entities)
@@ -91,8 +99,9 @@ def write_decoding(output_dir, entities, result, model, sources, method):
             "Definition": ("one GLM per run: every stimulus event its own regressor, the run's confounds and an "
                            "intercept" if method == "lsa" else
                            "least-squares-separate: one GLM per trial of a run (the trial, the run's other "
-                           "stimulus events summed, its confounds and an intercept)"),
-            "HRF": LSS_HRF, "UsesStimulusValues": False},
+                           "stimulus events summed, its confounds and an intercept)" if method == "lss" else
+                           SINGLE_TRIAL_DEFINITION),
+            "HRF": SINGLE_TRIAL_HRF if method == "singletrial" else LSS_HRF, "UsesStimulusValues": False},
         "CrossValidation": {
             "Scheme": "leave one run out",
             "Training": "on the other runs' single-trial responses only: voxel selection, tuning fit (grid -> "

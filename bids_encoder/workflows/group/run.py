@@ -139,6 +139,15 @@ def run_group(bids_dir, output_dir, options):
         raise InputError(f"No participant outputs under {output_dir} for {chosen}"
                          + (f" and {', '.join('sub-' + s for s in options.participant_label)}"
                             if options.participant_label else ""), exit_code=18)
+    single = [fit for fit in fits if dict(fit.key).get("model") == "singletrial"]
+    if single:  # one response per trial of each participant: nothing to aggregate across participants
+        logger.warning("%d participant fit(s) of --model singletrial left out: single-trial betas belong to each "
+                       "participant's own trials (for decoding and RSA); the group level does not aggregate them",
+                       len(single))
+        fits = [fit for fit in fits if dict(fit.key).get("model") != "singletrial"]
+        if not fits:
+            raise InputError(f"Only --model singletrial outputs under {output_dir}: the group level aggregates "
+                             "maps of the other models, not single-trial betas", exit_code=18)
     fits, made = stats_model_fits(fits)
     modelled = made.pop(options.stats_model.name, []) if options.stats_model is not None else []
     for name in made:

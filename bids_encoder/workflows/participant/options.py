@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..._memory import default_memory_limit
 from ...bids.layout import InputError
-from ..fits.kinds import MODEL_KINDS, MODELS
+from ..fits.kinds import MODEL_KINDS, MODELS, SINGLE_TRIAL_STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ class ParticipantOptions:
     positive_amplitude: bool = False  # pRF and tuning models: amplitudes constrained positive
     decode: bool = False  # 1-D tuning models: leave-one-run-out decoding of the stimulus (workflows.decoding)
     decode_voxels: int = 200  # voxels per decoding fold
-    decode_betas: str = "lsa"  # single-trial responses: 'lsa' or 'lss'
+    decode_betas: str = "lsa"  # single-trial responses: 'lsa', 'lss' or 'singletrial'
+    single_trial_types: tuple = ()  # singletrial: the trial types whose events are single trials (default: all)
+    repeat_column: str | None = None  # singletrial: the events.tsv column naming what repeats (default: conditions)
+    single_trial_stages: tuple = SINGLE_TRIAL_STAGES  # singletrial: the stages on
 
     @property
     def model_list(self):
@@ -86,6 +89,21 @@ def check_model_options(options):
     if len(models) > 1 and options.cv == "none":
         raise InputError("Several --model values are compared by cross-validated R²: they cannot run with "
                          "--cv none", exit_code=64)
+    if "singletrial" in models and len(models) > 1:
+        raise InputError("--model singletrial estimates one response per event; it is not compared with other models "
+                         "(fit it on its own)", exit_code=64)
+    if "singletrial" in models and options.hrf != "canonical":
+        raise InputError(f"--model singletrial chooses each voxel's HRF from its library (--single-trial-stages hrf); "
+                         f"--hrf {options.hrf} does not apply to it", exit_code=64)
+    unknown_stages = [s for s in options.single_trial_stages if s not in SINGLE_TRIAL_STAGES]
+    if unknown_stages:
+        raise InputError(f"--single-trial-stages: unknown stage(s) {', '.join(unknown_stages)} (choose from "
+                         f"{', '.join(SINGLE_TRIAL_STAGES)}, or none)", exit_code=64)
+    single = "singletrial" in models or (options.decode and options.decode_betas == "singletrial")
+    if not single and (options.single_trial_types or options.repeat_column
+                       or tuple(options.single_trial_stages) != SINGLE_TRIAL_STAGES):
+        raise InputError("--single-trial-types, --repeat-column and --single-trial-stages set the single-trial "
+                         "model: give --model singletrial (or --decode-betas singletrial)", exit_code=64)
     if options.decode and len(tuning) < len(models):
         raise InputError(f"--decode decodes the 1-D tuning models (gauss1d, loggauss1d, vonmises1d), not --model "
                          f"{', '.join(m for m in models if m not in tuning)}", exit_code=64)

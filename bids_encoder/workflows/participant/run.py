@@ -133,6 +133,11 @@ def _fit_group(runs, output_dir, options, strategy, kind, bids_dir, roots, cache
 
 
 def _fit(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings, writing, cache, design=None):
+    if options.model == "singletrial":  # one response per event: its own stage (workflows.single_trial)
+        from ..single_trial.run import fit_single_trial_group
+
+        return fit_single_trial_group(runs, output_dir, options, strategy, kind, bids_dir, roots, name, warnings,
+                                      writing, _confound_settings, _summary_rows)
     started = time.perf_counter()
     timings = {}
     PROGRESS.info("%s: fitting %d run(s) with model %s, HRF %s", name, len(runs), options.model, options.hrf)
@@ -241,7 +246,8 @@ def _decode(inputs, options, name):
     return decode_inputs(inputs, options.model, n_voxels=options.decode_voxels, period=options.stimulus_period,
                          condition_column=options.condition_column, positive_amplitude=options.positive_amplitude,
                          max_iterations=options.max_iterations, memory_limit=options.memory_limit,
-                         seed=options.seed, betas=options.decode_betas)
+                         seed=options.seed, betas=options.decode_betas,
+                         single_trial_stages=options.single_trial_stages)
 
 
 def _model_arguments(options):

@@ -1,4 +1,5 @@
-"""Single-trial response amplitudes by least-squares-separate (LSS; Mumford et al., 2012)."""
+"""Single-trial regressors, and single-trial response amplitudes by least-squares-separate (LSS; Mumford et al.,
+2012)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
-from ..models.base import _as_frame, run_lengths
-from ..models.hrf import spm_hrf
+from ...models.base import _as_frame, run_lengths
+from ...models.hrf import spm_hrf
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["lss_betas", "trial_regressors"]
 
 
-def trial_regressors(onsets, durations, frame_times, oversampling=16, names=None):
+def trial_regressors(onsets, durations, frame_times, oversampling=16, names=None, hrf=None):
     """One HRF-convolved regressor per trial: its boxcar convolved with the SPM HRF, read at the frame times.
 
     Parameters
@@ -29,12 +30,24 @@ def trial_regressors(onsets, durations, frame_times, oversampling=16, names=None
         Fine steps per volume for the boxcars and the convolution.
     names : sequence of str, optional
         Column names (default ``trial000``, …).
+    hrf : dict, optional
+        Arguments of :func:`~bids_encoder.hrf.spm_hrf` (``a1``, ``d1``, ``a2``, ``d2``, ``c``) for another shape
+        than the canonical one.
 
     Returns
     -------
     DataFrame, shape (time, trials)
         The HRF kernel sums to one, as in the models: a sustained stimulation gives a plateau of 1.
     """
+    onsets, durations, frame_times = _check_trials(onsets, durations, frame_times)
+    fine, boxcars, dt = fine_boxcars(onsets, durations, frame_times, oversampling)
+    kernel = spm_hrf(np.arange(0.0, 32.0, dt), **(hrf or {})) * dt  # unit sum: a sustained stimulation gives 1
+    sampled = convolve_and_sample(boxcars, kernel, fine, frame_times)
+    columns = list(names) if names is not None else [f"trial{k:03d}" for k in range(len(onsets))]
+    return pd.DataFrame(sampled, index=pd.Index(frame_times, name="time"), columns=columns)
+
+
+def _check_trials(onsets, durations, frame_times):
     onsets = np.asarray(onsets, dtype=np.float64).ravel()
     durations = np.broadcast_to(np.asarray(durations, dtype=np.float64), onsets.shape)
     frame_times = np.asarray(frame_times, dtype=np.float64).ravel()
@@ -44,6 +57,12 @@ def trial_regressors(onsets, durations, frame_times, oversampling=16, names=None
         raise ValueError("frame_times must be at least two increasing times")
     if np.any(durations < 0) or not np.all(np.isfinite(onsets)) or not np.all(np.isfinite(durations)):
         raise ValueError("onsets and durations must be finite, durations non-negative")
+    return onsets, durations, frame_times
+
+
+def fine_boxcars(onsets, durations, frame_times, oversampling=16):
+    """Every trial's boxcar on a fine grid of step ``TR / oversampling`` that starts 32 s before the earliest of the
+    first frame and the first onset; returns (fine times, boxcars (fine time × trials), step)."""
     dt = float(np.median(np.diff(frame_times))) / oversampling
     lead = int(np.ceil(max(frame_times[0] - float(onsets.min()), 0.0) / dt)) + int(np.ceil(32.0 / dt))
     n_fine = lead + int(np.ceil((frame_times[-1] - frame_times[0]) / dt)) + 2
@@ -54,14 +73,17 @@ def trial_regressors(onsets, durations, frame_times, oversampling=16, names=None
     last = np.clip(np.ceil((onsets + durations - origin) / dt - 1e-6).astype(np.int64), first + 1, n_fine)
     steps = np.arange(len(fine))[:, np.newaxis]
     boxcars = ((steps >= first) & (steps < last)).astype(np.float64)  # (fine time, trials)
-    kernel = spm_hrf(np.arange(0.0, 32.0, dt)) * dt  # unit sum: sustained stimulation gives a plateau of 1
+    return fine, boxcars, dt
+
+
+def convolve_and_sample(boxcars, kernel, fine, frame_times):
+    """Boxcars (fine time × trials) convolved with a kernel on the same grid, read at the frame times (linear
+    interpolation); (time × trials)."""
     convolved = signal.oaconvolve(boxcars, kernel[:, np.newaxis], axes=0)[: len(fine)]
-    position = np.clip((frame_times - fine[0]) / dt, 0, len(fine) - 1)
+    position = np.clip((frame_times - fine[0]) / (fine[1] - fine[0]), 0, len(fine) - 1)
     below = np.minimum(np.floor(position).astype(np.int64), len(fine) - 2)
     fraction = (position - below)[:, np.newaxis]
-    sampled = (1 - fraction) * convolved[below] + fraction * convolved[below + 1]
-    columns = list(names) if names is not None else [f"trial{k:03d}" for k in range(len(onsets))]
-    return pd.DataFrame(sampled, index=pd.Index(frame_times, name="time"), columns=columns)
+    return (1 - fraction) * convolved[below] + fraction * convolved[below + 1]
 
 
 def lss_betas(trial_regressors, data, confounds=None, trial_types=None, add_intercept=True, rcond=1e-10):
