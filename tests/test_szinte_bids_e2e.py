@@ -97,3 +97,41 @@ def test_prf_maps_agree_with_direct_core_fit(szinte_bids, tmp_path):
     captions = [item["caption"] for item in section["figures"]["parameters"]]
     assert any(c.startswith("polarAngle:") for c in captions) and any(c.startswith("eccentricity:") for c in captions)
     assert {"curve", "timeseries", "rsquared"} <= set(section["figures"]) and (out / "sub-01.html").is_file()
+
+
+def test_gate_mask_and_standard_error_maps(szinte_bids, tmp_path):
+    """--min-grid-rsquared: the desc-iterated mask marks exactly the voxels whose grid R² reached it (the recipe's
+    own bookkeeping), the sidecars give the threshold and counts, and every fitted parameter has a desc-se map —
+    NaN where the voxel was not iterated — equal to the recipe's standard errors; 0 iterates every voxel."""
+    from bids_encoder.optimize.recipes import MIN_GRID_R2
+
+    root, frames, grid, data = szinte_bids
+    paradigm = pd.DataFrame(frames.reshape(150, -1) / frames.max())
+    direct = fit_prf2d(GaussianPRF2DWithHRF(grid, hrf_model=SPMHRFModel(TR)), data + 1000.0, paradigm,
+                       progressbar=False, min_grid_r2=0.2)
+    counts = {}
+    for threshold in ("0.2", "0"):
+        out = tmp_path / f"out{threshold}"
+        code = main([str(root), str(out), "participant", "--model", "prf2d", "--space", "T1w", "--confounds", "none",
+                     "--cv", "none", "--no-report", "--min-grid-rsquared", threshold,
+                     "--work-dir", str(tmp_path / "work")])
+        assert code == 0
+        prefix = out / "sub-01" / "func" / "sub-01_task-prf_space-T1w_model-prf2d"
+        mask = nib.load(f"{prefix}_desc-iterated_mask.nii.gz").get_fdata().reshape(-1)
+        gate = json.loads(Path(f"{prefix}_stat-x_statmap.json").read_text())["Fitter"]["ParameterFitter"]["Gate"]
+        assert gate["MinGridRSquared"] == float(threshold) and gate["IteratedVoxels"] == int(np.nansum(mask))
+        counts[threshold] = gate["IteratedVoxels"]
+        if threshold == "0.2":
+            fitted = direct.r2.notna().to_numpy()
+            assert np.array_equal(mask[fitted] == 1, direct.iterated.to_numpy()[fitted])
+            assert np.isnan(mask[~fitted]).all()
+            se = nib.load(f"{prefix}_stat-x_desc-se_statmap.nii.gz").get_fdata().reshape(-1)
+            assert np.isnan(se[mask == 0]).all()
+            both = np.isfinite(se) & np.isfinite(direct.standard_errors["x"].to_numpy())
+            assert both.sum() > 300
+            relative = np.abs(se[both] / direct.standard_errors["x"].to_numpy()[both] - 1)
+            assert np.median(relative) < 0.01 and np.quantile(relative, 0.99) < 0.05  # float32 paths differ a little
+            sidecar = json.loads(Path(f"{prefix}_stat-x_desc-se_statmap.json").read_text())
+            assert sidecar["Units"] == "degrees of visual angle" and "Gauss-Newton" in sidecar["StandardError"]["Method"]
+    assert counts["0"] == int(direct.r2.notna().sum()) > counts["0.2"]
+    assert MIN_GRID_R2 == 0.1  # the CLI's documented default (--help, README)

@@ -89,6 +89,9 @@ logger = logging.getLogger("bids_encoder")
               "(--single-trial-stages).")
 @click.option("--positive-amplitude", is_flag=True, help="pRF and tuning models: constrain amplitudes to be "
               "positive.")
+@click.option("--min-grid-rsquared", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              show_default="0.1", help="pRF and tuning models: voxels whose grid-stage R² is below this keep their grid "
+              "estimate and skip Levenberg-Marquardt (0 iterates every voxel); the desc-iterated mask says which.")
 @click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
               show_default=True, help="canonical (SPM), shared (one delay and dispersion per fit, from the best "
               "voxels), fit (per-voxel delay and dispersion), or auto (the one with the best median cvR²).")
@@ -269,7 +272,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             stimulus_column=options["stimulus_column"],
             stimulus_period=None if options["stimulus_period"] is None else float(options["stimulus_period"]),
             nuisance_trial_types=tuple(options["nuisance_trial_type"]),
-            positive_amplitude=options["positive_amplitude"],
+            positive_amplitude=options["positive_amplitude"], min_grid_rsquared=options["min_grid_rsquared"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
             signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
             decode_voxels=options["decode_voxels"], decode_betas=options["decode_betas"],

@@ -254,7 +254,7 @@ def _model_arguments(options):
     """The fit options of the pRF and tuning models (the GLM takes none)."""
     if MODEL_KINDS[options.model] == "glm":
         return {}
-    arguments = {"positive_amplitude": options.positive_amplitude}
+    arguments = {"positive_amplitude": options.positive_amplitude, "min_grid_rsquared": options.min_grid_rsquared}
     if MODEL_KINDS[options.model] == "tuning":
         arguments["stimulus_period"] = options.stimulus_period
     return arguments
