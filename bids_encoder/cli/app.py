@@ -129,6 +129,8 @@ logger = logging.getLogger("bids_encoder")
               "R² is below this before aggregating.")
 @click.option("--min-cvrsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels "
               "whose cross-validated R² is below this (with --min-rsquared, a voxel must pass both).")
+@click.option("--weight-by-se", is_flag=True, help="Group: also the inverse-variance weighted mean of pRF and tuning "
+              "parameters (weights 1/se² from the participants' desc-se maps) and its standard error.")
 @click.option("--group-model", type=click.Choice(["mixed", "ols"]), default="mixed", show_default=True,
               help="Group: mixed effects using the participants' variance maps (REML, FLAME1-like; OLS where they "
               "are missing) or OLS.")
@@ -370,7 +372,8 @@ def _run_group(bids_dir, output_dir, labels, options, models, stats_model=None):
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
         group_model=options["group_model"], covariates=tuple(options["group_covariate"]),
-        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"], stats_model=stats_model)
+        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"], stats_model=stats_model,
+        weight_by_se=options["weight_by_se"])
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:
