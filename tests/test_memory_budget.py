@@ -47,12 +47,17 @@ def test_the_default_budget_follows_the_least_memory_the_job_can_get(monkeypatch
     assert _memory.available_memory() is None and _memory.default_memory_limit() == _memory.MAX_DEFAULT
 
 
-def test_cli_memory_options():
+def test_cli_memory_options(monkeypatch):
     from bids_encoder.cli.support import AppError, _memory_budget
 
+    monkeypatch.setattr(_memory, "_rss", lambda: 100_000_000)  # the test process's own size does not matter
+    monkeypatch.setattr(_memory, "_meminfo_available", lambda: 20_000_000_000)
+    monkeypatch.setattr(_memory, "_cgroup_headroom", lambda: None)
+    monkeypatch.setattr(_memory, "_slurm_headroom", lambda: None)
     assert _memory_budget("3GB") == 3_000_000_000
-    assert _memory_budget("auto", "16000") <= _memory.MAX_DEFAULT  # --mem 16000 (MB, fMRIPrep's spelling)
-    assert _memory_budget("auto", "4000") == pytest.approx(0.25 * (4e9 - _memory._rss()), rel=0.05)
+    assert _memory_budget("auto") == _memory.MAX_DEFAULT
+    assert _memory_budget("auto", "4000") == int(0.25 * (4e9 - 1e8))  # --mem 4000 (MB, fMRIPrep's spelling)
+    assert _memory_budget("auto", "4G") == int(0.25 * (4e9 - 1e8))
     with pytest.raises(AppError, match="--mem"):
         _memory_budget("auto", "lots")
 

@@ -60,13 +60,14 @@ def gaussian_field_products(model, paradigm, x, y, sd):
     return response, d_x, d_y, d_sd
 
 
-def prediction_and_jacobian(model, paradigm, parameters_of, free, weights, segments, free_index):
+def prediction_and_jacobian(model, paradigm, parameters_of, free, weights, segments, free_index, frames=None):
     """BOLD prediction (time × voxels) and its Jacobian (time × voxels × free) with respect to the unconstrained
     ``free`` parameters; None when the model has no registered neural Jacobian.
 
     ``parameters_of(free)`` maps the free values to the natural parameters (voxels × labels) and ``free_index``
     gives the label of each free column; the transforms are elementwise, so one forward-mode pass with a tangent
-    of ones gives every transform's slope.
+    of ones gives every transform's slope. With ``frames`` the paradigm holds its distinct rows: the neural
+    response and its derivatives are computed on them and expanded to the time points before the HRF.
     """
     predict_neural = type(model)._predict_neural
     neural_jacobian = NEURAL_JACOBIANS.get(getattr(predict_neural, "__func__", predict_neural))
@@ -79,6 +80,9 @@ def prediction_and_jacobian(model, paradigm, parameters_of, free, weights, segme
     neural, derivatives = neural_jacobian(model, paradigm, parameters)
     needed = [labels[i] for i in free_index]
     columns = {label: derivatives[label] for label in needed if label in derivatives}
+    if frames is not None:
+        neural = tf.gather(neural, frames, axis=0)
+        columns = {label: tf.gather(column, frames, axis=0) for label, column in columns.items()}
     hrf_model = getattr(model, "hrf_model", None)
     if hrf_model is not None:
         hrf_parameters = model._hrf_parameters(parameters)

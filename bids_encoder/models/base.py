@@ -40,6 +40,9 @@ class EncodingModel:
 
     parameter_labels: list[str] = []
     uses_weights = False
+    #: the neural response at a time point depends on that time point's paradigm row only (the fitters then compute
+    #: it on the distinct rows: :func:`~bids_encoder.models._frames.distinct_rows`)
+    supports_frames = False
     #: the stimulus is an angle (its grid wraps when decoding): von Mises tuning
     circular_stimulus = False
     #: the parameters must satisfy :meth:`_feasible` beyond their bounds (2-D pRFs: the stimulus sees the field)
@@ -150,9 +153,17 @@ class EncodingModel:
             return 0.0
         return parameters[:, labels.index("baseline")][tf.newaxis, :]
 
-    def _predict(self, paradigm, parameters, weights=None, segments=None):
-        """Prediction tensor (time × voxels) from tensors: paradigm (T, F), parameters (V, P), weights (F, V)."""
-        return self._predict_neural(paradigm, parameters, weights) + self._baseline(parameters)
+    def _predict(self, paradigm, parameters, weights=None, segments=None, frames=None):
+        """Prediction tensor (time × voxels) from tensors: paradigm (T, F), parameters (V, P), weights (F, V).
+
+        ``frames`` (models with ``supports_frames``): the paradigm holds the distinct rows only and ``frames`` (T,)
+        says which one each time point shows (:func:`~bids_encoder.models._frames.distinct_rows`)."""
+        return self._expand(self._predict_neural(paradigm, parameters, weights), frames) + self._baseline(parameters)
+
+    @staticmethod
+    def _expand(neural, frames):
+        """The neural response of the distinct paradigm rows at every time point (``frames`` None: as it is)."""
+        return neural if frames is None else tf.gather(neural, frames, axis=0)
 
     def _respond(self, paradigm, parameters, weights=None):
         """The instantaneous response (stimuli × voxels) to each paradigm row, as decoders invert it: the
@@ -266,8 +277,8 @@ class HRFEncodingModel:
         columns = [labels.index(label) for label in self.hrf_model.get_parameter_labels()]
         return tf.gather(parameters, columns, axis=1)
 
-    def _predict(self, paradigm, parameters, weights=None, segments=None):
-        neural = self._predict_neural(paradigm, parameters, weights)
+    def _predict(self, paradigm, parameters, weights=None, segments=None, frames=None):
+        neural = self._expand(self._predict_neural(paradigm, parameters, weights), frames)
         bold = self.hrf_model.convolve(neural, self._hrf_parameters(parameters), segments=segments)
         return bold + self._baseline(parameters)
 

@@ -72,7 +72,9 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
         taps = len(self.hrf_model.get_kernel().numpy())
         return super()._fixed_floats(n_time, n_features) + n_features * n_time * taps  # the lagged regressors
 
-    def _predict(self, paradigm, parameters, weights=None, segments=None):
+    def _predict(self, paradigm, parameters, weights=None, segments=None, frames=None):
+        if frames is not None:
+            raise ValueError("linear models take the whole paradigm (supports_frames is False)")
         hrf_parameters = self._hrf_parameters(parameters)
         if hrf_parameters is None:  # one kernel: convolve the few regressors, not the many voxels
             bold = tf.matmul(self.hrf_model.convolve(paradigm, segments=segments), weights)

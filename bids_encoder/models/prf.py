@@ -47,6 +47,7 @@ class _PRFModel(EncodingModel):
     positive_labels: dict[str, float] = {}  # label → lower bound
     bounds: dict[str, tuple] = {}  # label → (low, high): a bounded transform (models set their own, never this one)
     amplitude_labels = ("amplitude",)
+    supports_frames = True  # the neural response is a function of the time point's apertures or values only
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, positive_amplitude=False,
                  verbosity=logging.INFO, **kwargs):
@@ -71,13 +72,14 @@ class _PRFModel(EncodingModel):
         all_labels = self.get_parameter_labels()
         return [parameters[:, all_labels.index(label)][tf.newaxis, :] for label in labels]
 
-    def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments, free_index=None):
+    def _prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments, free_index=None,
+                                 frames=None):
         """Closed-form route for the Levenberg–Marquardt solver (see :mod:`bids_encoder.models._jacobians`);
-        None (forward mode) for models without a registered neural Jacobian."""
+        None (forward mode) for models without a registered neural Jacobian. ``frames``: as for ``_predict``."""
         if free_index is None:
             return None
         return _jacobians.prediction_and_jacobian(self, paradigm, parameters_of, free, weights, segments,
-                                                  free_index)
+                                                  free_index, frames=frames)
 
 
 class _TuningModel(_PRFModel):

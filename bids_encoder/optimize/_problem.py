@@ -8,6 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._tensorflow import tf
+from ..models._frames import distinct_rows
 from ._inputs import projected_constant
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ class FitProblem:
         self.segments = segments
         self.noise_model = noise_model
         self.paradigm = tf.constant(paradigm.to_numpy(), tf.float32)
+        # the compiled LM steps compute a neural response once per distinct paradigm row (models/_frames.py)
+        if getattr(model, "supports_frames", False):
+            rows, frames = distinct_rows(paradigm.to_numpy())
+            self.rows, self.frames = tf.constant(rows), tf.constant(frames)
+        else:
+            self.rows, self.frames = self.paradigm, tf.range(paradigm.shape[0], dtype=tf.int32)
         self.weights = None if weights is None else tf.constant(weights, tf.float32)
         y = data.to_numpy().astype(np.float64)
         if basis is not None and basis.shape[1]:

@@ -135,14 +135,17 @@ class Kernel(StepKernel):
     def __init__(self, problem, store_intermediate):
         self.has_basis, self.has_weights = problem.basis is not None, problem.weights is not None
         self.fast = getattr(problem.model, "_prediction_and_jacobian", None)
+        self.use_frames = bool(getattr(problem.model, "supports_frames", False))
         n_time, n_features = problem.paradigm.shape  # static: the models' convolutions need the run lengths
+        n_rows = problem.rows.shape[0]  # the distinct paradigm rows (all of them for other models)
         spec = tf.TensorSpec
         voxel_specs = [spec([n_time, None], tf.float32),  # y (time, voxels), confounds projected out
                        spec([None], tf.float32),  # sst
                        spec([None, len(problem.fixed_idx)], tf.float32),  # fixed values
                        spec([None, None], tf.float32)]  # weights (features, voxels) or (0, voxels)
-        shared_specs = [spec([n_time, n_features], tf.float32),  # paradigm
-                        spec([n_time, None], tf.float32)]  # basis (time, k) or (time, 0)
+        shared_specs = [spec([n_rows, n_features], tf.float32),  # the paradigm's distinct rows (or all of it)
+                        spec([n_time, None], tf.float32),  # basis (time, k) or (time, 0)
+                        spec([n_time], tf.int32)]  # the row each time point shows
         super().__init__(problem, store_intermediate, voxel_specs, shared_specs)
 
     @staticmethod
@@ -155,7 +158,7 @@ class Kernel(StepKernel):
     @staticmethod
     def shared_inputs(problem):
         basis = problem.basis if problem.basis is not None else tf.zeros([problem.n_time, 0])
-        return [problem.paradigm, basis]
+        return [problem.rows, basis, problem.frames]
 
     def sst_of(self, inputs):
         return inputs[1]
@@ -163,7 +166,10 @@ class Kernel(StepKernel):
     def fixed_of(self, inputs):
         return inputs[2]
 
-    def predict(self, paradigm, parameters, weights):
+    def predict(self, paradigm, parameters, weights, frames):
+        if self.use_frames:
+            return self.model._predict(paradigm, parameters, weights if self.has_weights else None,
+                                       segments=self.segments, frames=frames)
         return self.model._predict(paradigm, parameters, weights if self.has_weights else None,
                                    segments=self.segments)
 
@@ -172,12 +178,13 @@ class Kernel(StepKernel):
             return timeseries
         return timeseries - tf.matmul(basis, tf.matmul(basis, timeseries, transpose_a=True))
 
-    def jacobian(self, paradigm, free, fixed, weights):
+    def jacobian(self, paradigm, free, fixed, weights, frames):
         """Predictions and their Jacobian (time, voxels, free), both before the confound projection."""
         weights = weights if self.has_weights else None
         if self.fast is not None:  # models that know a cheaper route than differentiating the whole prediction
+            extra = {"frames": frames} if self.use_frames else {}
             result = self.fast(paradigm, lambda f: self.natural(f, fixed), free, weights, self.segments,
-                               free_index=self.free_idx)
+                               free_index=self.free_idx, **extra)
             if result is not None:
                 return result
         n_free = len(self.free_idx)
@@ -185,13 +192,13 @@ class Kernel(StepKernel):
         for j in range(n_free):
             tangent = tf.one_hot(tf.fill([tf.shape(free)[0]], j), n_free, dtype=tf.float32)
             with tf.autodiff.ForwardAccumulator(free, tangent) as accumulator:
-                prediction = self.predict(paradigm, self.natural(free, fixed), weights)
+                prediction = self.predict(paradigm, self.natural(free, fixed), weights, frames)
             columns.append(accumulator.jvp(prediction, unconnected_gradients="zero"))
         return prediction, tf.stack(columns, axis=-1)
 
     def linearise(self, free, inputs):
-        y, _, fixed, weights, paradigm, basis = inputs
-        prediction, jac = self.jacobian(paradigm, free, fixed, weights)
+        y, _, fixed, weights, paradigm, basis, frames = inputs
+        prediction, jac = self.jacobian(paradigm, free, fixed, weights, frames)
         residual = y - self.project(basis, prediction)
         ssr = tf.reduce_sum(tf.square(residual), axis=0)
         # with the projection P = I - BB': (PJ)'(PJ) = J'J - (B'J)'(B'J) and (PJ)'r = J'r (r = Pr), so the
@@ -204,8 +211,8 @@ class Kernel(StepKernel):
         return ssr, normal, gradient, ()
 
     def candidate_ssr(self, candidate, free, ssr, state, inputs):
-        y, _, fixed, weights, paradigm, basis = inputs
-        residual = y - self.project(basis, self.predict(paradigm, self.natural(candidate, fixed), weights))
+        y, _, fixed, weights, paradigm, basis, frames = inputs
+        residual = y - self.project(basis, self.predict(paradigm, self.natural(candidate, fixed), weights, frames))
         return tf.reduce_sum(tf.square(residual), axis=0)
 
     def candidate_feasible(self, candidate, inputs, margin=1.0):

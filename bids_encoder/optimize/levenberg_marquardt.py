@@ -38,7 +38,8 @@ def kernel_for(problem, store_intermediate):
     gram = _gram.gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
                                  problem.weights is not None)
     key = (gram, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
-           tuple(problem.paradigm.shape), tuple(problem.segments or ()), problem.basis is not None,
+           tuple(problem.paradigm.shape), tuple(problem.rows.shape), tuple(problem.segments or ()),
+           problem.basis is not None,
            problem.weights is not None, bool(store_intermediate))
     kernels = _KERNELS.setdefault(model_key(problem.model), {})
     if key not in kernels:
