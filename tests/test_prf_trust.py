@@ -179,3 +179,22 @@ def test_iterate_mask_is_checked(rng):
     fitter = ParameterFitter(model, data, paradigm)
     with pytest.raises(ValueError, match="iterate must be a boolean array of 5 voxels"):
         fitter.fit(init_pars=truth, iterate=np.ones(4, bool), progressbar=False)
+
+
+def test_report_shows_parameters_where_the_fit_is_meaningful():
+    """The report's voxels: iterated with cvR² > 0, or without cross-validation iterated with R² at the gate."""
+    from types import SimpleNamespace
+
+    from bids_encoder.report.participant import meaningful_voxels
+    from bids_encoder.workflows.fits.results import MapSpec
+
+    iterated = np.array([1, 1, 0, 1, np.nan], np.float32)
+    maps = [MapSpec("x", np.zeros(5, np.float32), "", ""), MapSpec("", iterated, "", "", desc="iterated",
+                                                                   suffix="mask")]
+    fitter = {"ParameterFitter": {"Gate": {"MinGridRSquared": 0.1}}}
+    r2 = np.array([0.5, 0.05, 0.5, 0.2, np.nan])
+    with_cv = SimpleNamespace(maps=maps, cv={"cvr2": np.array([0.1, 0.2, 0.3, -0.1, np.nan])}, r2=r2, fitter=fitter)
+    assert meaningful_voxels(with_cv)[0].tolist() == [True, True, False, False, False]
+    without = SimpleNamespace(maps=maps, cv=None, r2=r2, fitter=fitter)
+    assert meaningful_voxels(without)[0].tolist() == [True, False, False, True, False]
+    assert meaningful_voxels(SimpleNamespace(maps=maps[:1], cv=None, r2=r2, fitter={}))[0] is None

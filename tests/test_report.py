@@ -38,8 +38,10 @@ def test_readme_example_command_recovers_effects(example):
     assert len(rows) == 6
     assert all(float(r) > 0.7 for row in rows for r in row.strip(" |").split("|")[2:])
     # per subject: GLM volume + surface (3 conditions × effect, variance, t, z, p; effects of interest F, z, p; R²,
-    # cvR²), pRF volume (x, y, sd, amplitude, baseline, R², polar angle, eccentricity; --cv none)
-    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 2 * (2 * 20 + 8)
+    # cvR²), pRF volume (x, y, sd, amplitude, baseline, R², polar angle, eccentricity; --cv none) and the standard
+    # errors of its 5 parameters (desc-se)
+    assert len(list(out.glob("sub-*/func/*_statmap.json"))) == 2 * (2 * 20 + 8 + 5)
+    assert len(list(out.glob("sub-*/func/*_model-prf2d_desc-iterated_mask.nii.gz"))) == 2
     group = [line for line in stdout.splitlines() if line.startswith("| group mean")]
     assert len(group) == 3 and all(float(row.split("|")[3]) > 0.85 for row in group)
     prf = [line.strip(" |").split("|") for line in stdout.splitlines() if line.startswith("| pRF sub-")]
@@ -55,7 +57,8 @@ def test_every_sidecar_carries_the_version(example):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Version"] == __version__
     sidecars = [p for p in out.rglob("*.json") if "figures" not in p.parts and p.name != "dataset_description.json"]
-    assert len(sidecars) == 96 + 6 + len(list((out / "group").glob("*.json")))  # maps, designs, group
+    # maps (standard errors and the iterated mask of the pRF fits included), designs, group
+    assert len(sidecars) == 96 + 2 * (5 + 1) + 6 + len(list((out / "group").glob("*.json")))
     assert len(list((out / "group").glob("*.json"))) > 20
     assert {p.name: json.loads(p.read_text()).get("SoftwareVersion") for p in sidecars} == {
         p.name: __version__ for p in sidecars}
@@ -72,6 +75,10 @@ def test_report_files_and_sections_are_written(example):
     surface = json.loads(sections[1].read_text())
     assert {"x", "y", "sd", "polarAngle", "eccentricity"} <= {
         item["caption"].split(":")[0] for item in json.loads(sections[2].read_text())["figures"]["parameters"]}
+    prf = json.loads(sections[2].read_text())["figures"]
+    # pRF maps only where the fit means something (#27), and the standard errors of the position
+    assert all("; shown where iterated with" in item["caption"] for item in prf["parameters"])
+    assert (out / prf["standard_errors"]["file"]).stat().st_size > 1000
     assert "on the fsaverage5 inflated mesh; not drawn where R² < " in surface["figures"]["rsquared"]["caption"]
     assert len(surface["figures"]["parameters"]) == 3 + 4  # effects, z of the conditions and effects of interest
     for section in map(json.loads, (p.read_text() for p in sections[:2])):

@@ -127,12 +127,12 @@ def map_extension(kind):
     return {"volume": ".nii.gz", "gifti": ".func.gii", "cifti": ".dscalar.nii"}[kind]
 
 
-def map_paths(output_dir, entities, kind):
+def map_paths(output_dir, entities, kind, suffix="statmap"):
     extension = map_extension(kind)
     if kind == "gifti":
-        return {hemi: derivative_path(output_dir, {**entities, "hemi": hemi}, extension=extension)
+        return {hemi: derivative_path(output_dir, {**entities, "hemi": hemi}, suffix=suffix, extension=extension)
                 for hemi in ("L", "R")}
-    return derivative_path(output_dir, entities, extension=extension)
+    return derivative_path(output_dir, entities, suffix=suffix, extension=extension)
 
 
 def sidecar_path(path):

@@ -38,7 +38,10 @@ class ParticipantFit:
     key: tuple  # ((entity, value), …) shared by the fits that are aggregated together
     maps: dict = field(default_factory=dict)
     sidecars: dict = field(default_factory=dict)  # (contrast, stat) → JSON path
-    run: int | None = None  # a BIDS Stats Model's run-node fit of one run (the group level uses them only there)
+    run: int | None = None
+    #: (contrast, stat) → path of the standard-error map of that parameter (``…_stat-s_desc-se_statmap``, pRF and
+    #: tuning fits), kept apart from ``maps`` so that it is never taken for the parameter itself
+    standard_errors: dict = field(default_factory=dict)  # a BIDS Stats Model's run-node fit of one run (the group level uses them only there)
 
     @property
     def finished(self):
@@ -91,6 +94,14 @@ def find_participant_fits(output_dir, subjects=None, filters=None):
         fit = fits.setdefault(identity, ParticipantFit(entities["subject"], entities.get("session"), _key(entities),
                                                        run=entities.get("run")))
         stat = (entities.get("contrast"), entities.get("stat"))
+        if entities.get("desc") == "se":
+            if extension != ".json":
+                target = fit.standard_errors.setdefault(stat, {}) if "hemi" in entities else None
+                if target is None:
+                    fit.standard_errors[stat] = path
+                else:
+                    target[entities["hemi"]] = path
+            continue
         if extension == ".json":
             fit.sidecars[stat] = path
         elif "hemi" in entities:

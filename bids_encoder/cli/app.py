@@ -8,11 +8,9 @@ Errors are printed on one line.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -24,6 +22,7 @@ from .support import (
     LABEL,
     LEVELS,
     AppError,
+    _check_paths,
     _configure_device,
     _confound_parameters,
     _contrasts,
@@ -36,6 +35,7 @@ from .support import (
     _load_config,
     _memory_budget,
     _setup_logging,
+    _validate_dataset,
 )
 
 quiet_environment()  # before anything imports TensorFlow
@@ -104,6 +104,9 @@ first); `python -m bids_encoder` is the same. Exit codes: 0 done, 64 usage, 65 b
               "(--single-trial-stages).")
 @click.option("--positive-amplitude", is_flag=True, help="pRF and tuning models: constrain amplitudes to be "
               "positive.")
+@click.option("--min-grid-rsquared", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              show_default="0.1", help="pRF and tuning models: voxels whose grid-stage R² is below this keep their grid "
+              "estimate and skip Levenberg-Marquardt (0 iterates every voxel); the desc-iterated mask says which.")
 @click.option("--hrf", type=click.Choice(["canonical", "shared", "fit", "auto"]), default="canonical",
               show_default=True, help="canonical (SPM), shared (one delay and dispersion per fit, from the best "
               "voxels), fit (per-voxel delay and dispersion), or auto (the one with the best median cvR²).")
@@ -149,6 +152,8 @@ first); `python -m bids_encoder` is the same. Exit codes: 0 done, 64 usage, 65 b
               "R² is below this before aggregating.")
 @click.option("--min-cvrsquared", type=click.FloatRange(max=1), help="Group: blank each participant's voxels "
               "whose cross-validated R² is below this (with --min-rsquared, a voxel must pass both).")
+@click.option("--weight-by-se", is_flag=True, help="Group: also the inverse-variance weighted mean of pRF and tuning "
+              "parameters (weights 1/se² from the participants' desc-se maps) and its standard error.")
 @click.option("--group-model", type=click.Choice(["mixed", "ols"]), default="mixed", show_default=True,
               help="Group: mixed effects using the participants' variance maps (REML, FLAME1-like; OLS where they "
               "are missing) or OLS.")
@@ -196,45 +201,6 @@ def cli(bids_dir, output_dir, analysis_level, **options):
     options["explicit"] = {name for name in ("space", "model", "decode_voxels", "decode_betas", "hrf")
                            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     run_app(bids_dir, output_dir, analysis_level, options)
-
-
-def _check_paths(bids_dir, output_dir, work_dir):
-    bids_dir, output_dir = bids_dir.resolve(), output_dir.resolve()
-    if not bids_dir.is_dir():
-        raise AppError(f"BIDS_DIR {bids_dir} does not exist", 66)
-    if output_dir == bids_dir or (bids_dir in output_dir.parents
-                                  and output_dir.relative_to(bids_dir).parts[0] != "derivatives"):
-        raise AppError(f"OUTPUT_DIR {output_dir} must not be BIDS_DIR or inside it (BIDS_DIR/derivatives/<name> "
-                       "is allowed)", 64)
-    if work_dir is not None and bids_dir in work_dir.resolve().parents:
-        raise AppError(f"--work-dir {work_dir} must not be inside BIDS_DIR", 64)
-    existing = output_dir
-    while not existing.exists():
-        existing = existing.parent
-    try:  # a real write, not os.access: root passes os.access on read-only mounts
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is not a folder")
-        handle, probe = tempfile.mkstemp(dir=existing, prefix=".bids_encoder-write-test-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise AppError(f"Cannot create or write OUTPUT_DIR {output_dir} ({error.strerror or error})", 73) from error
-    return bids_dir, output_dir
-
-
-def _validate_dataset(bids_dir):
-    description = bids_dir / "dataset_description.json"
-    if not description.is_file():
-        raise AppError(f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json)", 16)
-    try:
-        content = json.loads(description.read_text())
-    except json.JSONDecodeError as error:
-        raise AppError(f"{description} is not valid JSON: {error}", 16) from error
-    missing = [key for key in ("Name", "BIDSVersion") if key not in content]
-    if missing:
-        raise AppError(f"{description} lacks required field(s) {', '.join(missing)}", 16)
-    if not any(path.is_dir() for path in bids_dir.glob("sub-*")):
-        raise AppError(f"BIDS_DIR {bids_dir} has no sub-* folder", 16)
 
 
 def run_app(bids_dir, output_dir, analysis_level, options):
@@ -294,7 +260,7 @@ def run_app(bids_dir, output_dir, analysis_level, options):
             stimulus_column=options["stimulus_column"],
             stimulus_period=None if options["stimulus_period"] is None else float(options["stimulus_period"]),
             nuisance_trial_types=tuple(options["nuisance_trial_type"]),
-            positive_amplitude=options["positive_amplitude"],
+            positive_amplitude=options["positive_amplitude"], min_grid_rsquared=options["min_grid_rsquared"],
             contrasts=contrasts, f_contrasts=f_contrasts, glm_noise_model=options["glm_noise_model"],
             signal_scaling=options["signal_scaling"], decode=options["decode"], stats_model=stats_model,
             run_model=options["run_model"], run_weights=options["run_weights"],
@@ -396,7 +362,8 @@ def _run_group(bids_dir, output_dir, labels, options, models, stats_model=None):
         min_rsquared=options["min_rsquared"], min_cvrsquared=options["min_cvrsquared"], atlas=options["atlas"], atlas_labels=options["atlas_labels"],
         work_dir=options["work_dir"] or Path.cwd() / "work", report=not options["no_report"],
         group_model=options["group_model"], covariates=tuple(options["group_covariate"]),
-        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"], stats_model=stats_model)
+        fdr_q=options["fdr_q"], cluster_extent=options["cluster_extent"], stats_model=stats_model,
+        weight_by_se=options["weight_by_se"])
     try:
         written = run_group(bids_dir, output_dir, group_options)
     except InputError as error:

@@ -249,3 +249,42 @@ def _contrasts(values, option, f_contrast=False):
             raise AppError(f"{option}: {error}", 64) from error
         parsed.append((name.strip(), expression.strip()))
     return tuple(parsed)
+
+
+def _check_paths(bids_dir, output_dir, work_dir):
+    bids_dir, output_dir = bids_dir.resolve(), output_dir.resolve()
+    if not bids_dir.is_dir():
+        raise AppError(f"BIDS_DIR {bids_dir} does not exist", 66)
+    if output_dir == bids_dir or (bids_dir in output_dir.parents
+                                  and output_dir.relative_to(bids_dir).parts[0] != "derivatives"):
+        raise AppError(f"OUTPUT_DIR {output_dir} must not be BIDS_DIR or inside it (BIDS_DIR/derivatives/<name> "
+                       "is allowed)", 64)
+    if work_dir is not None and bids_dir in work_dir.resolve().parents:
+        raise AppError(f"--work-dir {work_dir} must not be inside BIDS_DIR", 64)
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    try:  # a real write, not os.access: root passes os.access on read-only mounts
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".bids_encoder-write-test-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise AppError(f"Cannot create or write OUTPUT_DIR {output_dir} ({error.strerror or error})", 73) from error
+    return bids_dir, output_dir
+
+
+def _validate_dataset(bids_dir):
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise AppError(f"BIDS_DIR {bids_dir} is not a BIDS dataset (no dataset_description.json)", 16)
+    try:
+        content = json.loads(description.read_text())
+    except json.JSONDecodeError as error:
+        raise AppError(f"{description} is not valid JSON: {error}", 16) from error
+    missing = [key for key in ("Name", "BIDSVersion") if key not in content]
+    if missing:
+        raise AppError(f"{description} lacks required field(s) {', '.join(missing)}", 16)
+    if not any(path.is_dir() for path in bids_dir.glob("sub-*")):
+        raise AppError(f"BIDS_DIR {bids_dir} has no sub-* folder", 16)

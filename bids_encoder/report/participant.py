@@ -39,6 +39,21 @@ def map_style(stat):
     return {"cmap": "cold_hot", "vmin": None, "vmax": None, "symmetric": True}
 
 
+def meaningful_voxels(result):
+    """(mask, wording) of the voxels whose pRF/tuning parameters are shown: iterated and cvR² > 0, or without
+    cross-validation iterated with R² at least the gate's threshold; (None, "") for fits without a gate (GLM)."""
+    iterated = next((spec.values for spec in result.maps if spec.desc == "iterated"), None)
+    if iterated is None:
+        return None, ""
+    iterated = np.asarray(iterated) == 1
+    if result.cv is not None:
+        with np.errstate(invalid="ignore"):
+            return iterated & (np.asarray(result.cv["cvr2"], dtype=np.float64) > 0), "where iterated with cvR² > 0"
+    gate = result.fitter.get("ParameterFitter", {}).get("Gate", {}).get("MinGridRSquared", 0.0)
+    with np.errstate(invalid="ignore"):
+        return iterated & (np.asarray(result.r2, dtype=np.float64) >= gate), f"where iterated with R² ≥ {gate:g}"
+
+
 class MapPlotter:
     """Draws per-voxel values with the geometry of a MapWriter: slices, a mesh, or a histogram without one."""
 
@@ -83,6 +98,9 @@ class MapPlotter:
                                              cut_coords=self.cut_coords, fade=scale["fade"], label=label,
                                              fade_image=fade_image), "slices", scale_note(scale, "slices")
         if self.mesh is not None:
+            if style["vmax"] is None:  # a robust range, not the extremes
+                finite = np.abs(values[np.isfinite(values)])
+                style["vmax"] = float(np.percentile(finite, 99)) if finite.size else 1.0
             return figures.surface_map_figure(values, self.writer.hemisphere_sizes, self.mesh,
                                               path.with_suffix(".png"), title, cmap=style["cmap"],
                                               vmin=style["vmin"], vmax=style["vmax"], symmetric=style["symmetric"],
@@ -200,13 +218,24 @@ def fit_section(output_dir, subject, name, inputs, result, info):
             r2, cvr2, f"{stem}_cvscatter.svg", "Held-out against in-sample R²"), output_dir,
             "Each voxel's cvR² against its R²: the distance below the identity line is the in-sample optimism.")
     parameter_figures = []
+    meaningful, where = meaningful_voxels(result)
     for spec in [spec for spec in result.maps if spec.in_report][:MAX_PARAMETER_MAPS]:
         label = spec.stat + (f" ({short_label(spec.contrast)})" if spec.contrast else "")
         file_name = f"{stem}_{spec.stat}" + (f"_{short_label(spec.contrast)}" if spec.contrast else "")
-        path, _, note = plotter.plot(spec.values, Path(file_name), label, spec.stat, spec.units)
+        values = spec.values if meaningful is None else np.where(meaningful, spec.values, np.nan)
+        path, _, note = plotter.plot(values, Path(file_name), label, spec.stat, spec.units)
         parameter_figures.append(_figure(path, output_dir, f"{label}: {spec.description} ({spec.units})"
+                                         + ("" if meaningful is None else f"; shown {where}")
                                          + (f"; {note}." if note else "")))
     section["figures"]["parameters"] = parameter_figures
+    errors = {spec.stat: spec.values for spec in result.maps if spec.desc == "se" and spec.stat in ("x", "y", "mu")}
+    if errors:
+        keep = np.ones(len(r2), bool) if meaningful is None else meaningful
+        section["figures"]["standard_errors"] = _figure(figures.histogram_figure(
+            {f"se({name})": np.where(keep, values, np.nan) for name, values in errors.items()},
+            f"{stem}_se_position.svg", "Standard error of the position", "standard error"), output_dir,
+            f"Gauss–Newton standard errors of the position over the voxels {where or 'fitted'} "
+            "(NaN where undefined: not iterated, at a bound or constraint, near-degenerate).")
     _add_viewer(section, result, plotter, writer, background, stem, output_dir)
     shown = [spec for spec in result.maps if spec.in_report]
     section["notes"] = {"parameters": f"First {MAX_PARAMETER_MAPS} of {len(shown)} maps shown."
@@ -227,7 +256,8 @@ def fit_section(output_dir, subject, name, inputs, result, info):
         section["figures"]["curve"] = _figure(figures.curve_figure(
             result.history, f"{stem}_curve.svg", "Mean R² over iterations"), output_dir,
             "Levenberg–Marquardt: mean R² of the fitted voxels after each iteration.")
-    hrf_maps = {spec.stat: spec.values for spec in result.maps if spec.stat in ("hrf_delay", "hrf_dispersion")}
+    hrf_maps = {spec.stat: spec.values for spec in result.maps
+                if spec.stat in ("hrf_delay", "hrf_dispersion") and not spec.desc}
     if hrf_maps:
         bounds = result.hrf.get("Bounds")
         at_bound = result.hrf.get("FractionAtBound") or {}

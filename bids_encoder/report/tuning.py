@@ -50,7 +50,7 @@ def parameter_histograms(maps, r2, stem):
     keep = np.isfinite(r2) & (r2 > 0)
     drawn = []
     for spec in maps:
-        if spec.stat in SKIPPED or spec.contrast:
+        if spec.stat in SKIPPED or spec.contrast or spec.desc:  # standard errors, the iterated mask: elsewhere
             continue
         values = np.where(keep, spec.values, np.nan)
         path = histogram_figure({spec.stat: values}, f"{stem}_hist-{spec.stat}.svg", spec.description[:80],

@@ -32,13 +32,14 @@ logger = logging.getLogger(__name__)
 
 def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, noise_model="ssq",
               memory_limit=2_000_000_000, progressbar=True, positive_amplitude=False, stimulus_period=None,
-              run_model="joint"):
+              run_model="joint", min_grid_rsquared=None):
     """Fit ``model`` (one of :data:`MODELS`) with the HRF choice ``hrf`` (see :data:`HRF_CHOICES`) to the inputs.
 
     ``positive_amplitude`` constrains the amplitudes of pRF and tuning models; ``stimulus_period`` (degrees,
-    180 or 360) is the period of the von Mises model's stimulus values; ``run_model`` (GLM): ``joint`` (the runs
-    share their conditions' columns) or ``fixed-effects`` (each run fitted on its own, :mod:`.glm_runs`).
-    Returns a :class:`FitResult`.
+    180 or 360) is the period of the von Mises model's stimulus values; ``min_grid_rsquared`` the grid-R² gate of
+    their iterative stage (None: the recipes' ``MIN_GRID_R2``; 0 iterates every voxel); ``run_model`` (GLM):
+    ``joint`` (the runs share their conditions' columns) or ``fixed-effects`` (each run fitted on its own,
+    :mod:`.glm_runs`). Returns a :class:`FitResult`.
     """
     from .glm import fit_glm
     from .glm_runs import fit_glm_fixed_effects
@@ -47,16 +48,17 @@ def fit_model(inputs, model, hrf="canonical", alpha=0.0, max_iterations=None, no
 
     if hrf not in HRF_CHOICES:
         raise ValueError(f"Unknown HRF choice {hrf!r}; choose from {', '.join(HRF_CHOICES)}")
+    gate = {} if min_grid_rsquared is None else {"min_grid_rsquared": float(min_grid_rsquared)}
     kind = MODEL_KINDS.get(model)
     if kind == "glm":
         fit = fit_glm_fixed_effects if run_model == "fixed-effects" else fit_glm
         result = fit(inputs, hrf, alpha, max_iterations, noise_model, memory_limit, progressbar)
     elif kind == "prf2d":
         result = fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar,
-                                  model=model, positive_amplitude=positive_amplitude)
+                                  model=model, positive_amplitude=positive_amplitude, **gate)
     elif kind == "tuning":
         result = fit_tuning_inputs(inputs, model, hrf, max_iterations, noise_model, memory_limit, progressbar,
-                                   positive_amplitude=positive_amplitude, stimulus_period=stimulus_period)
+                                   positive_amplitude=positive_amplitude, stimulus_period=stimulus_period, **gate)
     else:
         raise ValueError(f"Unknown model {model!r}")
     result.hrf_choice = hrf

@@ -76,17 +76,19 @@ def write_fit(output_dir, inputs, result, model, settings, roots, extra=None, en
         maps.append(MapSpec("cvrsquared", result.cv["cvr2"], CV_DESCRIPTION, "fraction"))
     paths = []
     for spec in maps:
-        entities = {**base, "stat": bids_label(spec.stat)}
+        entities = {**base, "stat": bids_label(spec.stat) if spec.stat else None}
         if spec.contrast:
             entities["contrast"] = spec.contrast
-        paths.append(map_paths(output_dir, entities, kind))
+        if spec.desc:
+            entities["desc"] = spec.desc
+        paths.append(map_paths(output_dir, entities, kind, suffix=spec.suffix))
     for path in paths:  # listed first: a failure part-way removes whatever was written
         written += list(path.values()) if isinstance(path, dict) else [path]
     inputs.writer.write_many((spec.values, path, spec.stat) for spec, path in zip(maps, paths, strict=True))
     rsquared_sidecar = None
     for spec, path in zip(maps, paths, strict=True):
         sidecar = {"Description": spec.description, "Units": spec.units, **(spec.sidecar or {}), **common}
-        sidecar["Model"] = {**common["Model"], "Parameter": spec.stat}
+        sidecar["Model"] = {**common["Model"], "Parameter": spec.stat or None}
         if spec.contrast:
             sidecar["Model"]["Contrast"] = spec.contrast
         if spec.sidecar:

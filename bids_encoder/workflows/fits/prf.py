@@ -20,7 +20,7 @@ from ...models import (
 from ...models.base import run_lengths
 from ...models.hrf import SPMHRFModel
 from ...optimize._inputs import confound_basis
-from ...optimize.recipes import default_extra_grid, fit_prf2d, fit_prf2d_staged
+from ...optimize.recipes import MIN_GRID_R2, default_extra_grid, fit_prf2d, fit_prf2d_staged
 from ...optimize.shared_hrf import MIN_USABLE, canonical_shared_hrf, estimate_shared_hrf, select_best_voxels
 from .results import (
     HRF_DESCRIPTIONS,
@@ -33,6 +33,7 @@ from .results import (
     nuisance,
     projected_predict,
     refit_from,
+    trust_maps,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,13 +88,13 @@ def _fit_staged(model_class, inputs, hrf_model, kwargs, positive_amplitude, gaus
 
 
 def fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, progressbar, model="prf2d",
-                     positive_amplitude=False):
+                     positive_amplitude=False, min_grid_rsquared=MIN_GRID_R2):
     model_name = model
     model_class, model_description = PRF_MODELS[model_name]
     settings = lm_settings(max_iterations)
     extra = nuisance(inputs)
     kwargs = {"optimizer": "lm", "confounds": extra, "memory_limit": memory_limit, "progressbar": progressbar,
-              "noise_model": noise_model, **settings}
+              "noise_model": noise_model, "min_grid_r2": float(min_grid_rsquared), **settings}
     shared = None
     if hrf == "shared":
         gaussian = GaussianPRF2DWithHRF(inputs.grid, hrf_model=SPMHRFModel(inputs.tr),
@@ -144,7 +145,13 @@ def fit_prf2d_inputs(inputs, hrf, max_iterations, noise_model, memory_limit, pro
         "PositiveAmplitude": bool(positive_amplitude),
         "Bounds": {"x, y": "stimulus extent widened by half of it on each side",
                    "sd": "half a pixel to the stimulus extent",
-                   **({"n": list(model.bounds["n"])} if "n" in model.bounds else {})}}}
+                   **({"n": list(model.bounds["n"])} if "n" in model.bounds else {})},
+        "MinVisibility": {"Value": model.min_visibility,
+                          "Rule": "the stimulus covers at least this share of the (normalised) field at some time "
+                                  "point: grid points below it are skipped, Levenberg-Marquardt rejects steps that "
+                                  "leave it (a field beyond the stimulated region is not identified)"}}}
+    maps += trust_maps(result, {label: PRF_MAPS.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
+                                for label in parameters.columns}, fitter_settings)
     stimulus = pd.DataFrame({"stimulus_area": inputs.paradigm.to_numpy().mean(axis=1)}, index=inputs.data.index)
     design = pd.concat([stimulus, inputs.confounds], axis=1)
     basis = confound_basis(extra if model_name != "dn2d" else np.hstack([extra, np.ones((len(extra), 1))]),

@@ -36,6 +36,8 @@ class MapSpec:
     contrast: str | None = None
     sidecar: dict | None = None  # extra sidecar fields (circular period; contrast, degrees of freedom, noise model)
     in_report: bool = True
+    desc: str | None = None  # the desc entity (``se``: the standard error of the parameter ``stat``)
+    suffix: str = "statmap"  # ``mask`` for the iterated-voxels mask (no stat entity then: ``stat`` is "")
 
 
 @dataclass
@@ -174,19 +176,67 @@ def make_predictor(model, parameters, weights, paradigm_of, memory_limit, bytes_
 class Refit:
     """What :func:`fit_prf2d` returns, for a fit started from another solution."""
 
-    def __init__(self, fitter, parameters, timings):
+    def __init__(self, fitter, parameters, timings, min_grid_r2=0.0):
         self.fitter, self.parameters, self.r2, self.timings = fitter, parameters, fitter.r2, timings
         self.n_iterations, self.converged = fitter.n_iterations, fitter.converged
+        self.iterated, self.standard_errors = fitter.iterated, fitter.standard_errors
+        self.min_grid_r2 = min_grid_r2
 
 
 def refit_from(model, inputs, previous, extra, kwargs):
-    """Refine baseline and amplitude from ``previous``'s solution under ``model``, then Levenberg–Marquardt."""
-    fit_kwargs = {k: v for k, v in kwargs.items() if k not in ("confounds", "memory_limit")}
+    """Refine baseline and amplitude from ``previous``'s solution under ``model``, then Levenberg–Marquardt on the
+    voxels ``previous`` iterated (its grid-R² gate)."""
+    fit_kwargs = {k: v for k, v in kwargs.items() if k not in ("confounds", "memory_limit", "min_grid_r2")}
     fitter = ParameterFitter(model, inputs.data, inputs.paradigm, memory_limit=kwargs["memory_limit"])
     start = time.perf_counter()
     init = fitter.refine_baseline_and_amplitude(previous.parameters, confounds=extra)
     timings = {"refine": time.perf_counter() - start}
     start = time.perf_counter()
-    parameters = fitter.fit(init_pars=init.fillna(0.0), confounds=extra, **fit_kwargs)
+    iterate = None if getattr(previous, "iterated", None) is None else previous.iterated.to_numpy(dtype=bool)
+    parameters = fitter.fit(init_pars=init.fillna(0.0), confounds=extra, iterate=iterate, **fit_kwargs)
     timings["iterative"] = time.perf_counter() - start
-    return Refit(fitter, parameters, timings)
+    return Refit(fitter, parameters, timings, getattr(previous, "min_grid_r2", 0.0))
+
+
+#: the per-voxel stopping rule of Levenberg–Marquardt, as the sidecars state it
+LM_STOPPING_RULE = ("per voxel: converged once an accepted step lowers its residual sum of squares by less than a "
+                    "relative 1e-4, or stalled at the largest damping without an accepted step; at most "
+                    "MaxIterations steps")
+
+
+def trust_maps(result, descriptions, fitter_settings):
+    """The iterated-voxels mask and a standard-error map of every parameter that has one (``descriptions``:
+    label → (description, units) of the parameter maps), and the gate's settings and counts in
+    ``fitter_settings['ParameterFitter']`` (``Gate``)."""
+    iterated = result.iterated.to_numpy(dtype=bool)
+    fitted = np.isfinite(np.asarray(result.r2, dtype=np.float64))
+    threshold = float(getattr(result, "min_grid_r2", 0.0))
+    settings = fitter_settings["ParameterFitter"]
+    settings["StoppingRule"] = LM_STOPPING_RULE
+    settings["Gate"] = {
+        "MinGridRSquared": threshold, "IteratedVoxels": int((iterated & fitted).sum()),
+        "FittedVoxels": int(fitted.sum()),
+        "Rule": "voxels whose grid-stage R² (closed-form baseline and amplitude) is below MinGridRSquared keep "
+                "their grid estimate and skip Levenberg-Marquardt (0: every voxel iterated); see the "
+                "desc-iterated mask"}
+    settings["IteratedVoxels"] = settings["Gate"]["IteratedVoxels"]
+    mask = np.where(fitted, iterated.astype(np.float32), np.nan).astype(np.float32)
+    maps = [MapSpec("", mask, "Voxels fitted by Levenberg-Marquardt (1) or kept at their grid estimate (0: grid "
+                    f"R² below {threshold:g})", "boolean", desc="iterated", suffix="mask", in_report=False)]
+    errors = result.standard_errors
+    for label in errors.columns:
+        values = errors[label].to_numpy(dtype=np.float32)
+        if not np.isfinite(values).any():
+            continue
+        description, units = descriptions.get(label, (label, None))
+        maps.append(MapSpec(label, values, f"Standard error of: {description}", units, desc="se", in_report=False,
+                            sidecar={"StandardError": {
+                                "Method": "Gauss-Newton: sigma^2 (J'J)^-1 at the solution, J the Jacobian of the "
+                                          "predictions with the confounds projected out, sigma^2 = SSR / dof (dof = "
+                                          "volumes - confound rank, censoring spikes and run indicators included, "
+                                          "- free parameters), in natural units by the delta method",
+                                "NaN": "voxels not iterated (see the desc-iterated mask), parameters at a bound, "
+                                       "fields near the visibility constraint, near-degenerate voxels, and with "
+                                       "per-voxel HRFs the HRF parameters and the 2-D size (too nonlinear for a "
+                                       "Gauss-Newton interval)"}}))
+    return maps

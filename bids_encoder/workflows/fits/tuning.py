@@ -30,7 +30,7 @@ from ...models import (
 from ...models.base import run_lengths
 from ...models.hrf import SPMHRFModel
 from ...optimize._inputs import confound_basis
-from ...optimize.recipes import default_tuning_grid, fit_tuning1d
+from ...optimize.recipes import MIN_GRID_R2, default_tuning_grid, fit_tuning1d
 from ...optimize.shared_hrf import MIN_USABLE, canonical_shared_hrf, estimate_shared_hrf, select_best_voxels
 from .results import (
     HRF_DESCRIPTIONS,
@@ -43,6 +43,7 @@ from .results import (
     nuisance,
     projected_predict,
     refit_from,
+    trust_maps,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def _confounds_for(hrf, hrf_model):
 
 
 def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memory_limit, progressbar,
-                      positive_amplitude=False, stimulus_period=None):
+                      positive_amplitude=False, stimulus_period=None, min_grid_rsquared=MIN_GRID_R2):
     with_hrf, without_hrf, description = TUNING_MODELS[model_name]
     period = float(stimulus_period or 360.0)
     column = inputs.stimulus_column
@@ -167,7 +168,7 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
     settings = lm_settings(max_iterations)
     extra = nuisance(inputs)
     kwargs = {"optimizer": "lm", "confounds": extra, "memory_limit": memory_limit, "progressbar": progressbar,
-              "noise_model": noise_model, **settings}
+              "noise_model": noise_model, "min_grid_r2": float(min_grid_rsquared), **settings}
 
     def build(hrf_model):
         return with_hrf(stimulus_values=values, hrf_model=hrf_model, positive_amplitude=positive_amplitude)
@@ -215,6 +216,8 @@ def fit_tuning_inputs(inputs, model_name, hrf, max_iterations, noise_model, memo
                      **({"PeriodDegrees": period} if model_name == "vonmises1d" else {}),
                      "NeuralResponse": "the tuning curve at the event's value while the event lasts, zero between "
                                        "events, convolved with the HRF (TR resolution)"}}}
+    maps += trust_maps(result, {label: described.get(label, (HRF_DESCRIPTIONS.get(label), HRF_UNITS.get(label)))
+                                for label in parameters.columns}, fitter_settings)
     if nuisance_text is not None:
         fitter_settings["ParameterFitter"]["NuisanceRegressors"] = {
             "Columns": [c for c in inputs.confounds.columns if str(c).startswith("nuisance_")], "HRF": nuisance_text}

@@ -90,6 +90,30 @@ class _SubjectMaps:
             arrays.append(np.where(keep, values, np.nan))
         return _combine(arrays, period, variance=stat[1] == "variance") if arrays else None
 
+    def standard_errors(self, stat):
+        """The participant's standard-error map of (contrast, stat) (``desc-se``, pRF and tuning fits), masked
+        like its values and combined over sessions (the error of their average); None without one."""
+        variances = []
+        for fit, keep in zip(self.sessions, self.keep, strict=True):
+            path = fit.standard_errors.get(stat)
+            if path is None:
+                continue
+            values, geometry = read_map(path)
+            if not geometry.same_as(self.geometry):
+                raise InputError(f"{fit.label}: the {stat[1]} standard-error map is not on the grid of its R² map",
+                                 exit_code=65)
+            variances.append(np.where(keep, values, np.nan) ** 2)
+        return np.sqrt(_combine(variances, None, variance=True)) if variances else None
+
+
+WEIGHTED_TESTS = {
+    "weightedMean": "Inverse-variance weighted mean across participants (weights 1 / se², from each participant's "
+                    "desc-se map; participants without a standard error at a voxel are left out there). It assumes "
+                    "one true value shared by the participants (no between-participant variance)",
+    "weightedMeanSe": "Standard error of the inverse-variance weighted mean, sqrt(1 / sum of the weights) "
+                      "(fixed effects: no between-participant variance)",
+}
+
 
 SUMMARY_TESTS = {
     "mean": "Mean across participants", "median": "Median across participants",
@@ -146,9 +170,10 @@ class _GroupMaps:
         self.written.extend(list(path.values()) if isinstance(path, dict) else [path])
         self.written.append(sidecar_path(path))
 
-    def add(self, stat, values_by_subject, described, period=None):
+    def add(self, stat, values_by_subject, described, period=None, errors_by_subject=None):
         """Summaries (and for effects t and z) of ``stat`` from each participant's map (None: has none);
-        circular with ``period`` (degrees) for angles."""
+        circular with ``period`` (degrees) for angles. With ``errors_by_subject`` (their standard-error maps,
+        ``--weight-by-se``), also the inverse-variance weighted mean and its standard error."""
         contrast, name = stat
         if contrast and described.get("Contrast"):
             self.contrasts[contrast] = described["Contrast"]
@@ -168,6 +193,19 @@ class _GroupMaps:
                 "ParticipantsWithValues": included}, used)
         if name in TESTED_STATS:
             self._group_model(contrast, values, entities, described, included)
+        if errors_by_subject and not circular:
+            errors = np.vstack([_or_nan(e, self.size) for e in errors_by_subject.values()])[:, self.mask]
+            weights = np.where(np.isfinite(errors) & (errors > 0) & np.isfinite(values), 1.0 / errors**2, 0.0)
+            total = weights.sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                weighted = np.where(total > 0, (weights * np.nan_to_num(values)).sum(axis=0) / total, np.nan)
+                error = np.where(total > 0, 1.0 / np.sqrt(total), np.nan)
+            weighted_in = [f"sub-{s}" for s, row in zip(errors_by_subject, weights, strict=True) if row.any()]
+            for desc, result in (("weightedMean", weighted), ("weightedMeanSe", error)):
+                self._write({**entities, "desc": desc}, result, {
+                    "Description": f"{WEIGHTED_TESTS[desc]} of: {described['Description']}",
+                    "Units": described["Units"], "Test": {"Name": desc, "Definition": WEIGHTED_TESTS[desc]},
+                    "ParticipantsWithValues": weighted_in}, used)
 
     def _group_model(self, contrast, values, entities, described, included):
         """The group GLM of an effect: mixed effects with the participants' variance maps, else OLS."""

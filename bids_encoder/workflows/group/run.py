@@ -81,6 +81,7 @@ class GroupOptions:
     fdr_q: float = 0.05
     cluster_extent: int = 10  # voxels, at one-sided p < 0.001 (volumes)
     stats_model: object = None  # --model-file: a bids.stats_models.StatsModel whose dataset nodes run here
+    weight_by_se: bool = False  # pRF/tuning parameters: also their inverse-variance weighted mean (desc-se maps)
 
 
 def _expected_subjects(bids_dir, tasks, options):
@@ -288,8 +289,12 @@ def _aggregate(key, fits_by_subject, output_dir, staging, options, atlas, shown,
     rois = None if atlas is None else RoiTables(atlas, subjects)
     for stat in stat_keys:  # each participant map is read once, for the group maps and the ROI tables alike
         values = {subject: maps.values(stat, periods[stat]) for subject, maps in subjects.items()}
+        errors = None
+        if options.weight_by_se:
+            errors = {subject: maps.standard_errors(stat) for subject, maps in subjects.items()}
+            errors = errors if any(e is not None for e in errors.values()) else None
         if group_maps is not None:
-            group_maps.add(stat, values, described[stat], periods[stat])
+            group_maps.add(stat, values, described[stat], periods[stat], errors_by_subject=errors)
         if rois is not None:
             rois.add(stat, values, periods[stat])
     written = []

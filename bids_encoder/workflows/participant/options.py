@@ -48,6 +48,7 @@ class ParticipantOptions:
     stimulus_period: float | None = None  # vonmises1d: the period of the values, degrees
     nuisance_trial_types: tuple = ()  # 1-D tuning models: trial types entered as nuisance regressors
     positive_amplitude: bool = False  # pRF and tuning models: amplitudes constrained positive
+    min_grid_rsquared: float | None = None  # pRF and tuning models: the grid-R² gate of LM (None: MIN_GRID_R2)
     decode: bool = False  # 1-D tuning models: leave-one-run-out decoding of the stimulus (workflows.decoding)
     decode_voxels: int = 200  # voxels per decoding fold
     decode_betas: str = "lsa"  # single-trial responses: 'lsa', 'lss' or 'singletrial'

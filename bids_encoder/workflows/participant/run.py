@@ -269,7 +269,7 @@ def _model_arguments(options):
     """The fit options of the pRF and tuning models (the GLM takes none)."""
     if MODEL_KINDS[options.model] == "glm":  # a model file's run nodes are one run or joint, as it says
         return {"run_model": "joint" if options.stats_model is not None else options.run_model}
-    arguments = {"positive_amplitude": options.positive_amplitude}
+    arguments = {"positive_amplitude": options.positive_amplitude, "min_grid_rsquared": options.min_grid_rsquared}
     if MODEL_KINDS[options.model] == "tuning":
         arguments["stimulus_period"] = options.stimulus_period
     return arguments
