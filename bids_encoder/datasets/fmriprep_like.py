@@ -48,8 +48,17 @@ def _inherited(raw, path, suffix, extension):
 
 
 def copy_raw(source, target, subject):
-    """Top-level files and the tree of ``subject`` (a label or a list of labels): text copied, images linked
-    (0-byte placeholders). ``target`` may exist already (another subject's copy)."""
+    """Copy a raw BIDS layout's top-level files and the tree of some subjects: text copied, images linked.
+
+    Parameters
+    ----------
+    source : pathlib.Path
+        The raw layout (its images are often 0-byte placeholders).
+    target : pathlib.Path
+        Where to copy; it may hold another subject's copy already (top-level files are overwritten).
+    subject : str or list of str
+        Subject label(s), without ``sub-``.
+    """
     target.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file():
@@ -67,12 +76,38 @@ def copy_raw(source, target, subject):
 
 def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs=False, derivative_sidecars=True,
                    seed=0, shape=SHAPE, noise=0.05, autocorrelation=None, effect_spread=False):
-    """fMRIPrep-like outputs for the BOLD runs of ``subject`` and ``task``; returns {run stem: (n_volumes,
-    {condition label: planted effect})}.
+    """fMRIPrep-like outputs (``raw/derivatives/fmriprep``) for the BOLD runs of ``subject`` and ``task``.
 
-    ``noise``: SD of the noise (BOLD of 100); ``autocorrelation`` (low, high): AR(1) noise whose coefficient is
-    drawn per voxel between them (None: white noise); ``effect_spread``: each voxel's effects scaled by a factor
-    drawn uniformly in [0, 1] (the same for every run), so that z ranges from none to strong."""
+    Parameters
+    ----------
+    raw : pathlib.Path
+        A raw BIDS layout (for example a :func:`copy_raw` copy): its sidecars (inherited ones read) give the TR
+        and slice timing, its events the run length and the planted effects.
+    subject, task : str
+        Labels, without ``sub-`` and ``task-``.
+    condition_column : str
+        The events column whose values are the conditions; condition k (in sorted order) gets effect ``1 + k``.
+    unpad_runs : bool
+        Write ``run-1`` for a raw ``run-01`` (as some pipelines do).
+    derivative_sidecars : bool
+        Write the preprocessed BOLD's JSON sidecar (TR, TaskName, StartTime with slice timing).
+    seed : int
+        Seed of the noise, the AR(1) coefficients and the effect scales.
+    shape : tuple of 3 int
+        Volume shape (the brain mask is a centred ellipsoid).
+    noise : float
+        SD of the noise (the BOLD baseline is 100).
+    autocorrelation : (low, high), optional
+        AR(1) noise whose coefficient is drawn per voxel between them; None: white noise.
+    effect_spread : bool
+        Scale each voxel's effects by a factor drawn uniformly in [0, 1] (the same for every run), so that z
+        ranges from none to strong.
+
+    Returns
+    -------
+    dict
+        Run stem → (n_volumes, {condition label: planted effect}).
+    """
     from nilearn.glm.first_level import compute_regressor
 
     rng = np.random.default_rng(seed)

@@ -121,12 +121,28 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
 
     Parameters
     ----------
+    root : str or Path
+        Folder of the raw dataset (created); fMRIPrep-like derivatives go to ``root/derivatives/fmriprep``.
     kind : 'numerosity' (values 1–7, log-Gaussian tuning, preferred 1.5–6, log-sd 0.3–0.6) or 'orientation'
         (8 orientations 0–157.5°, von Mises tuning over the doubled angle, kappa 1–3).
+    n_subjects, n_runs, n_volumes : int
+        Participants, runs per participant, volumes per run.
+    tr : float
+        Repetition time (s).
+    shape : tuple of 3 int
+        Volume shape; the voxels inside a centred ellipsoid carry signal.
     amplitude : float
         Peak BOLD response to one event at the preferred value, in units of the noise SD.
     n_per_value : int
         Trials per value and run (fewer when the run is too short for them all).
+    noise : float
+        SD of the Gaussian noise (baselines 80–120).
+    duration : float
+        Duration of the stimulus events (s).
+    seed : int
+        Seed of every random draw.
+    task : str, optional
+        Task label; ``kind`` when None.
     surface_vertices : int
         Also write GIFTI surfaces with this many vertices per hemisphere (0: none).
     cifti : bool
@@ -136,6 +152,11 @@ def make_tuning_dataset(root, kind="numerosity", n_subjects=2, n_runs=2, n_volum
         delay (s; the canonical 6 when None).
     nuisance_effect : (low, high)
         Range of the ``response`` events' effect per voxel, in units of the noise SD.
+
+    Returns
+    -------
+    TuningTruth
+        The planted tuning (preferred values and widths per subject), the events and the mask.
     """
     if kind not in ("numerosity", "orientation"):
         raise ValueError(f"kind must be 'numerosity' or 'orientation', got {kind!r}")

@@ -84,8 +84,16 @@ def interval_contains(summary, values, circular=False, period=2 * np.pi, dimensi
         From :func:`posterior_summary`.
     values : array, shape (rows,)
         The true stimulus of every row.
+    circular : bool
+        The dimension is an angle: the interval may wrap (``lower`` > ``upper`` goes through the period's end).
+    period : float
+        The period of a circular dimension (2π: radians).
     dimension : str, optional
         The dimension's name for a multi-dimensional summary (columns ``<dimension>_lower`` …).
+
+    Returns
+    -------
+    ndarray of bool, shape (rows,)
     """
     prefix = "" if dimension is None else f"{dimension}_"
     lower = summary[prefix + "lower"].to_numpy(np.float64)

@@ -50,7 +50,22 @@ DTYPE = tf.float64
 
 @dataclass
 class FirstLevelResult:
-    """Maps of every contrast (name → {stat: values per voxel}), degrees of freedom, AR(1) coefficients."""
+    """The outcome of :func:`first_level`: maps of every contrast, degrees of freedom, AR(1) coefficients.
+
+    Parameters
+    ----------
+    df : float
+        Residual degrees of freedom: volumes − rank of the design.
+    contrasts : dict
+        Contrast name → {stat: (voxels,) array}: ``effect``, ``variance``, ``t``, ``z``, ``p`` for t contrasts;
+        ``F``, ``z``, ``p`` for F contrasts (see :func:`first_level`).
+    rho : array, shape (runs, voxels), optional
+        AR(1) coefficient of every run's residuals; None with ``noise_model='ols'``.
+    sigma2 : array, shape (voxels,), optional
+        Residual variance (of the whitened residuals with AR(1)).
+    f_rows : dict
+        F contrast name → its numerator degrees of freedom (its rows; 0 when the contrast is not estimable).
+    """
 
     df: float
     contrasts: dict = field(default_factory=dict)
@@ -62,10 +77,25 @@ class FirstLevelResult:
 def percent_signal_change(data, runs, keep=None):
     """Each voxel's data of each run as percent of its mean over the run: ``100 · (y / mean − 1)``.
 
-    As nilearn's ``signal_scaling=0``; a zero mean is replaced by 1. ``keep`` (time,) marks the volumes the mean is
-    taken over (censored volumes left out). Returns (scaled float32 time × voxels, means runs × voxels); the scaled
-    array is voxel-major (Fortran order, as a pandas frame of a (voxels × time) array keeps it), computed in float64
-    on blocks of voxels in parallel threads.
+    As nilearn's ``signal_scaling=0``; a zero mean is replaced by 1. Computed in float64 on blocks of voxels in
+    parallel threads.
+
+    Parameters
+    ----------
+    data : array, shape (time, voxels)
+        The BOLD data (any real dtype; read as float32).
+    runs : array, shape (time,)
+        Run label of every volume (the runs need not be contiguous).
+    keep : array of bool, shape (time,), optional
+        The volumes the means are taken over (censored volumes left out); every volume if None. All volumes are
+        scaled.
+
+    Returns
+    -------
+    scaled : ndarray, float32, shape (time, voxels)
+        Voxel-major (Fortran order, as a pandas frame of a (voxels × time) array keeps it).
+    means : ndarray, float64, shape (runs, voxels)
+        Each run's mean (1 where it was 0), runs in sorted label order.
     """
     data = np.asarray(data, dtype=np.float32)
     runs = np.asarray(runs)

@@ -56,11 +56,16 @@ def reml_tau2(y, s2, design, present=None, iterations=40):
     y, s2 : arrays (participants × voxels)
         Effects and their first-level sampling variances (zeros where ``present`` is False).
     design : array (participants × p)
+        The group design (its columns are estimated with each τ², as REML requires).
     present : boolean array (participants × voxels), optional
+        Which participants have a value at each voxel; all if None.
+    iterations : int
+        Golden-section steps after the grid search (the bracket shrinks by 0.618 per step).
 
     Returns
     -------
     array (voxels,)
+        τ² ≥ 0 (0 where the REML likelihood at 0 is at least that of the optimum found).
     """
     present = np.ones(y.shape, bool) if present is None else present
     count = present.sum(axis=0)

@@ -34,6 +34,8 @@ DTYPE = tf.float64
 class LaggedRegressors:
     """Per-voxel regressors as lagged copies and kernels: regressor ``r`` of voxel ``v`` is ``lagged[r] @ kernels[v]``.
 
+    Parameters
+    ----------
     lagged : array (regressors × time × taps)
         ``[r, t, k]`` is regressor r at volume ``t − k`` (zero before its run's first volume), see
         :func:`bids_encoder.hrf.lagged`.
@@ -45,10 +47,32 @@ class LaggedRegressors:
     kernels: np.ndarray
 
     def subset(self, voxels):
+        """The same regressors for some voxels only.
+
+        Parameters
+        ----------
+        voxels : index array, boolean mask or slice
+            Rows of ``kernels`` to keep.
+
+        Returns
+        -------
+        LaggedRegressors
+            The same ``lagged`` (shared, not copied) and the chosen kernels.
+        """
         return LaggedRegressors(self.lagged, np.asarray(self.kernels)[voxels])
 
     def dense(self, start, stop):
-        """(voxels × time × regressors) of voxels ``start:stop`` (for checks; the fit never forms it)."""
+        """The dense per-voxel designs of some voxels (for checks; the fit never forms them).
+
+        Parameters
+        ----------
+        start, stop : int
+            The voxels ``start:stop`` (rows of ``kernels``).
+
+        Returns
+        -------
+        ndarray, shape (stop − start, time, regressors)
+        """
         return np.einsum("rtk,vk->vtr", self.lagged, np.asarray(self.kernels)[start:stop])
 
 

@@ -30,12 +30,15 @@ class EncodingModel:
         Stored for later calls. A (run, time) MultiIndex marks runs: the HRF never crosses from one run to the
         next.
     data : DataFrame or array, shape (time, voxels), optional
+        Stored as float32 (no NaN or infinite values).
     parameters : DataFrame or array, shape (voxels, parameters), optional
+        Columns ``get_parameter_labels()`` (extra columns are dropped); the default of ``predict``.
     weights : DataFrame or array, shape (features, voxels), optional
+        Regressor weights of linear models; the default of ``predict``.
     omega : array, shape (voxels, voxels), optional
-        Noise covariance, kept for decoding and simulation.
+        Noise covariance, the default of ``get_stimulus_pdf``.
     verbosity : int
-        Logging level of this model's messages.
+        Logging level of this model's messages (stored; ``logging.INFO`` by default).
     """
 
     parameter_labels: list[str] = []
@@ -58,7 +61,12 @@ class EncodingModel:
 
     # ------------------------------------------------------------------ labels and transforms
     def get_parameter_labels(self):
-        """The ordered list of parameter labels."""
+        """The ordered parameter labels: the columns of ``parameters``.
+
+        Returns
+        -------
+        list of str
+        """
         return list(self.parameter_labels)
 
     @property
@@ -67,7 +75,19 @@ class EncodingModel:
         return {label: Identity() for label in self.get_parameter_labels()}
 
     def get_default_parameters(self, n_voxels, index=None):
-        """Default parameters, when a model has natural ones (linear models); None otherwise."""
+        """Default parameters, when a model has natural ones (linear models); None otherwise.
+
+        Parameters
+        ----------
+        n_voxels : int
+            Number of rows.
+        index : Index, optional
+            Row labels (voxels); a range index otherwise.
+
+        Returns
+        -------
+        DataFrame, shape (n_voxels, parameters), or None
+        """
         return None
 
     def _feasible(self, paradigm, parameters, margin=1.0):
@@ -89,7 +109,18 @@ class EncodingModel:
 
     # ------------------------------------------------------------------ input cleaning
     def get_paradigm(self, paradigm=None):
-        """The cleaned paradigm (time × features, float32), falling back to the stored one."""
+        """The cleaned paradigm, falling back to the stored one.
+
+        Parameters
+        ----------
+        paradigm : DataFrame, Series or array, shape (time, features), optional
+            Converted to float32 (a 1-D array becomes one column; NaN and infinite values are refused). None: the
+            paradigm given to the constructor (an error if there is none).
+
+        Returns
+        -------
+        DataFrame, shape (time, features), float32
+        """
         if paradigm is None:
             if self.paradigm is None:
                 raise ValueError(f"{type(self).__name__} needs a paradigm: pass one or give it to the constructor")
@@ -173,6 +204,15 @@ class EncodingModel:
     def predict(self, paradigm=None, parameters=None, weights=None):
         """Predicted BOLD signal.
 
+        Parameters
+        ----------
+        paradigm : DataFrame or array, shape (time, features), optional
+            A (run, time) MultiIndex marks runs (the HRF never crosses them). None: the stored paradigm.
+        parameters : DataFrame, Series or array, shape (voxels, parameters), optional
+            None: the stored parameters, else (linear models) the defaults for the weights' voxels.
+        weights : DataFrame or array, shape (features, voxels), optional
+            Linear models only (needed there); None: the stored weights.
+
         Returns
         -------
         DataFrame, shape (time, voxels)
@@ -190,9 +230,29 @@ class EncodingModel:
 
     def get_stimulus_pdf(self, data, stimulus_range, parameters=None, omega=None, dof=None, weights=None,
                          **kwargs):
-        """Posterior density of the stimulus over a grid for every row of ``data`` (``omega`` defaults to
-        ``self.omega``). See :func:`bids_encoder.decoding.stimulus_pdf` for the options (prior, 2-D grids,
-        circular stimuli, log densities)."""
+        """Posterior density of the stimulus over a grid for every row of ``data``.
+
+        Parameters
+        ----------
+        data : DataFrame or array, shape (time points or trials, voxels)
+            The patterns to decode.
+        stimulus_range : array, Series or DataFrame
+            The grid: 1-D values, or points × dimensions (see :func:`bids_encoder.decoding.stimulus_pdf`).
+        parameters, weights : DataFrame, optional
+            None: the model's.
+        omega : array, shape (voxels, voxels), optional
+            Noise covariance; None: ``self.omega``.
+        dof : float, optional
+            Student-t likelihood with these degrees of freedom; Gaussian if None.
+        **kwargs
+            ``prior``, ``paradigm_fn``, ``circular``, ``period``, ``log``, ``batch_size``: as for
+            :func:`bids_encoder.decoding.stimulus_pdf`.
+
+        Returns
+        -------
+        DataFrame, shape (time points, grid points)
+            Densities per unit of stimulus (log densities with ``log=True``).
+        """
         return stimulus_pdf(self, data, stimulus_range, omega=omega, parameters=parameters, weights=weights,
                             dof=dof, **kwargs)
 
@@ -202,6 +262,8 @@ class EncodingModel:
 
         Parameters
         ----------
+        paradigm, parameters, weights : optional
+            As for :meth:`predict` (None: the stored ones).
         noise : float or array, shape (voxels, voxels)
             Standard deviation of iid Gaussian noise, or a noise covariance matrix.
         dof : float, optional
@@ -209,6 +271,12 @@ class EncodingModel:
         n_repeats : int
             Repeat the paradigm; the result is indexed by (repeat, time).
         random_state : int or numpy.random.Generator, optional
+            Seed of the noise.
+
+        Returns
+        -------
+        DataFrame, shape (n_repeats · time, voxels)
+            The prediction plus noise, float32.
         """
         paradigm = self.get_paradigm(paradigm)
         if n_repeats < 1:
@@ -256,6 +324,12 @@ class HRFEncodingModel:
         self.hrf_model = hrf_model
 
     def get_parameter_labels(self):
+        """The model's own labels, then the HRF model's per-voxel ones (``unique_hrfs``).
+
+        Returns
+        -------
+        list of str
+        """
         return list(self.parameter_labels) + self.hrf_model.get_parameter_labels()
 
     @property

@@ -189,7 +189,13 @@ class HRFModel:
         self.unique_hrfs = bool(unique_hrfs)
 
     def get_parameter_labels(self):
-        """Labels of the per-voxel HRF parameters (empty unless ``unique_hrfs``)."""
+        """Labels of the per-voxel HRF parameters.
+
+        Returns
+        -------
+        list of str
+            ``parameter_labels`` with ``unique_hrfs``; empty otherwise.
+        """
         return list(self.parameter_labels) if self.unique_hrfs else []
 
     @property
@@ -198,15 +204,48 @@ class HRFModel:
         return {}
 
     def get_default_parameters(self):
-        """Default (canonical) values of the per-voxel HRF parameters, by label."""
+        """Default (canonical) values of the per-voxel HRF parameters.
+
+        Returns
+        -------
+        dict
+            Label → value; empty without ``unique_hrfs``.
+        """
         return {}
 
     def get_kernel(self, hrf_parameters=None):
-        """Kernel(s) as a float32 tensor: (taps,) shared, or (taps, voxels) given ``hrf_parameters``."""
+        """The convolution kernel(s), sampled at multiples of the TR.
+
+        Parameters
+        ----------
+        hrf_parameters : tf.Tensor, shape (voxels, len(get_parameter_labels())), optional
+            Per-voxel HRF parameters (models with ``unique_hrfs``). None: the shared kernel.
+
+        Returns
+        -------
+        tf.Tensor, float32, shape (taps,) or (taps, voxels)
+            One shared kernel, or one per voxel given ``hrf_parameters``.
+        """
         raise NotImplementedError
 
     def convolve(self, timeseries, hrf_parameters=None, segments=None):
-        """Convolve a (time × voxels[ × regressors]) tensor with the model's kernel(s)."""
+        """Convolve series with the model's kernel(s) (causal, see :func:`convolve`).
+
+        Parameters
+        ----------
+        timeseries : tf.Tensor or array, shape (time, voxels) or (time, voxels, regressors)
+            The series to convolve (neural predictions or regressors), time first.
+        hrf_parameters : tf.Tensor, shape (voxels, len(get_parameter_labels())), optional
+            Per-voxel HRF parameters: one kernel per voxel. Used only with ``unique_hrfs``; otherwise (or None)
+            the shared kernel convolves every series.
+        segments : sequence of int, optional
+            Lengths of the consecutive runs that make up ``time``: the response never crosses from one run into
+            the next. None: one run.
+
+        Returns
+        -------
+        tf.Tensor, same shape as ``timeseries``
+        """
         if self.unique_hrfs and hrf_parameters is not None:
             kernel = self.get_kernel(hrf_parameters)
         else:
@@ -237,6 +276,17 @@ class CustomHRFModel(HRFModel):
         self.hrf = hrf.astype(np.float32)
 
     def get_kernel(self, hrf_parameters=None):
+        """The user's kernel (normalised to sum 1 if asked), the same for every voxel.
+
+        Parameters
+        ----------
+        hrf_parameters : ignored
+            The kernel has no per-voxel parameters.
+
+        Returns
+        -------
+        tf.Tensor, float32, shape (taps,)
+        """
         return tf.constant(self.hrf)
 
 
@@ -318,6 +368,13 @@ class SPMHRFModel(HRFModel):
         return dict(self._transforms) if self.unique_hrfs else {}
 
     def get_default_parameters(self):
+        """The canonical delay and dispersion, the start of per-voxel HRF fits.
+
+        Returns
+        -------
+        dict
+            ``{"hrf_delay": delay, "hrf_dispersion": dispersion}`` with ``unique_hrfs``; empty otherwise.
+        """
         return {"hrf_delay": self.delay, "hrf_dispersion": self.dispersion} if self.unique_hrfs else {}
 
     def get_kernel(self, hrf_parameters=None):
@@ -326,7 +383,14 @@ class SPMHRFModel(HRFModel):
         Parameters
         ----------
         hrf_parameters : tf.Tensor, shape (voxels, 2), optional
-            Per-voxel (hrf_delay, hrf_dispersion). Without it, the canonical kernel (taps,).
+            Per-voxel (hrf_delay, hrf_dispersion), in seconds: the positive lobe is a gamma density of shape
+            ``hrf_delay / hrf_dispersion`` and scale ``hrf_dispersion`` (its mean is ``hrf_delay``). Without it,
+            the canonical kernel.
+
+        Returns
+        -------
+        tf.Tensor, float32, shape (taps,) or (taps, voxels)
+            The canonical kernel, or one kernel per voxel given ``hrf_parameters``.
         """
         if hrf_parameters is None:
             return tf.constant(self.canonical_kernel)

@@ -244,6 +244,8 @@ def stimulus_pdf(model, data, stimulus_range, omega=None, parameters=None, weigh
     circular : bool or sequence of bool, optional
         Whether each dimension is an angle of period ``period`` (cell widths wrap). Default: True for von Mises
         models, False otherwise.
+    period : float
+        The period of circular dimensions (2π: radians).
     log : bool
         Return log densities instead of densities.
     batch_size : int, optional

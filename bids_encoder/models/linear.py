@@ -18,12 +18,40 @@ class LinearModelWithBaseline(EncodingModel):
     """prediction = paradigm @ weights + baseline.
 
     One parameter per voxel, ``baseline``; weights are regressors × voxels.
+
+    Parameters
+    ----------
+    paradigm : DataFrame or array, shape (time, regressors), optional
+        The design; a (run, time) MultiIndex marks runs.
+    data : DataFrame or array, shape (time, voxels), optional
+        Stored (the fitters take their own).
+    parameters : DataFrame or array, shape (voxels, parameters), optional
+        None: the defaults (``get_default_parameters``) for the weights' voxels when predicting.
+    weights : DataFrame or array, shape (regressors, voxels), optional
+        The default of ``predict`` (needed there, from the constructor or the call).
+    omega : array, shape (voxels, voxels), optional
+        Noise covariance, the default of ``get_stimulus_pdf``.
+    verbosity : int
+        Logging level of the model's messages.
     """
 
     parameter_labels = ["baseline"]
     uses_weights = True
 
     def get_default_parameters(self, n_voxels, index=None):
+        """Default parameters: ``baseline`` 0 and, with per-voxel HRFs, the HRF model's canonical values.
+
+        Parameters
+        ----------
+        n_voxels : int
+            Number of rows.
+        index : Index, optional
+            Row labels (voxels, e.g. the weights' columns); a range index otherwise.
+
+        Returns
+        -------
+        DataFrame, shape (n_voxels, parameters), float32
+        """
         defaults = {label: 0.0 for label in self.get_parameter_labels()}
         defaults.update(self._default_hrf_parameters())
         frame = pd.DataFrame({label: np.full(n_voxels, value, np.float32) for label, value in defaults.items()})
@@ -48,9 +76,21 @@ class LinearModelWithBaselineHRF(HRFEncodingModel, LinearModelWithBaseline):
 
     Parameters
     ----------
+    paradigm : DataFrame or array, shape (time, regressors), optional
+        The design before convolution; a (run, time) MultiIndex marks runs (the HRF never crosses them).
+    data : DataFrame or array, shape (time, voxels), optional
+        Stored (the fitters take their own).
+    parameters : DataFrame or array, shape (voxels, parameters), optional
+        None: the defaults (``get_default_parameters``) for the weights' voxels when predicting.
+    weights : DataFrame or array, shape (regressors, voxels), optional
+        The default of ``predict`` (needed there, from the constructor or the call).
     hrf_model : HRFModel
-        For example ``SPMHRFModel(tr)``; with ``unique_hrfs=True`` the parameters gain ``hrf_delay`` and
-        ``hrf_dispersion`` per voxel.
+        Required: for example ``SPMHRFModel(tr)``; with ``unique_hrfs=True`` the parameters gain ``hrf_delay``
+        and ``hrf_dispersion`` per voxel.
+    verbosity : int
+        Logging level of the model's messages.
+    omega : array, shape (voxels, voxels), optional
+        Noise covariance, the default of ``get_stimulus_pdf`` (by keyword).
     """
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, hrf_model=None,

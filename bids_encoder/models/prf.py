@@ -17,6 +17,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from .._docstrings import add_parameters, parameter_entries
 from .._tensorflow import tf
 from . import _jacobians
 from ._jacobians import CSS_FLOOR
@@ -39,6 +40,32 @@ __all__ = [
     "DifferenceOfGaussiansPRF2DWithHRF",
     "DivisiveNormalizationGaussianPRF2DWithHRF",
 ]
+
+#: the constructor parameters every pRF model shares (numpydoc entries, added to the class docstrings)
+_SHARED_PARAMETERS = """data : DataFrame or array, shape (time, voxels), optional
+    Stored (the fitters take their own).
+parameters : DataFrame or array, shape (voxels, parameters), optional
+    Columns: ``get_parameter_labels()``; the default of ``predict``.
+weights : optional
+    Not used by pRF models (braincoder's signature).
+positive_amplitude : bool
+    Keep ``amplitude`` positive (a softplus transform); free sign if False (the default).
+verbosity : int
+    Logging level of the model's messages.
+omega : array, shape (voxels, voxels), optional
+    Noise covariance, the default of ``get_stimulus_pdf``."""
+_TUNING_PARAMETERS = """paradigm : DataFrame or array, shape (time, 1) or (time, K), optional
+    One stimulus value per time point (the first column is read), or with ``stimulus_values`` a design with one
+    column per value (how much of value k is shown at each time point).
+stimulus_values : array of K floats, optional
+    The stimulus value of each design column, in the model's units (radians for von Mises)."""
+_PRF2D_PARAMETERS = """grid_coordinates : DataFrame or array, shape (pixels, 2)
+    x and y (degrees) of every aperture pixel, in the order of the paradigm's columns (required).
+paradigm : DataFrame or array, shape (time, pixels), optional
+    Stimulus apertures (0 = no stimulus).
+min_visibility : float, optional
+    The smallest visibility of a field, in [0, 1) (see :class:`GaussianPRF2D`); None: :data:`MIN_VISIBILITY`."""
+
 
 
 class _PRFModel(EncodingModel):
@@ -83,17 +110,7 @@ class _PRFModel(EncodingModel):
 
 
 class _TuningModel(_PRFModel):
-    """1-D tuning: ``amplitude · shape(s) + baseline``; subclasses define ``_shape(stimulus, parameters)``.
-
-    Parameters
-    ----------
-    paradigm : DataFrame, shape (time, 1) or (time, K)
-        One stimulus value per time point, or with ``stimulus_values`` a design with one column per value.
-    stimulus_values : array of K floats, optional
-        The stimulus value of each design column (in the model's units: radians for von Mises).
-    positive_amplitude : bool
-        Constrain the amplitude to be positive.
-    """
+    """1-D tuning: ``amplitude · shape(s) + baseline``; subclasses define ``_shape(stimulus, parameters)``."""
 
     def __init__(self, paradigm=None, data=None, parameters=None, weights=None, positive_amplitude=False,
                  stimulus_values=None, verbosity=logging.INFO, **kwargs):
@@ -156,6 +173,7 @@ class _TuningModel(_PRFModel):
         return pd.DataFrame(curve.numpy(), index=stimulus[:, 0], columns=parameters.index)
 
 
+@add_parameters(_TUNING_PARAMETERS, _SHARED_PARAMETERS)
 class GaussianPRF(_TuningModel):
     """1-D Gaussian tuning: amplitude · exp(-(s - mu)² / (2 sd²)) + baseline, for a scalar stimulus s(t).
 
@@ -174,6 +192,7 @@ class GaussianPRF(_TuningModel):
 LOG_FLOOR = 1e-6
 
 
+@add_parameters(_TUNING_PARAMETERS, _SHARED_PARAMETERS)
 class LogGaussianPRF(_TuningModel):
     """Log-Gaussian tuning (numerosity-style): amplitude · exp(-(log s - mu)² / (2 sd²)) + baseline.
 
@@ -195,13 +214,25 @@ class LogGaussianPRF(_TuningModel):
 
     @staticmethod
     def natural_parameters(parameters):
-        """Preferred value and FWHM in stimulus units (DataFrame with columns ``preferred`` and ``fwhm``)."""
+        """Preferred value and FWHM in stimulus units.
+
+        Parameters
+        ----------
+        parameters : DataFrame or mapping
+            Columns ``mu`` and ``sd`` (natural-log units), one row per voxel.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``preferred`` (``exp(mu)``) and ``fwhm``, indexed like ``parameters``.
+        """
         mu, sd = np.asarray(parameters["mu"], float), np.asarray(parameters["sd"], float)
         half = sd * np.sqrt(2 * np.log(2))
         return pd.DataFrame({"preferred": np.exp(mu), "fwhm": np.exp(mu + half) - np.exp(mu - half)},
                             index=getattr(parameters, "index", None))
 
 
+@add_parameters(_TUNING_PARAMETERS, _SHARED_PARAMETERS)
 class VonMisesPRF(_TuningModel):
     """Circular tuning: amplitude · exp(kappa (cos(s - mu) - 1)) + baseline, s in radians (peak = amplitude)."""
 
@@ -232,17 +263,9 @@ def _check_grid(grid_coordinates):
     return grid, steps[0] * steps[1]
 
 
+@add_parameters(_PRF2D_PARAMETERS, _SHARED_PARAMETERS)
 class GaussianPRF2D(_PRFModel):
     """2-D isotropic Gaussian pRF on stimulus apertures.
-
-    Parameters
-    ----------
-    grid_coordinates : DataFrame or array, shape (pixels, 2)
-        x and y (degrees) of every aperture pixel, in the order of the paradigm's columns.
-    paradigm : DataFrame, shape (time, pixels)
-        Stimulus apertures (0 = no stimulus).
-    positive_amplitude : bool
-        Constrain amplitudes to be positive (a softplus transform); free sign otherwise.
 
     Notes
     -----
@@ -287,6 +310,17 @@ class GaussianPRF2D(_PRFModel):
                          positive_amplitude=positive_amplitude, verbosity=verbosity, **kwargs)
 
     def get_paradigm(self, paradigm=None):
+        """The cleaned apertures, falling back to the stored ones.
+
+        Parameters
+        ----------
+        paradigm : DataFrame or array, shape (time, pixels), optional
+            One column per pixel of ``grid_coordinates``; None: the stored paradigm.
+
+        Returns
+        -------
+        DataFrame, shape (time, pixels), float32
+        """
         paradigm = super().get_paradigm(paradigm)
         if paradigm.shape[1] != self._grid.shape[0]:
             raise ValueError(
@@ -329,6 +363,7 @@ class GaussianPRF2D(_PRFModel):
 CSS_EXPONENT_BOUNDS = (0.01, 2.0)
 
 
+@add_parameters(_PRF2D_PARAMETERS, _SHARED_PARAMETERS)
 class CSSPRF2D(GaussianPRF2D):
     """Compressive spatial summation (Kay et al., 2013): amplitude · (stimulus overlap with G(sd))^n + baseline.
 
@@ -348,6 +383,7 @@ class CSSPRF2D(GaussianPRF2D):
         return amplitude * tf.pow(tf.maximum(overlap, CSS_FLOOR), n)
 
 
+@add_parameters(_PRF2D_PARAMETERS, _SHARED_PARAMETERS)
 class DifferenceOfGaussiansPRF2D(GaussianPRF2D):
     """Centre minus surround: amplitude · (G(sd) − srf_amplitude · G(srf_size · sd)) + baseline.
 
@@ -369,13 +405,18 @@ class DifferenceOfGaussiansPRF2D(GaussianPRF2D):
         return amplitude * (centre - srf_amplitude * surround)
 
 
+@add_parameters(_PRF2D_PARAMETERS, _SHARED_PARAMETERS.replace(
+    "Keep ``amplitude`` positive (a softplus transform); free sign if False (the default).",
+    "No effect: the model has no ``amplitude`` (``rf_amplitude`` and ``srf_amplitude`` are always ≥ 0)."))
 class DivisiveNormalizationGaussianPRF2D(GaussianPRF2D):
     """Divisive normalisation (Aqil et al., 2021):
 
     (rf_amplitude · G(sd) + neural_baseline) / (srf_amplitude · G(srf_size · sd) + surround_baseline).
 
     Without stimulus the response is ``neural_baseline / surround_baseline``, which plays the role of the BOLD
-    baseline (it is added after the HRF, the stimulus-driven change is convolved). ``rf_amplitude``, ``srf_amplitude`` ≥ 0, ``srf_size`` > 1, ``surround_baseline`` > 1e-3.
+    baseline (it is added after the HRF, the stimulus-driven change is convolved). ``rf_amplitude``,
+    ``srf_amplitude`` ≥ 0, ``srf_size`` > 1, ``surround_baseline`` > 1e-3. Positions and ``sd`` as
+    :class:`GaussianPRF2D` (bounds, visibility).
     """
 
     parameter_labels = ["x", "y", "sd", "rf_amplitude", "srf_amplitude", "srf_size", "neural_baseline",
@@ -407,10 +448,13 @@ def _with_hrf(base):
         self._init_hrf(hrf_model)
         base.__init__(self, *args, **kwargs)
 
-    doc = (f"{base.__name__} convolved with an HRF (``hrf_model``), the baseline added after convolution. "
-           "With ``hrf_model.unique_hrfs`` the parameters gain per-voxel hrf_delay and hrf_dispersion.")
-    return type(f"{base.__name__}WithHRF", (HRFEncodingModel, base), {"__init__": __init__, "__doc__": doc,
-                                                                      "__module__": __name__})
+    doc = (f"{base.__name__} convolved with an HRF (``hrf_model``), the baseline added after convolution.\n\n"
+           f"See Also\n--------\n{base.__name__}\n")
+    hrf_entry = ("hrf_model : HRFModel\n    Required, by keyword: for example ``SPMHRFModel(tr)``; with ``unique_hrfs``"
+                 " the parameters gain per-voxel\n    ``hrf_delay`` and ``hrf_dispersion``.")
+    return add_parameters(hrf_entry, parameter_entries(base))(type(
+        f"{base.__name__}WithHRF", (HRFEncodingModel, base), {"__init__": __init__, "__doc__": doc,
+                                                              "__module__": __name__}))
 
 
 _jacobians.register(GaussianPRF2D._predict_neural)(_jacobians.gaussian2d_jacobian)

@@ -133,14 +133,11 @@ class ParameterFitter:
     def _chunks(self, voxel_indices, n_parameters, n_free, use_lm, basis, gram=False):
         """Chunks of voxels whose working set stays under ``memory_limit``.
 
-        Per voxel: a dozen (time)-long series (data, predictions, residuals, gradients), the parameters and their
-        optimiser state, the model's own intermediates (for 2-D pRFs, receptive fields over all pixels) as many
-        times as the solver keeps them (Adam's tape and its gradients; LM's forward-mode primals and tangents, the
-        passes of several free parameters side by side, and the candidate step: measured on 100 × 100 and 80 × 80
-        apertures, about 8 and 20 pixel-long vectors per voxel) and, for LM, the Jacobian and its normal
-        equations.
-        Once: the paradigm and its copies, the confound basis.
-        """
+        Per voxel: a dozen (time)-long series, the parameters and their optimiser state, the model's own
+        intermediates (2-D pRFs: fields over all pixels) as many times as the solver keeps them (Adam's tape and
+        gradients; LM's primals, tangents and candidate step: measured on 100 × 100 and 80 × 80 apertures, 8 and
+        20 pixel-long vectors per voxel) and, for LM, the Jacobian and its normal equations. Once: the paradigm
+        and its copies, the confound basis."""
         n_time, n_features = self.paradigm.shape
         model_floats = self.model._floats_per_voxel(n_time, n_features)
         if use_lm and gram:  # kernel-space LM: the voxel's series, its statistics (taps², float64 while built)
@@ -182,22 +179,12 @@ class ParameterFitter:
     ):
         """Fit the parameters iteratively: Levenberg–Marquardt by default, or gradient descent.
 
-        The signature is braincoder's. Which solver reads which argument:
-
-        ============================  ======================  ==========================================
-        argument                      Levenberg–Marquardt     gradient descent (Adam, Keras optimizers)
-        ============================  ======================  ==========================================
-        ``max_n_iterations``          cap on the steps        cap on the steps
-        ``min_n_iterations``          —                       steps before the stopping rule applies
-        ``r2_atol``, ``lag``          —                       stop once mean R² gained < r2_atol in lag steps
-        ``learning_rate``             —                       step size of ``'adam'``
-        ``**kwargs``                  —                       arguments of ``Adam`` (``iterate`` excepted)
-        ============================  ======================  ==========================================
+        The signature is braincoder's: ``max_n_iterations`` caps both solvers; ``min_n_iterations``, ``r2_atol``,
+        ``lag``, ``learning_rate`` and Adam's keywords are read by gradient descent only.
 
         With LM each voxel stops on its own rule: it has converged once an accepted step lowers its residual sum
         of squares by less than a relative 1e-4, or stalled once its damping reached its maximum without an
-        accepted step; the fit ends when every voxel has stopped, or at ``max_n_iterations`` (typically 10–50
-        steps: the cap of 1000 is rarely reached).
+        accepted step; the fit ends when every voxel has stopped (typically in 10–50 steps), or at the cap.
 
         Parameters
         ----------
@@ -246,11 +233,9 @@ class ParameterFitter:
         -------
         DataFrame, shape (voxels × parameters)
             NaN for voxels whose data are constant. ``self.r2`` (Series) and ``self.predictions`` are set, and
-            ``self.voxel_converged`` (Series of bool): with ``'lm'``, whether the voxel stopped because an
-            accepted step lowered its residual sum of squares by less than a relative 1e-4; with gradient descent,
-            whether the early-stopping rule ended the fit (the same for every voxel). False for voxels not fitted.
-            ``self.voxel_stalled``: with ``'lm'``, voxels that stopped because their damping reached its maximum
-            without an accepted step (not converged: no step LM tried lowered their SSR); False otherwise.
+            ``self.voxel_converged``, ``self.voxel_stalled`` (Series of bool; False for voxels not fitted): with
+            ``'lm'``, each voxel's stop (converged or stalled, see above); with gradient descent, whether the
+            early-stopping rule ended the fit (the same for every voxel) and False.
             ``self.iterated``: the voxels fitted. ``self.standard_errors``: DataFrame (voxels × parameters) in
             natural units from the Gauss–Newton matrix at the solution, σ² (JᵀJ)⁻¹ with σ² = SSR / dof (see
             :mod:`bids_encoder.optimize._uncertainty`); NaN for fixed and shared parameters, voxels not
@@ -389,8 +374,7 @@ class ParameterFitter:
         return result
 
     def _r2_at(self, parameters, voxels, basis, weights):
-        """R² of ``parameters`` (DataFrame of the voxels ``voxels``), the confounds projected out, in chunks of
-        voxels under ``memory_limit``."""
+        """R² of ``parameters`` (of the voxels ``voxels``), confounds projected out, in chunks under memory_limit."""
         n_time, n_features = self.paradigm.shape
         per_voxel = 4 * (6 * n_time + self.model._floats_per_voxel(n_time, n_features))
         size = int(max(1, self.memory_limit // per_voxel))
@@ -413,9 +397,18 @@ class ParameterFitter:
         return self._predictions
 
     def predict_voxels(self, voxels):
-        """Predictions of the last ``fit``'s parameters for the voxels (column positions) ``voxels`` only, as
-        :attr:`predictions` holds them for all (time × len(voxels) DataFrame; NaN for voxels not fitted), in tiles
-        under ``memory_limit``: a report's few voxels need not cost a whole-brain prediction."""
+        """:attr:`predictions` of some voxels only (NaN for voxels not fitted), in tiles under ``memory_limit``: a
+        report's few voxels need not cost a whole-brain prediction.
+
+        Parameters
+        ----------
+        voxels : array of int
+            Column positions in the data.
+
+        Returns
+        -------
+        DataFrame, shape (time, len(voxels))
+        """
         if self._predicted is None:
             raise AttributeError("predictions exist after fit()")
         voxels = np.asarray(voxels, dtype=np.int64)
@@ -455,6 +448,8 @@ class ParameterFitter:
             With closed-form amplitudes, only positive ones (negatively correlated points rank last).
         confounds : array (time × k), optional
             Projected out of data and predictions (with the indicators of runs 2..n when there are several).
+        progressbar : bool
+            Show the search's progress.
 
         Returns
         -------
@@ -481,6 +476,13 @@ class ParameterFitter:
 
     def refine_baseline_and_amplitude(self, parameters, positive_amplitude=False, confounds=None):
         """Least-squares baseline and amplitude per voxel, the other parameters as given.
+
+        Parameters
+        ----------
+        parameters : DataFrame (voxels × parameters) or array
+            Starting values (their baseline and amplitude are replaced); rows with NaN stay NaN.
+        positive_amplitude, confounds
+            As for :meth:`fit_grid` (no positive constraint by default).
 
         Returns
         -------

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .._docstrings import add_parameters
 from ._inputs import confound_basis
 from ._problem import SOLVER_DEFAULTS
+from ._recipe_docs import PRFFIT_PARAMETERS, RECIPE_PARAMETERS
 from .parameters import ParameterFitter
 
 logger = logging.getLogger(__name__)
@@ -36,16 +38,10 @@ __all__ = ["MIN_GRID_R2", "PRFFit", "SOLVER_DEFAULTS", "default_extra_grid", "de
 MIN_GRID_R2 = 0.1
 
 
+@add_parameters(PRFFIT_PARAMETERS)
 @dataclass
 class PRFFit:
-    """Result of a recipe (:func:`fit_prf2d`, :func:`fit_prf2d_staged`, :func:`fit_tuning1d`).
-
-    ``iterated`` (Series of bool) marks the voxels that entered the iterative stage (grid R² at least
-    ``min_grid_r2``); the others keep their grid estimate. ``standard_errors`` (DataFrame voxels × parameters,
-    natural units) are the Gauss–Newton standard errors of the iterated voxels (NaN where undefined, see
-    :meth:`ParameterFitter.fit`). ``stages`` holds the fits the result was seeded from (``{'gaussian': PRFFit}``
-    for a staged fit).
-    """
+    """Result of a recipe (:func:`fit_prf2d`, :func:`fit_prf2d_staged`, :func:`fit_tuning1d`)."""
 
     parameters: pd.DataFrame
     r2: pd.Series
@@ -62,8 +58,18 @@ class PRFFit:
 
 
 def default_prf_grid(model, n_x=27, n_y=19, n_sd=10):
-    """x, y over the stimulus extent widened by half of it on each side; sd log-spaced from 3 pixels to half
-    the larger extent."""
+    """The default grid of a 2-D pRF fit: x, y over the stimulus extent widened by half of it on each side; sd
+    log-spaced from 3 pixels to 1.1 × half the larger extent (at least 4 pixels).
+
+    Parameters
+    ----------
+    model : a 2-D pRF model (its ``grid_coordinates`` and ``pixel_area``)
+    n_x, n_y, n_sd : int
+
+    Returns
+    -------
+    xs, ys, sds : ndarray
+    """
     grid = model.grid_coordinates.to_numpy()
     low, high = grid.min(axis=0), grid.max(axis=0)
     half = (high - low) / 2.0
@@ -76,7 +82,16 @@ def default_prf_grid(model, n_x=27, n_y=19, n_sd=10):
 
 def default_hrf_grid(hrf_model):
     """Grid values of per-voxel HRF parameters: the canonical delay and dispersion and a step either side
-    (delay −1 s / +0.75 s, dispersion ×0.7 / ×1.4), inside the model's bounds; {} without per-voxel HRFs."""
+    (delay −1 s / +0.75 s, dispersion ×0.7 / ×1.4), inside the model's bounds; {} without per-voxel HRFs.
+
+    Parameters
+    ----------
+    hrf_model : SPMHRFModel
+
+    Returns
+    -------
+    dict of label → list of float
+    """
     defaults = hrf_model.get_default_parameters()
     if not defaults:
         return {}
@@ -162,30 +177,22 @@ def _hrf_values(model, hrf_grid):
     return default_hrf_grid(model.hrf_model) if hrf_grid is None else dict(hrf_grid)
 
 
+@add_parameters(RECIPE_PARAMETERS)
 def fit_prf2d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
               memory_limit=None, progressbar=True, hrf_grid=None, min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Fit a 2-D Gaussian pRF model (with or without HRF): grid → refine baseline/amplitude → iterative.
 
+    Other 2-D models (CSS, DoG, DN): :func:`fit_prf2d_staged`.
+
     Parameters
     ----------
-    model : GaussianPRF2D or GaussianPRF2DWithHRF (per-voxel HRF parameters start at their defaults)
+    model : GaussianPRF2D or GaussianPRF2DWithHRF
     grid : (xs, ys, sds), optional
         Grid values; :func:`default_prf_grid` when None. The grid ranks points by positive correlation.
-    hrf_grid : dict, optional
-        Grid values of the per-voxel HRF parameters (``{'hrf_delay': [...], 'hrf_dispersion': [...]}``);
-        :func:`default_hrf_grid` when None (3 × 3 values around the canonical HRF).
-    optimizer : 'lm', 'adam' or a Keras optimizer
-    min_grid_r2 : float
-        Voxels whose grid R² (closed-form baseline and amplitude) is below it keep their grid estimate and skip
-        the iterative stage (:data:`MIN_GRID_R2` by default; 0 iterates every voxel).
-    fit_kwargs : passed to :meth:`ParameterFitter.fit` (its stopping rule defaults to :data:`SOLVER_DEFAULTS`).
 
     Returns
     -------
-    PRFFit with parameters, R², the grid stage, which voxels were iterated, standard errors, iterations and the
-    wall time of each stage.
-
-    Other 2-D models (CSS, DoG, DN): :func:`fit_prf2d_staged`.
+    PRFFit
     """
     xs, ys, sds = default_prf_grid(model) if grid is None else grid
     values = {"x": xs, "y": ys, "sd": sds, "baseline": None, "amplitude": None, **_hrf_values(model, hrf_grid)}
@@ -223,8 +230,17 @@ def default_tuning_grid(model, paradigm=None, n_mu=25, n_width=10):
     - log-Gaussian: the same in log units (over the positive stimulus values).
     - von Mises: ``mu`` evenly around the circle; ``kappa`` log-spaced from 0.25 (broad) to 30 (narrow).
 
-    The stimulus values are the model's ``stimulus_values`` or the first column of ``paradigm``.
-    Returns ``{label: values}`` for the position and width labels.
+    Parameters
+    ----------
+    model : GaussianPRF, LogGaussianPRF, VonMisesPRF or their ``WithHRF`` variants
+    paradigm : DataFrame or array, optional
+        Without ``model.stimulus_values``, its first column holds the stimulus values (not read for von Mises).
+    n_mu, n_width : int
+
+    Returns
+    -------
+    dict of label → ndarray
+        ``mu`` and ``sd`` (``kappa`` for von Mises).
     """
     kind = _tuning_kind(model)
     if kind == "vonmises":
@@ -240,6 +256,7 @@ def default_tuning_grid(model, paradigm=None, n_mu=25, n_width=10):
     return {"mu": np.linspace(values.min(), values.max(), n_mu), "sd": np.geomspace(low, span, n_width)}
 
 
+@add_parameters(RECIPE_PARAMETERS)
 def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=None, fixed_pars=None,
                  memory_limit=None, progressbar=True, hrf_grid=None, min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Fit a 1-D tuning model (``GaussianPRF``, ``LogGaussianPRF``, ``VonMisesPRF`` or their ``WithHRF``
@@ -248,11 +265,9 @@ def fit_tuning1d(model, data, paradigm, grid=None, optimizer="lm", confounds=Non
 
     Parameters
     ----------
+    model : GaussianPRF, LogGaussianPRF, VonMisesPRF or their ``WithHRF`` variants
     grid : dict, optional
         ``{'mu': [...], 'sd': [...]}`` (``'kappa'`` for von Mises); :func:`default_tuning_grid` when None.
-    hrf_grid : dict, optional
-        Grid values of per-voxel HRF parameters; :func:`default_hrf_grid` when None.
-    Other parameters (``min_grid_r2`` included) as :func:`fit_prf2d`.
 
     Returns
     -------
@@ -280,6 +295,15 @@ def default_extra_grid(model):
     - DoG: ``srf_amplitude`` ∈ {0.05, 0.15, 0.3, 0.5, 0.7} × ``srf_size`` ∈ {1.5, 2, 3, 5} (relative to sd).
     - DN: ``srf_amplitude`` ∈ {0.1, 0.5, 1, 3} × ``srf_size`` ∈ {1.5, 2.5, 4} × ``neural_baseline`` (per unit
       ``rf_amplitude``) ∈ {0, 0.5, 2}, with ``surround_baseline`` 1.
+
+    Parameters
+    ----------
+    model : a 2-D pRF model
+
+    Returns
+    -------
+    dict of label → list of float
+        {} for the Gaussian.
     """
     family = _family(model)
     if family == "CSSPRF2D":
@@ -379,17 +403,17 @@ def _staged_gate(gaussian_fit, voxels, min_grid_r2):
     return np.ones(len(voxels), dtype=bool)
 
 
+@add_parameters(RECIPE_PARAMETERS)
 def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_grid=None, optimizer="lm",
                      confounds=None, fixed_pars=None, memory_limit=None, progressbar=True, hrf_grid=None,
                      min_grid_r2=MIN_GRID_R2, **fit_kwargs):
     """Staged fit of any 2-D pRF model: Gaussian grid → Gaussian LM → the model seeded from it → LM.
 
-    1. The Gaussian with the same pixels and HRF (:func:`gaussian_counterpart`) by :func:`fit_prf2d` (skipped
-       when ``gaussian_fit``, a :class:`PRFFit` of it, is given).
+    1. The Gaussian with the same pixels and HRF (:func:`gaussian_counterpart`) by :func:`fit_prf2d` (without
+       ``fixed_pars``), unless ``gaussian_fit`` is given.
     2. Per voxel, position, size and HRF parameters from the Gaussian solution; the extra parameters on a small
-       grid (:func:`default_extra_grid`, or ``extra_grid``: label → values), each combination's linear scale in
-       closed form; the combination that explains most of the variance wins. CSS and DoG then get least-squares
-       baseline and amplitude.
+       grid, each combination's linear scale in closed form; the combination that explains most of the variance
+       wins. CSS and DoG then get least-squares baseline and amplitude.
     3. Levenberg–Marquardt (or ``optimizer``) over every parameter, for the voxels the Gaussian stage iterated
        (its grid R² at least ``min_grid_r2``); the others keep the seeded grid's estimate.
 
@@ -399,10 +423,21 @@ def fit_prf2d_staged(model, data, paradigm, gaussian_fit=None, grid=None, extra_
     model is otherwise unchanged by scaling its numerator and denominator together); a ``surround_baseline``
     given in ``extra_grid`` sets the value it is fixed at.
 
+    Parameters
+    ----------
+    model : any 2-D pRF model (with or without HRF)
+    gaussian_fit : PRFFit, optional
+        A :func:`fit_prf2d` fit of the Gaussian counterpart to seed from (on the same voxels).
+    grid : (xs, ys, sds), optional
+        The Gaussian stage's grid (:func:`default_prf_grid` when None).
+    extra_grid : dict of label → values, optional
+        The extra parameters' grid; :func:`default_extra_grid` when None.
+
     Returns
     -------
-    PRFFit of the model; ``grid_parameters``/``grid_r2`` are the seeded grid's, ``stages['gaussian']`` the
-    Gaussian fit, and ``timings`` has both stages.
+    PRFFit
+        ``grid_parameters``/``grid_r2`` are the seeded grid's, ``stages['gaussian']`` the Gaussian fit, and
+        ``timings`` has both stages.
     """
     family = _family(model)
     if family == "GaussianPRF2D":

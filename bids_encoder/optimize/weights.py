@@ -29,7 +29,7 @@ def _intercepts(segments, n_time):
 
 
 class WeightFitter:
-    """Least-squares weights of a linear model given fixed per-voxel parameters.
+    """Least-squares weights of a linear model given fixed per-voxel parameters (``fit`` sets the Attributes).
 
     Parameters
     ----------
@@ -47,8 +47,8 @@ class WeightFitter:
         Nuisance regressors fitted together with the weights (never convolved, never penalised): motion, drifts,
         spike regressors for scrubbed volumes (a spike column is exactly equivalent to deleting the volume).
 
-    Attributes (after ``fit``)
-    --------------------------
+    Attributes
+    ----------
     weights : DataFrame (regressors × voxels)
     parameters : DataFrame (voxels × parameters), with the estimated baseline
     run_baselines : DataFrame (runs × voxels), the intercepts of each run
