@@ -140,3 +140,17 @@ def test_task_without_events_is_skipped_beside_one_with_events(tmp_path, capsys)
                   if "_stat-effect_" in p.name or "_stat-rsquared_" in p.name) == [
         f"sub-01_task-rhymejudgment_space-{SPACE}_model-glm_contrast-{c}_stat-effect_statmap.nii.gz"
         for c in ("pseudoword", "word")] + [f"sub-01_task-rhymejudgment_space-{SPACE}_model-glm_stat-rsquared_statmap.nii.gz"]
+
+
+def test_generators_take_strings_copy_twice_and_say_what_is_missing(tmp_path):
+    """copy_raw and build_fmriprep take str paths as well as Path; copying the same subject again works (the image
+    links are replaced); a task without raw BOLD is a FileNotFoundError naming it (it was an assert, gone under -O)."""
+    raw = tmp_path / "raw"
+    for _ in range(2):
+        copy_raw(str(REAL / "ds005"), str(raw), "01")
+    links = sorted(raw.glob("sub-01/func/*_bold.nii.gz"))
+    assert links and all(link.is_symlink() and link.resolve().is_file() for link in links)
+    planted = build_fmriprep(str(raw), "01", "mixedgamblestask", shape=(4, 4, 4))
+    assert len(planted) == len(links)
+    with pytest.raises(FileNotFoundError, match="sub-01 task-nosuchtask"):
+        build_fmriprep(str(raw), "01", "nosuchtask", shape=(4, 4, 4))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -52,13 +53,14 @@ def copy_raw(source, target, subject):
 
     Parameters
     ----------
-    source : pathlib.Path
+    source : str or pathlib.Path
         The raw layout (its images are often 0-byte placeholders).
-    target : pathlib.Path
+    target : str or pathlib.Path
         Where to copy; it may hold another subject's copy already (top-level files are overwritten).
     subject : str or list of str
         Subject label(s), without ``sub-``.
     """
+    source, target = Path(source), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file():
@@ -69,7 +71,9 @@ def copy_raw(source, target, subject):
         if path.is_dir():
             destination.mkdir(parents=True, exist_ok=True)
         elif path.name.endswith((".nii.gz", ".nii")):
-            destination.symlink_to(path)
+            if destination.is_symlink() or destination.exists():  # copied before: link again
+                destination.unlink()
+            destination.symlink_to(path.resolve())
         else:
             shutil.copy(path, destination)
 
@@ -80,7 +84,7 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
 
     Parameters
     ----------
-    raw : pathlib.Path
+    raw : str or pathlib.Path
         A raw BIDS layout (for example a :func:`copy_raw` copy): its sidecars (inherited ones read) give the TR
         and slice timing, its events the run length and the planted effects.
     subject, task : str
@@ -110,6 +114,7 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
     """
     from nilearn.glm.first_level import compute_regressor
 
+    raw = Path(raw)
     rng = np.random.default_rng(seed)
     out = raw / "derivatives" / "fmriprep"
     (out).mkdir(parents=True, exist_ok=True)
@@ -172,5 +177,6 @@ def build_fmriprep(raw, subject, task, condition_column="trial_type", unpad_runs
         fmriprep_confounds(rng, n_volumes).to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t",
                                                   index=False, na_rep="n/a")
         planted[stem] = (n_volumes, effects)
-    assert planted, f"no raw BOLD for sub-{subject} task-{task}"
+    if not planted:
+        raise FileNotFoundError(f"no raw BOLD for sub-{subject} task-{task} in {raw}")
     return planted
