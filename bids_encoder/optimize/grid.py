@@ -333,18 +333,31 @@ def _compiled_factorised(model, labels, rows_shape, n_time, closed_form, positiv
 
 
 def _best(cross, p_norm2, y_norm2, visible, closed_form, positive_amplitude):
-    """Every voxel's best point: (score, its index, cross-product, norm²) from (points × voxels) cross-products."""
-    if closed_form:  # R² of the best (positive) amplitude: corr² · sign
-        r = cross / tf.sqrt(tf.maximum(p_norm2, 1e-30) * y_norm2[tf.newaxis, :])
-        score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
-        score = tf.where(p_norm2 > 0, score, -np.inf)
+    """Every voxel's best point: (score, its index, cross-product, norm²) from (points × voxels) cross-products.
+
+    Closed form: a voxel's R² of point p is r² with r = cross / sqrt(‖p‖² ‖y‖²), ranked as sign(r)·r² (positive
+    amplitudes) or r²; both orders are those of cross / ‖p‖ (or its absolute value), ‖y‖ being the voxel's own, so
+    the (points × voxels) array takes one product and one mask, and r is computed for the best point only.
+    """
+    if closed_form:
+        weight = tf.where(p_norm2 > 0, tf.math.rsqrt(tf.maximum(p_norm2, 1e-30)), 0.0)
+        bias = tf.where((p_norm2 > 0) & visible[:, tf.newaxis], 0.0, -np.inf)
+        ranked = (cross if positive_amplitude else tf.abs(cross)) * weight + bias
     else:  # R² with the grid's own baseline and amplitude
-        score = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
-    score = tf.where(tf.math.is_finite(score) & visible[:, tf.newaxis], score, -np.inf)
-    best = tf.argmax(score, axis=0, output_type=tf.int32)
+        ranked = 1.0 - (y_norm2[tf.newaxis, :] - 2.0 * cross + p_norm2) / y_norm2[tf.newaxis, :]
+        ranked = tf.where(tf.math.is_finite(ranked) & visible[:, tf.newaxis], ranked, -np.inf)
+    best = tf.argmax(ranked, axis=0, output_type=tf.int32)
     voxel = tf.range(tf.shape(best)[0])
     index = tf.stack([best, voxel], axis=1)
-    return tf.gather_nd(score, index), best, tf.gather_nd(cross, index), tf.gather(p_norm2[:, 0], best)
+    best_cross, best_norm2 = tf.gather_nd(cross, index), tf.gather(p_norm2[:, 0], best)
+    if closed_form:
+        r = best_cross / tf.sqrt(tf.maximum(best_norm2, 1e-30) * y_norm2)
+        score = tf.where(r > 0, tf.square(r), -tf.square(r)) if positive_amplitude else tf.square(r)
+        usable = tf.math.is_finite(tf.gather_nd(ranked, index)) & (best_norm2 > 0) & tf.math.is_finite(score)
+        score = tf.where(usable, score, -np.inf)
+    else:
+        score = tf.gather_nd(ranked, index)
+    return score, best, best_cross, best_norm2
 
 
 _COMPILED = {}  # (model_key, set-up) → (peak_chunk, prepare_chunk, score_tile)
