@@ -202,3 +202,24 @@ def test_a_class_documents_what_its_base_takes_through_its_kwargs():
     Child.__doc__ = Child.__doc__.replace("a, b : int", "a, d : int")
     assert problems(Child) == ["documents ['d'], not in the signature ['*args', 'c', '**kwargs', 'a', 'b']",
                                "does not document ['b']"]
+
+
+def test_constructors_show_their_real_parameters():
+    """help() and editors see the parameters of the pRF models' constructors, not (*args, **kwargs): the staged
+    models take the Gaussian's, the …WithHRF variants their base's and ``hrf_model`` (keyword only)."""
+    import inspect
+
+    from bids_encoder import models
+
+    gaussian = list(inspect.signature(models.GaussianPRF2D).parameters)
+    assert gaussian[:2] == ["grid_coordinates", "paradigm"]
+    for name in ("CSSPRF2D", "DifferenceOfGaussiansPRF2D", "DivisiveNormalizationGaussianPRF2D"):
+        assert list(inspect.signature(getattr(models, name)).parameters) == gaussian, name
+    for name in ("GaussianPRF", "GaussianPRF2D", "CSSPRF2D", "VonMisesPRF"):
+        signature = inspect.signature(getattr(models, f"{name}WithHRF"))
+        base = [p for p in inspect.signature(getattr(models, name)).parameters if p != "kwargs"]
+        assert list(signature.parameters) == [*base, "hrf_model", "kwargs"], name
+        assert signature.parameters["hrf_model"].kind is inspect.Parameter.KEYWORD_ONLY
+    grid = [[x, y] for x in (-1.0, 0.0, 1.0) for y in (-1.0, 0.0, 1.0)]
+    model = models.CSSPRF2DWithHRF(grid, hrf_model=models.SPMHRFModel(1.0))  # and they still construct
+    assert "n" in model.get_parameter_labels() and model.bounds["n"]

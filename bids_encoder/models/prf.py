@@ -12,6 +12,7 @@ the whole field gives a response equal to the amplitude.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import numpy as np
@@ -441,12 +442,29 @@ class DivisiveNormalizationGaussianPRF2D(GaussianPRF2D):
         return neural_base / surround_base
 
 
+def _init_signature(cls):
+    """The signature of ``cls``'s constructor, through the ``(*args, **kwargs)`` ones that pass everything on (so
+    that ``help()`` and editors show the real parameters)."""
+    for klass in cls.__mro__:
+        signature = inspect.signature(klass.__init__)
+        kinds = {parameter.kind for parameter in list(signature.parameters.values())[1:]}
+        if kinds - {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+            return signature
+    return inspect.signature(cls.__init__)
+
+
 def _with_hrf(base):
     """Build the ``…WithHRF`` variant of a pRF model class."""
 
     def __init__(self, *args, hrf_model=None, **kwargs):
         self._init_hrf(hrf_model)
         base.__init__(self, *args, **kwargs)
+
+    parameters = list(_init_signature(base).parameters.values())
+    hrf = inspect.Parameter("hrf_model", inspect.Parameter.KEYWORD_ONLY, default=None)
+    tail = [p for p in parameters if p.kind == inspect.Parameter.VAR_KEYWORD]
+    head = [p for p in parameters if p.kind != inspect.Parameter.VAR_KEYWORD]
+    __init__.__signature__ = inspect.Signature([*head, hrf, *tail])
 
     doc = (f"{base.__name__} convolved with an HRF (``hrf_model``), the baseline added after convolution.\n\n"
            f"See Also\n--------\n{base.__name__}\n")
@@ -457,6 +475,8 @@ def _with_hrf(base):
                                                               "__module__": __name__}))
 
 
+for _staged in (CSSPRF2D, DifferenceOfGaussiansPRF2D, DivisiveNormalizationGaussianPRF2D):
+    _staged.__init__.__signature__ = _init_signature(GaussianPRF2D)
 _jacobians.register(GaussianPRF2D._predict_neural)(_jacobians.gaussian2d_jacobian)
 _jacobians.register(CSSPRF2D._predict_neural)(_jacobians.css2d_jacobian)
 _jacobians.register(DifferenceOfGaussiansPRF2D._predict_neural)(_jacobians.dog2d_jacobian)
