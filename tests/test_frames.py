@@ -56,3 +56,41 @@ def test_the_fit_on_distinct_frames_is_the_direct_fit(repeated, monkeypatch, uni
                                    atol=0.02)  # LM stops at a relative SSR change of 1e-4
     x = framed.parameters["x"].to_numpy()[repeated.signal]
     assert np.corrcoef(x, repeated.truth["x"].to_numpy()[repeated.signal])[0, 1] > 0.9
+
+
+def test_levenberg_marquardt_on_the_frames_linearises_as_the_time_domain(repeated):
+    """The frames kernel (sufficient statistics over the distinct frames) is chosen for a repeating stimulus with
+    one HRF, and its SSR, J'J and J'r equal the time-domain kernel's and a float64 reference computed over the
+    time points (with the later run's indicator as confound, as the fitter sets up two runs)."""
+    from bids_encoder.optimize._frames_kernel import FramesKernel, frames_applicable
+    from bids_encoder.optimize._inputs import confound_basis
+    from bids_encoder.optimize._problem import FitProblem
+    from bids_encoder.optimize._steps import Kernel
+
+    model = GaussianPRF2DWithHRF(repeated.grid, hrf_model=SPMHRFModel(repeated.tr))
+    labels = model.get_parameter_labels()
+    truth = repeated.truth.fillna({"x": 1.0, "y": -1.0, "sd": 1.5, "baseline": 0.0, "amplitude": 0.5})
+    init = (truth[labels] * 1.1 + 0.05).astype(np.float32)  # off the optimum: a gradient to compare
+    segments = [150, 150]
+    basis = confound_basis(None, 300, segments)
+    problem = FitProblem(model, repeated.paradigm, repeated.data, init, segments, basis=basis)
+    assert frames_applicable(problem)
+    assert not frames_applicable(FitProblem(GaussianPRF2DWithHRF(repeated.grid, hrf_model=SPMHRFModel(
+        repeated.tr, unique_hrfs=True)), repeated.paradigm, repeated.data, init, segments, basis=basis))
+    found = {}
+    for kernel_class in (Kernel, FramesKernel):
+        kernel = kernel_class(problem, False)
+        inputs = [t for t, _ in kernel.voxel_inputs(problem)] + list(kernel.shared_inputs(problem))
+        found[kernel_class] = [t.numpy().astype(np.float64) for t in kernel.linearise(problem.free, inputs)[:3]]
+    (ssr_t, normal_t, gradient_t), (ssr_f, normal_f, gradient_f) = found[Kernel], found[FramesKernel]
+    np.testing.assert_allclose(ssr_f, ssr_t, rtol=2e-5)
+    np.testing.assert_allclose(normal_f, normal_t, rtol=1e-3, atol=1e-4 * np.abs(normal_t).max())
+    # float64 reference of J'r over the time points: the frames kernel is at least as accurate as the other
+    kernel = Kernel(problem, False)
+    y, _, fixed, weights, rows, _, frames = [t for t, _ in kernel.voxel_inputs(problem)] + kernel.shared_inputs(problem)
+    prediction, jacobian = kernel.jacobian(rows, problem.free, fixed, weights, frames)
+    projection = np.eye(300) - basis @ basis.T
+    residual = projection @ (repeated.data.to_numpy(np.float64) - prediction.numpy().astype(np.float64))
+    reference = np.einsum("tvp,tv->vp", jacobian.numpy().astype(np.float64), residual)
+    scale = np.abs(reference).max()
+    assert np.abs(gradient_f - reference).max() <= max(np.abs(gradient_t - reference).max(), 1e-5 * scale)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._tensorflow import tf
 from . import _gram
+from ._frames_kernel import FramesKernel, frames_applicable
 from ._graphs import model_key
 from ._steps import LAMBDA_INIT, LAMBDA_MIN, RELATIVE_TOLERANCE, STEPS_PER_CALL, Kernel  # noqa: F401 (re-exported)
 from ._uncertainty import gauss_newton_errors
@@ -37,13 +38,14 @@ def kernel_for(problem, store_intermediate):
     """The compiled steps for ``problem``'s model family and set-up, built on first use."""
     gram = _gram.gram_applicable(problem.model, problem.labels, [problem.labels[i] for i in problem.free_idx],
                                  problem.weights is not None)
-    key = (gram, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
+    frames = not gram and frames_applicable(problem)
+    key = (gram, frames, tuple(problem.labels), tuple(problem.free_idx), tuple(problem.fixed_idx),
            tuple(problem.paradigm.shape), tuple(problem.rows.shape), tuple(problem.segments or ()),
            problem.basis is not None,
            problem.weights is not None, bool(store_intermediate))
     kernels = _KERNELS.setdefault(model_key(problem.model), {})
     if key not in kernels:
-        kernels[key] = (_gram.GramKernel if gram else Kernel)(problem, store_intermediate)
+        kernels[key] = (_gram.GramKernel if gram else FramesKernel if frames else Kernel)(problem, store_intermediate)
     return kernels[key]
 
 
