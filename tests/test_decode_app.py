@@ -131,25 +131,25 @@ ARGS = ["--model", "loggauss1d", "--stimulus-column", "numerosity", "--nuisance-
         "--confounds-param", "motion=basic"]
 
 
-@pytest.fixture(scope="module")
-def decoded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("decode")
+def _decode(tmp_path_factory, name, *extra):
+    """The numerosity data set (one participant, two runs) decoded by the CLI: (root, output folder, exit code)."""
+    root = tmp_path_factory.mktemp(name)
     make_tuning_dataset(root / "bids", kind="numerosity", n_subjects=1, n_runs=2, amplitude=2.0, seed=1)
     out = root / "out"
     code = main([str(root / "bids"), str(out), "participant", "--work-dir", str(root / "work"), *ARGS,
-                 "--decode", "--decode-voxels", "60"])
+                 "--decode", "--decode-voxels", "60", *extra])
     return root, out, code
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory):
+    return _decode(tmp_path_factory, "decode")
 
 
 @pytest.fixture(scope="module")
 def decoded_singletrial(tmp_path_factory):
     """As ``decoded``, the single-trial responses by the singletrial model (every stage)."""
-    root = tmp_path_factory.mktemp("decode_singletrial")
-    make_tuning_dataset(root / "bids", kind="numerosity", n_subjects=1, n_runs=2, amplitude=2.0, seed=1)
-    out = root / "out"
-    code = main([str(root / "bids"), str(out), "participant", "--work-dir", str(root / "work"), *ARGS,
-                 "--decode", "--decode-voxels", "60", "--decode-betas", "singletrial"])
-    return root, out, code
+    return _decode(tmp_path_factory, "decode_singletrial", "--decode-betas", "singletrial")
 
 
 def test_decode_end_to_end(decoded):

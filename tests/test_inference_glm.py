@@ -120,6 +120,7 @@ def test_ar1_close_to_nilearn(simulated):
 
 
 def _dense_gls(design, y, runs, rho):
+    """Prais-Winsten GLS in float64 with the run coefficients ``rho`` (in the order of the sorted run labels)."""
     whitening = np.zeros((len(y), len(y)))
     for i, run in enumerate(np.unique(runs)):
         rows = np.where(runs == run)[0]

@@ -4,6 +4,7 @@ dense float64 Prais-Winsten GLS, and chosen only where it applies."""
 
 import numpy as np
 import pytest
+from test_inference_glm import _dense_gls  # Prais-Winsten GLS in float64, the reference
 
 from bids_encoder.inference import run_blocks
 from bids_encoder.inference.glm import first_level
@@ -15,20 +16,6 @@ def _ar1_noise(rng, n_time, n_voxels, rho):
     for t in range(1, n_time):
         noise[t] = rho * noise[t - 1] + rng.normal(size=n_voxels)
     return noise
-
-
-def _dense_gls(design, y, runs, rho):
-    """Prais-Winsten GLS in float64 with the run coefficients ``rho`` (in the order of the sorted run labels)."""
-    whitening = np.zeros((len(y), len(y)))
-    for i, run in enumerate(np.unique(runs)):
-        rows = np.where(runs == run)[0]
-        whitening[rows[0], rows[0]] = np.sqrt(1 - rho[i] ** 2)
-        for t, s in zip(rows[1:], rows[:-1], strict=True):
-            whitening[t, t], whitening[t, s] = 1.0, -rho[i]
-    x, target = whitening @ design, whitening @ y
-    beta = np.linalg.lstsq(x, target, rcond=None)[0]
-    residual = target - x @ beta
-    return beta, np.linalg.pinv(x.T @ x), residual @ residual
 
 
 def _design(rng, labels, per_run, n_confounds, censored, local_condition=False):

@@ -70,7 +70,10 @@ class FramesKernel(StepKernel):
     # ------------------------------------------------------------------ set-up (once per problem)
     @staticmethod
     def _mixing(problem):
-        """M = P [C E, 1] (time × frames + 1), float64."""
+        """M = P [C E, 1] (time × frames + 1), float64; computed once per problem (z and G both need it)."""
+        cached = getattr(problem, "_frames_mixing", None)
+        if cached is not None:
+            return cached
         selection = tf.one_hot(problem.frames, problem.rows.shape[0], dtype=tf.float32)
         hrf_model = getattr(problem.model, "hrf_model", None)
         convolved = selection if hrf_model is None else hrf_model.convolve(selection, None,
@@ -79,6 +82,7 @@ class FramesKernel(StepKernel):
         if problem.basis is not None:
             basis = problem.basis.numpy().astype(np.float64)
             mixing = mixing - basis @ (basis.T @ mixing)
+        problem._frames_mixing = mixing
         return mixing
 
     def voxel_inputs(self, problem):
@@ -89,10 +93,10 @@ class FramesKernel(StepKernel):
                                       problem.n_time)
         norm = float(constant @ constant)
         mean = (constant @ y) / norm if norm > 1e-9 else np.zeros(y.shape[1])
-        centred = (y - np.outer(constant, mean)).astype(np.float32)
-        z = tf.matmul(tf.constant(self._mixing(problem), tf.float32), tf.constant(centred), transpose_a=True)
+        centred = tf.constant((y - np.outer(constant, mean)).astype(np.float32))
+        z = tf.matmul(tf.constant(self._mixing(problem), tf.float32), centred, transpose_a=True)
         fixed = problem.fixed_values if problem.fixed_idx else tf.zeros([problem.n_voxels, 0])
-        return [(z, 1), (tf.reduce_sum(tf.square(tf.constant(centred)), axis=0), 0), (problem.sst, 0), (fixed, 0),
+        return [(z, 1), (tf.reduce_sum(tf.square(centred), axis=0), 0), (problem.sst, 0), (fixed, 0),
                 (tf.constant(np.asarray(mean, np.float32)), 0)]
 
     def shared_inputs(self, problem):

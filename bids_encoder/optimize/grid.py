@@ -171,11 +171,8 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
     # points that barely see the stimulus would fit noise through a scaled-up leak: leave them out
     visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
 
-    best_score = np.full(n_voxels, -np.inf, dtype=np.float32)
-    best_index = np.zeros(n_voxels, dtype=np.int64)
-    best_cross = np.zeros(n_voxels, dtype=np.float32)
-    best_norm2 = np.ones(n_voxels, dtype=np.float32)
     tiles = _tiles(n_voxels, tile)
+    best = _Best(n_voxels, tiles)
     with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
 
         def score(start):
@@ -188,17 +185,34 @@ def grid_search(model, paradigm, data, segments, values, basis=None, use_correla
             bar.update(len(points))
             return result
 
-        def keep_best(i, result):  # in chunk order: ties go to the earlier point, whatever the tiling
-            for part, (value, index, cross, norm2) in zip(tiles, result, strict=True):
-                better = value > best_score[part]
-                best_score[part] = np.where(better, value, best_score[part])
-                best_index[part] = np.where(better, index + starts[i], best_index[part])
-                best_cross[part] = np.where(better, cross, best_cross[part])
-                best_norm2[part] = np.where(better, norm2, best_norm2[part])
-
-        run_chunks(score, starts, devices, reduce=keep_best)
+        run_chunks(score, starts, devices, reduce=lambda i, result: best.keep(starts[i] + np.arange(chunk), result))
     return _finish(model, labels, grid, paradigm, data, segments, basis, voxels, memory_limit, closed_form,
-                   positive_amplitude, best_score, best_index, best_cross, best_norm2)
+                   positive_amplitude, *best.state())
+
+
+class _Best:
+    """Every voxel's best grid point so far, folded in tile by tile as the chunks of points finish; ties go to the
+    earlier point of the grid, whatever the chunks, groups and tiles."""
+
+    def __init__(self, n_voxels, tiles):
+        self.tiles = tiles
+        self.score = np.full(n_voxels, -np.inf, dtype=np.float32)
+        self.index = np.zeros(n_voxels, dtype=np.int64)
+        self.cross = np.zeros(n_voxels, dtype=np.float32)
+        self.norm2 = np.ones(n_voxels, dtype=np.float32)
+
+    def keep(self, points, result):
+        """Fold in a chunk's (score, index within ``points``, cross-product, norm²) of every tile."""
+        for part, (value, index, cross, norm2) in zip(self.tiles, result, strict=True):
+            point = np.asarray(points)[index]
+            better = (value > self.score[part]) | ((value == self.score[part]) & (point < self.index[part]))
+            self.score[part] = np.where(better, value, self.score[part])
+            self.index[part] = np.where(better, point, self.index[part])
+            self.cross[part] = np.where(better, cross, self.cross[part])
+            self.norm2[part] = np.where(better, norm2, self.norm2[part])
+
+    def state(self):
+        return self.score, self.index, self.cross, self.norm2
 
 
 def _finish(model, labels, grid, paradigm, data, segments, basis, voxels, memory_limit, closed_form,
@@ -265,11 +279,8 @@ def _factorised_search(model, labels, grid, rows, frames, segments, data, voxels
     run_chunks(lambda item: peak_of(tf.constant(grid[item[1]]), rows_tf, convolved[item[0]]).numpy(), items,
                devices, reduce=keep_peaks)
     visible_points = peaks >= MIN_RELATIVE_RESPONSE * peaks.max(initial=0.0)
-    best_score = np.full(n_voxels, -np.inf, dtype=np.float32)
-    best_index = np.zeros(n_voxels, dtype=np.int64)
-    best_cross = np.zeros(n_voxels, dtype=np.float32)
-    best_norm2 = np.ones(n_voxels, dtype=np.float32)
     tiles = _tiles(n_voxels, tile)
+    best = _Best(n_voxels, tiles)
     with tqdm(total=len(grid), desc="grid", disable=not progressbar, leave=False) as bar:
 
         def score(item):
@@ -282,18 +293,8 @@ def _factorised_search(model, labels, grid, rows, frames, segments, data, voxels
             bar.update(len(members))
             return result
 
-        def keep_best(i, result):  # ties go to the earlier point of the grid, whatever the groups and tiles
-            members = items[i][1]
-            for part, (value, index, cross, norm2) in zip(tiles, result, strict=True):
-                point = members[index]
-                better = (value > best_score[part]) | ((value == best_score[part]) & (point < best_index[part]))
-                best_score[part] = np.where(better, value, best_score[part])
-                best_index[part] = np.where(better, point, best_index[part])
-                best_cross[part] = np.where(better, cross, best_cross[part])
-                best_norm2[part] = np.where(better, norm2, best_norm2[part])
-
-        run_chunks(score, items, devices, reduce=keep_best)
-    return best_score, best_index, best_cross, best_norm2
+        run_chunks(score, items, devices, reduce=lambda i, result: best.keep(items[i][1], result))
+    return best.state()
 
 
 def _compiled_factorised(model, labels, rows_shape, n_time, closed_form, positive_amplitude):
