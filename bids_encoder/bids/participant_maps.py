@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["ParticipantFit", "MapGeometry", "find_participant_fits", "read_map", "fit_name"]
 
 MAP_EXTENSIONS = [".nii.gz", ".nii", ".func.gii", ".dscalar.nii"]
-PER_FILE = ("subject", "session", "hemi", "stat", "contrast", "desc", "suffix", "extension", "datatype")
 KEY_ORDER = ("task", "acquisition", "space", "res", "den", "model")
 
 

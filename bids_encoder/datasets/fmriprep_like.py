@@ -32,10 +32,6 @@ def _entities(name):
     return dict(ENTITY.findall(name.split(".")[0].rsplit("_", 1)[0]))
 
 
-def _stem_entities(stem):
-    return dict(ENTITY.findall(stem))
-
-
 def _inherited(raw, path, suffix, extension):
     """The files of ``suffix`` + ``extension`` that apply to ``path`` by BIDS inheritance, top level first."""
     entities = _entities(path.name)

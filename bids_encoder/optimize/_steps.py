@@ -38,7 +38,6 @@ class StepKernel:
         spec = tf.TensorSpec
         state = [spec([None, n_free], tf.float32), spec([None], tf.float32), spec([None], tf.bool),
                  spec([None], tf.bool)]  # free, damping, converged, stalled
-        self.n_voxel_inputs = len(voxel_specs)
         self.steps = tf.function(self._steps, input_signature=[*state, *voxel_specs, *shared_specs,
                                                                 spec([], tf.int32)])
         self.curvature = tf.function(self._curvature, input_signature=[state[0], *voxel_specs, *shared_specs])

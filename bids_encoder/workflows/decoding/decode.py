@@ -55,7 +55,6 @@ GRID_POINTS = 100  # linear stimuli: points from the smallest to the largest val
 CIRCULAR_GRID_POINTS = 120  # circular stimuli: points around the period
 MIN_VOXELS = 5  # fewer voxels with cvR² > 0 than this: the best ones by cvR² anyway (with a warning)
 MIN_TRIALS = 4  # per run
-BETA_METHODS = ("lsa", "lss", "singletrial")  # --decode-betas
 REACH = 0.01  # a trial whose regressor peaks below this fraction of the run's highest is outside the run
 INTERVAL = 0.95
 SHUFFLE_SEED = 0

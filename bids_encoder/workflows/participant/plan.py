@@ -149,15 +149,6 @@ def _check_plan_names(fits, output_dir, options, kind):
                             _planned_contrasts(runs, options) if glm else (), glm=glm)
 
 
-def plan_fits(bids_dir, options):
-    """The fits of the selection, checked: ({subject: [runs of one fit, …]}, roots of the Sources URIs).
-
-    Raises InputError with a BIDS-Apps exit code on bad input; reads no image data and writes nothing.
-    """
-    fits, roots, _ = _plan(bids_dir, options)
-    return fits, roots
-
-
 def _plan(bids_dir, options, output_dir=None):
     bids_dir = Path(bids_dir).resolve()
     check_model_options(options)
